@@ -1,0 +1,3 @@
+"""kexp: Keras experiments from YAML specs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from kexp.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""`imdb`: the Large Movie Review Dataset (Maas et al., 2011), 25k train + 25k test reviews.
+
+Reads, from the data directory, the first of: the `aclImdb/` folder, the
+`aclImdb_v1.tar.gz` archive (read in place, no extraction), or Keras' `imdb.npz`
+(already integer-encoded; its ids are used as tokens, so `text` tokenization options
+other than num_words/encoding/max_length do not apply).
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from kexp.datasets.base import Dataset, find_file, split_indices
+from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
+from kexp.errors import DataError
+from kexp.registry import dataset
+from kexp.spec import Options
+from kexp.text import Corpus, TextOptions
+
+CLASS_NAMES = ["neg", "pos"]
+REVIEW = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+class ImdbOptions(Options):
+    split: Literal["official", "all"] = Field(default="official", description="official 25k/25k, or all 50k re-split by test_fraction")
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="used with split: all")
+    text: TextOptions = Field(default_factory=TextOptions)
+
+
+def _review_key(name: str):
+    match = REVIEW.search(name)
+    if not match:
+        return None
+    split, label, number, _ = match.groups()
+    return (split == "test", label == "pos", int(number))
+
+
+def read_reviews_from_tar(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    reviews = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                key = _review_key(member.name) if member.isfile() else None
+                if key is not None:
+                    reviews[key] = tar.extractfile(member).read().decode("utf-8", errors="replace")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read the archive: {exc}") from None
+    return _ordered(reviews, path)
+
+
+def read_reviews_from_folder(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    reviews = {}
+    for file in folder.glob("*/*/*.txt"):
+        key = _review_key(file.as_posix())
+        if key is not None:
+            reviews[key] = file.read_text(encoding="utf-8", errors="replace")
+    return _ordered(reviews, folder)
+
+
+def _ordered(reviews: dict, source: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(texts, labels, is_test) sorted by split, label, review number; every part must be present."""
+    keys = sorted(reviews)
+    for is_test in (False, True):
+        for is_pos in (False, True):
+            if not any(k[0] == is_test and k[1] == is_pos for k in keys):
+                part = f"aclImdb/{'test' if is_test else 'train'}/{'pos' if is_pos else 'neg'}"
+                raise DataError(f"{source}: no reviews found under {part}/ (incomplete or not the aclImdb data set)")
+    labels = np.array([k[1] for k in keys], dtype=np.int8)
+    is_test = np.array([k[0] for k in keys], dtype=bool)
+    return [reviews[k] for k in keys], labels, is_test
+
+
+def read_keras_npz(path: Path) -> tuple[Corpus, np.ndarray, np.ndarray]:
+    """Keras' imdb.npz: ids offset by 3 (1 = start, 2 = out of vocabulary), which are dropped."""
+    try:
+        with np.load(path, allow_pickle=True) as f:
+            parts = [(f["x_train"], f["y_train"], False), (f["x_test"], f["y_test"], True)]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"{path}: not a Keras imdb.npz ({exc})") from None
+    sequences = [np.asarray(seq, dtype=np.int64) for x, _, _ in parts for seq in x]
+    sequences = [seq[seq > 2] for seq in sequences]
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    flat = np.concatenate(sequences) if sequences else np.array([], dtype=np.int64)
+    distinct, ids = np.unique(flat, return_inverse=True)
+    corpus = Corpus([f"#{i}" for i in distinct], ids.astype(np.int32), np.concatenate([[0], np.cumsum(lengths)]))
+    labels = np.concatenate([np.asarray(y) for _, y, _ in parts]).astype(np.int8)
+    is_test = np.concatenate([np.full(len(y), t) for _, y, t in parts])
+    return corpus, labels, is_test
+
+
+@dataset("imdb", ImdbOptions)
+def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
+    """IMDB movie reviews, positive or negative; raw text from aclImdb, or Keras' imdb.npz."""
+    folder = data_dir / "aclImdb"
+    if (folder / "train").is_dir():
+        source, read = folder, lambda: read_reviews_from_folder(folder)
+    else:
+        source = find_file(data_dir, ["aclImdb_v1.tar.gz", "imdb.npz"], "imdb")
+        read = (lambda: read_reviews_from_tar(source)) if source.name.endswith(".tar.gz") else None
+    if read is None:
+        corpus, labels, is_test = read_keras_npz(source)
+        cached = False
+    else:
+        split_flags: dict[str, np.ndarray] = {}
+
+        def read_texts():
+            texts, labels, is_test = read()
+            split_flags["is_test"] = is_test
+            return texts, labels * 2 + is_test  # both facts in one cached array
+
+        corpus, packed, cached = tokenized_corpus("imdb", [source], options.text, read_texts)
+        labels, is_test = packed // 2, packed % 2 == 1
+    if options.split == "official":
+        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    else:
+        train, test = split_indices(labels, options.test_fraction, seed)
+    summary = {"files": [str(source)], "tokens_from_cache": cached}
+    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, summary)

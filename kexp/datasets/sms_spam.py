@@ -1,0 +1,54 @@
+"""`sms_spam`: UCI's SMS Spam Collection (5,574 messages, `ham|spam<TAB>text` per line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from kexp.datasets.base import Dataset, find_file, split_indices
+from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
+from kexp.errors import DataError
+from kexp.registry import dataset
+from kexp.spec import Options
+from kexp.text import TextOptions
+
+CLASS_NAMES = ["ham", "spam"]
+
+
+class SmsSpamOptions(Options):
+    path: str = "sms/SMSSpamCollection"
+    test_fraction: float = Field(default=0.5, gt=0.0, lt=1.0, description="stratified: ham and spam keep their shares")
+    text: TextOptions = Field(
+        default_factory=lambda: TextOptions(stopwords=True, lemmatize=True, num_words=3000, encoding="count")
+    )
+
+
+def read_sms(path: Path) -> tuple[list[str], np.ndarray]:
+    """Messages and labels (0 ham, 1 spam); a malformed line is reported by number."""
+    texts, labels = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or label not in CLASS_NAMES:
+            raise DataError(f"{path}:{number}: expected 'ham' or 'spam', a TAB, then the message; got {line[:40]!r}")
+        texts.append(text)
+        labels.append(CLASS_NAMES.index(label))
+    if not texts:
+        raise DataError(f"{path}: no messages")
+    return texts, np.array(labels, dtype=np.int8)
+
+
+@dataset("sms_spam", SmsSpamOptions)
+def load_sms_spam(options: SmsSpamOptions, data_dir: Path, seed: int) -> Dataset:
+    """SMS Spam Collection: ham or spam, stratified train/test split."""
+    path = find_file(data_dir, [options.path, "SMSSpamCollection"], "sms_spam")
+    corpus, labels, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path))
+    train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
+    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, {"files": [str(path)], "tokens_from_cache": cached})

@@ -1,0 +1,52 @@
+"""The exceptions that cli.py turns into one-line messages and exit codes.
+
+Library code raises these for problems a user can fix (bad spec, missing data,
+no GPU); anything else is a bug and keeps its traceback.
+"""
+
+
+class KexpError(Exception):
+    """A problem the user can fix; the message says what and where."""
+
+    exit_code = 1
+
+
+class SpecError(KexpError):
+    """The experiment spec (YAML file or --set override) is invalid."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class DataError(KexpError):
+    """A data file is missing, unreadable or malformed."""
+
+
+class DeviceError(KexpError):
+    """The requested device does not exist on this machine."""
+
+
+class TrainingError(KexpError):
+    """Training stopped for a reason the user should see (e.g. NaN loss)."""
+
+
+class RunDirError(KexpError):
+    """A run directory is missing or not a kexp run."""
+
+
+class ModelError(KexpError):
+    """The model options are valid on their own but cannot build a model for this data."""
+
+    exit_code = 2
+
+
+class Interrupted(KexpError):
+    """The run was stopped by a signal (SIGTERM from a scheduler, Ctrl-C)."""
+
+    def __init__(self, signal_name: str, exit_code: int):
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        super().__init__(f"interrupted by {signal_name}")

@@ -1,0 +1,186 @@
+"""run_experiment: spec -> data -> model -> training -> run directory, in that order."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import platform
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+
+import kexp
+from kexp.datasets.base import Dataset, class_balance, summarize
+from kexp.errors import Interrupted, ModelError
+from kexp.registry import DATASETS, MODELS
+from kexp.rundir import create_run_dir, now_iso, write_json, write_status, write_text_atomic
+from kexp.spec import ExperimentSpec
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def load_dataset(spec: ExperimentSpec, data_dir: Path) -> Dataset:
+    entry = DATASETS.get(spec.data.name)
+    return entry.fn(entry.options.model_validate(spec.data.options()), data_dir, spec.seed)
+
+
+def describe_data(data: Dataset) -> str:
+    def split(name, part) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in class_balance(part.y, data.class_names).items())
+        return f"{name} {len(part)} ({counts})"
+
+    parts = [split("train", data.train)] + ([split("test", data.test)] if data.test is not None else [])
+    return "  ".join(parts) + f"  input {data.input_shape}"
+
+
+def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int):
+    entry = MODELS.get(spec.model.name)
+    try:
+        return entry.fn(entry.options.model_validate(spec.model.options()), input_shape, num_outputs)
+    except ValueError as exc:
+        raise ModelError(f"model '{spec.model.name}': {exc}") from None
+
+
+def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None) -> RunResult:
+    """Train one experiment and leave a complete run directory; errors before training leave none."""
+    from kexp import training
+
+    console = console or Console(soft_wrap=True)
+    started, clock = now_iso(), time.perf_counter()
+    data = load_dataset(spec, data_dir)
+    console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False, soft_wrap=True)
+    training.set_seed(spec.seed)
+    device = training.select_device(spec.device)
+    loss = training.resolve_loss(spec.train.loss, data.num_classes)
+    outputs = training.count_outputs(loss, data.num_classes)
+    with device_scope(device):
+        model = build_model(spec, data.input_shape, outputs)
+        training.compile_model(model, spec.train, loss, outputs)
+    run_dir = create_run_dir(runs_dir, spec.name)
+    console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False, soft_wrap=True)
+    write_run_start(run_dir, spec, data, device, data_dir, started)
+    try:
+        with signals_raise_interrupted(), device_scope(device):
+            metrics = fit_and_evaluate(model, data, spec, loss, run_dir, console)
+    except BaseException as exc:
+        record_stop(run_dir, exc, model)
+        raise
+    metrics.update(wall_seconds=time.perf_counter() - clock, loss_function=loss, num_params=model.count_params(), data=summarize(data))
+    finish_run(run_dir, model, metrics, device, started)
+    return RunResult(run_dir, metrics)
+
+
+def fit_and_evaluate(model, data: Dataset, spec: ExperimentSpec, loss: str, run_dir: Path, console: Console) -> dict[str, Any]:
+    from kexp import training
+
+    train_xy, val_xy = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed)
+    target = lambda xy: None if xy is None else (xy[0], training.make_targets(xy[1], loss, data.num_classes))  # noqa: E731
+    train_xy, val_xy = target(train_xy), target(val_xy)
+    test_xy = target(None if data.test is None else (data.test.x, data.test.y))
+    steps = -(-len(train_xy[1]) // spec.train.batch_size)
+    callbacks = training.make_callbacks(run_dir, spec.train, steps, console)
+    fit_start = time.perf_counter()
+    history = model.fit(
+        *train_xy, validation_data=val_xy, epochs=spec.train.epochs, batch_size=spec.train.batch_size,
+        shuffle=spec.train.shuffle, callbacks=callbacks, verbose=0,
+    )
+    fit_seconds = time.perf_counter() - fit_start
+    results = training.evaluate_splits(model, {"train": train_xy, "validation": val_xy, "test": test_xy}, spec.train.batch_size)
+    return {**results, "epochs_completed": len(history.epoch), "fit_seconds": fit_seconds}
+
+
+@contextlib.contextmanager
+def device_scope(device: str) -> Iterator[None]:
+    import tensorflow as tf
+
+    with tf.device(device):
+        yield
+
+
+@contextlib.contextmanager
+def signals_raise_interrupted() -> Iterator[None]:
+    """Turn SIGTERM (schedulers, preemption) and Ctrl-C into Interrupted so the run is recorded."""
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        raise Interrupted(name, 128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "kexp": kexp.__version__,
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "device": device,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "seed": seed,
+        "data_dir": str(data_dir.resolve()),
+        "argv": sys.argv,
+    }
+
+
+def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device: str, data_dir: Path, started: str) -> None:
+    header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
+    write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
+    write_status(run_dir, "running", started=started)
+    write_json(run_dir / "env.json", {**environment(device, spec.seed, data_dir), "started": started, "ended": None})
+    if data.artifacts:
+        (run_dir / "preprocessing").mkdir()
+        for name, content in data.artifacts.items():
+            write_json(run_dir / "preprocessing" / name, content)
+
+
+def record_stop(run_dir: Path, exc: BaseException, model) -> None:
+    """Mark a run that did not complete, keeping the model as it was when it stopped."""
+    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+        with contextlib.suppress(Exception):
+            model.save(run_dir / "model.keras")
+        signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        write_status(run_dir, "interrupted", error=f"interrupted by {signal_name}", signal=signal_name)
+    else:
+        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+    _set_env_end(run_dir)
+
+
+def _set_env_end(run_dir: Path) -> None:
+    from kexp.rundir import read_json
+
+    env = read_json(run_dir / "env.json")
+    env["ended"] = now_iso()
+    write_json(run_dir / "env.json", env)
+
+
+def finish_run(run_dir: Path, model, metrics: dict[str, Any], device: str, started: str) -> None:
+    from kexp.plots import plot_history
+
+    model.save(run_dir / "model.keras")
+    write_json(run_dir / "metrics.json", metrics)
+    plot_history(run_dir)
+    _set_env_end(run_dir)
+    write_status(run_dir, "completed", started=started, ended=now_iso())

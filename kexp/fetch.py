@@ -1,0 +1,125 @@
+"""`kexp data fetch NAME`: download a data set from its canonical source, verified by SHA-256.
+
+Downloads go to a temporary file beside the target and are renamed only after the
+checksum matches, so a broken or tampered download never looks like data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from kexp.errors import DataError
+
+MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist"
+
+
+@dataclass(frozen=True)
+class Source:
+    url: str
+    sha256: str
+    target: str  # path under the data directory
+    # For a zip archive: the member to extract to `extract_to` (the archive itself is kept as `target`).
+    member: Optional[str] = None
+    extract_to: Optional[str] = None
+
+
+SOURCES: dict[str, list[Source]] = {
+    "pima": [
+        Source(
+            "https://raw.githubusercontent.com/jbrownlee/Datasets/master/pima-indians-diabetes.data.csv",
+            "6bfe5d0f379d17a0e0819b996407e3c09bf80febd4287f2ed212190dfff154af",
+            "pima-indians-diabetes.data.csv",
+        )
+    ],
+    "mnist": [
+        Source(f"{MNIST_MIRROR}/train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", "mnist/train-images-idx3-ubyte.gz"),
+        Source(f"{MNIST_MIRROR}/train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", "mnist/train-labels-idx1-ubyte.gz"),
+        Source(f"{MNIST_MIRROR}/t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", "mnist/t10k-images-idx3-ubyte.gz"),
+        Source(f"{MNIST_MIRROR}/t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", "mnist/t10k-labels-idx1-ubyte.gz"),
+    ],
+    "imdb": [
+        Source(
+            "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+            "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
+            "aclImdb_v1.tar.gz",
+        )
+    ],
+    "sms_spam": [
+        Source(
+            "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+            "1587ea43e58e82b14ff1f5425c88e17f8496bfcdb67a583dbff9eefaf9963ce3",
+            "sms/smsspamcollection.zip",
+            member="SMSSpamCollection",
+            extract_to="sms/SMSSpamCollection",
+        )
+    ],
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, sha256: str, target: Path, console: Console) -> Path:
+    """Stream `url` to `target` with a progress bar; keep it only if its SHA-256 matches."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+                task = bar.add_task(target.name, total=total)
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.advance(task, len(block))
+        if digest.hexdigest() != sha256:
+            raise DataError(f"{url}: SHA-256 is {digest.hexdigest()}, expected {sha256}; the download was discarded")
+        tmp.replace(target)
+        return target
+    except (urllib.error.URLError, OSError) as exc:
+        raise DataError(f"{url}: download failed: {exc}. Without internet, copy the file to {target} yourself.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(name: str, data_dir: Path, console: Console) -> list[Path]:
+    """Make every file of data set `name` present and verified under data_dir; return their paths."""
+    if name not in SOURCES:
+        raise DataError(f"no download source for '{name}'; known: {', '.join(sorted(SOURCES))}")
+    paths = []
+    for source in SOURCES[name]:
+        target = data_dir / source.target
+        if not (target.is_file() and sha256_of(target) == source.sha256):
+            download(source.url, source.sha256, target, console)
+        if source.member:
+            target = extract_member(target, source.member, data_dir / source.extract_to)
+        paths.append(target)
+    return paths
+
+
+def extract_member(archive: Path, member: str, destination: Path) -> Path:
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(destination, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(f"{archive}: cannot extract {member}: {exc}") from None
+    return destination

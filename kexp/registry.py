@@ -1,0 +1,76 @@
+"""Name -> component registries, filled by decorators at import time.
+
+A YAML spec says `data: {name: imdb}`; `DATASETS.get("imdb")` returns the loader
+registered with `@dataset("imdb")` together with the pydantic model of its options.
+Nothing here imports TensorFlow, so listing and validating stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable
+    options: type[BaseModel]
+    summary: str
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
+        """Decorator: register `fn` under `name`; a second use of a name is a bug."""
+
+        def decorate(fn: Callable) -> Callable:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is already registered by {self._entries[name].fn.__module__}")
+            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+            self._entries[name] = Entry(name, fn, options, summary)
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise KeyError(self.unknown_name_message(name))
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def unknown_name_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"Unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}"
+
+
+DATASETS = Registry("dataset")
+MODELS = Registry("model")
+
+
+def dataset(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
+    """Register a dataset loader: `fn(options, data_dir) -> Dataset`."""
+    return DATASETS.register(name, options)
+
+
+def model(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
+    """Register a model builder: `fn(options, input_shape, num_classes) -> keras.Model`."""
+    return MODELS.register(name, options)
+
+
+def load_components() -> None:
+    """Import every dataset and model module so their decorators run."""
+    import kexp.datasets  # noqa: F401
+    import kexp.models  # noqa: F401

@@ -1,0 +1,91 @@
+"""Run directories: create them (never reused), write JSON atomically, read them back.
+
+    runs/<YYYYMMDD-HHMMSS>-<name>-<4 random chars>/
+      config.yaml     the resolved spec; `kexp train <run>/config.yaml` repeats the run
+      status.json     running -> completed | failed | interrupted (with the error)
+      env.json        versions, device, host, seed, start and end time
+      history.json    Keras history, one value per finished epoch
+      metrics.json    final train/validation/test metrics and timings
+      model.keras     the trained model
+      preprocessing/  what the data loader fitted (vocabulary, scaling), as JSON
+      plots/          learning curves
+
+Nothing here imports TensorFlow: reading runs must stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kexp.errors import RunDirError
+
+DEFAULT_RUNS_DIR = Path("runs")
+_SUFFIX_CHARS = string.ascii_lowercase + string.digits
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """A new, empty run directory; a clash (same second, same suffix) just draws again."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        suffix = "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(4))
+        path = runs_dir / f"{stamp}-{name}-{suffix}"
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RunDirError(f"could not create a new run directory under {runs_dir}")
+
+
+def _to_json(value: Any) -> Any:
+    """numpy scalars and arrays -> plain Python, for json.dump."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=_to_json, allow_nan=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: not found") from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_status(run_dir: Path, state: str, **fields: Any) -> None:
+    write_json(run_dir / "status.json", {"state": state, "updated": now_iso(), **fields})
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / "status.json")

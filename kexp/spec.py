@@ -1,0 +1,341 @@
+"""The experiment spec: YAML -> validated `ExperimentSpec`, the single source of truth.
+
+Validation happens in two passes so every error names its dotted key:
+the top level (`name`, `seed`, `train`, `device`, ...) is checked by `ExperimentSpec`;
+then `data` and `model` are checked against the options model of the registry entry
+their `name` picks. `--set a.b=value` overrides edit the raw mapping before either
+pass, so they are validated exactly like the file. No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from kexp.errors import SpecError
+from kexp.registry import DATASETS, MODELS, Registry, load_components
+
+
+class Options(BaseModel):
+    """Base for every registry entry's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(BaseModel):
+    """`name` picks a registry entry; every other key is one of that entry's options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# Keyword arguments each Keras optimizer accepts besides the common ones, so a typo
+# is caught by `kexp validate` rather than minutes into a run.
+COMMON_OPTIMIZER_ARGS = {"learning_rate", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm"}
+OPTIMIZER_ARGS = {
+    "adam": {"beta_1", "beta_2", "epsilon", "amsgrad"},
+    "adamw": {"beta_1", "beta_2", "epsilon", "amsgrad"},
+    "adamax": {"beta_1", "beta_2", "epsilon"},
+    "nadam": {"beta_1", "beta_2", "epsilon"},
+    "sgd": {"momentum", "nesterov"},
+    "rmsprop": {"rho", "momentum", "epsilon", "centered"},
+    "adagrad": {"initial_accumulator_value", "epsilon"},
+    "adadelta": {"rho", "epsilon"},
+    "lion": {"beta_1", "beta_2"},
+}
+LOSSES = {
+    "auto",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "hinge",
+}
+METRICS = {"accuracy", "precision", "recall", "auc", "mean_squared_error", "mean_absolute_error"}
+
+
+class OptimizerSpec(BaseModel):
+    """A Keras optimizer by name plus its keyword arguments (`{name: adam, learning_rate: 1e-3}`)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "adam"
+    learning_rate: Optional[PositiveFloat] = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name.lower() not in OPTIMIZER_ARGS:
+            raise ValueError(f"unknown optimizer '{name}'; choose from {', '.join(sorted(OPTIMIZER_ARGS))}")
+        return name.lower()
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the Keras optimizer; unset ones are left to Keras' defaults."""
+        extra = dict(self.model_extra or {})
+        allowed = OPTIMIZER_ARGS[self.name] | COMMON_OPTIMIZER_ARGS
+        unknown = sorted(set(extra) - allowed)
+        if unknown:
+            raise ValueError(
+                f"optimizer '{self.name}' takes no argument '{unknown[0]}'; it takes {', '.join(sorted(allowed))}"
+            )
+        if self.learning_rate is not None:
+            extra["learning_rate"] = self.learning_rate
+        return extra
+
+
+class EarlyStoppingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monitor: str = "val_loss"
+    patience: NonNegativeInt = 3
+    min_delta: float = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = True
+
+
+class TrainSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    # "auto": binary_crossentropy for two classes, sparse_categorical_crossentropy for more.
+    loss: str = "auto"
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    # Fraction of the training split held out (seeded, shuffled) for validation metrics.
+    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    shuffle: bool = True
+    # Batches per TensorFlow call: >1 cuts Python overhead for small models; same updates, same result.
+    steps_per_execution: PositiveInt = 1
+    early_stopping: Optional[EarlyStoppingSpec] = None
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer_kwargs(cls, value: OptimizerSpec) -> OptimizerSpec:
+        value.kwargs()  # raises on an argument this optimizer does not take
+        return value
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss '{loss}'; choose from {', '.join(sorted(LOSSES))}")
+        return loss
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for metric in metrics:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric '{metric}'; choose from {', '.join(sorted(METRICS))}")
+        return metrics
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    seed: NonNegativeInt = 0
+    data: ComponentSpec
+    model: ComponentSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    # auto = first GPU when TensorFlow sees one, else CPU.
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|gpu|gpu:\d+)$")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+# --- YAML with line numbers and duplicate-key detection -------------------------------
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """Safe loader that refuses duplicate keys instead of silently keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_lines(node: Optional[yaml.Node], prefix: str = "") -> dict[str, int]:
+    """Map each dotted key of a composed YAML document to its 1-based line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}{key_node.value}"
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path + "."))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[f"{prefix}{i}"] = item.start_mark.line + 1
+            lines.update(_key_lines(item, f"{prefix}{i}."))
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """Parse a spec file into a mapping and the line number of every dotted key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{path}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"{path}: cannot read: {exc}"]) from None
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start and start.line != getattr(mark, "line", None):
+            problem += f" ({context} started on line {start.line + 1})"
+        raise SpecError([f"{where}: YAML error: {problem}"]) from None
+    finally:
+        loader.dispose()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError([f"{path}: the spec must be a YAML mapping, got {type(raw).__name__}"])
+    return raw, _key_lines(node)
+
+
+# --- overrides -----------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.epochs=2` -> ("train.epochs", 2); the value is parsed as YAML."""
+    path, sep, value = text.partition("=")
+    path = path.strip()
+    if not sep or not path or any(not part for part in path.split(".")):
+        raise SpecError([f"--set {text}: expected KEY.PATH=VALUE, e.g. train.epochs=2"])
+    try:
+        return path, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise SpecError([f"--set {text}: value is not valid YAML: {exc}"]) from None
+
+
+def apply_override(raw: dict, path: str, value: Any) -> dict:
+    """Set `raw[a][b]... = value` for a dotted path, creating mappings on the way."""
+    node = raw
+    parts = path.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if isinstance(child, str):  # shorthand `optimizer: adam` means `optimizer: {name: adam}`
+            child = node[part] = {"name": child}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise SpecError([f"--set {path}={value}: '{where}' is a {type(child).__name__}, not a mapping"])
+        node = child
+    node[parts[-1]] = value
+    return raw
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _describe(error: dict) -> str:
+    msg = error["msg"]
+    if error["type"] not in {"missing", "extra_forbidden"} and isinstance(error.get("input"), (str, int, float, bool)):
+        shown = repr(error["input"])
+        if len(shown) <= 60:
+            msg += f" (got {shown})"
+    return msg
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors():
+        key = ".".join([prefix.rstrip(".")] * bool(prefix) + [str(p) for p in error["loc"]])
+        problems.append((key or "(top level)", _describe(error)))
+    return problems
+
+
+def _component_problems(section: str, component: ComponentSpec, registry: Registry) -> list[tuple[str, str]]:
+    try:
+        entry = registry.get(component.name)
+    except KeyError as exc:
+        return [(f"{section}.name", exc.args[0])]
+    try:
+        entry.options.model_validate(component.options())
+    except ValidationError as exc:
+        return _problems(exc, prefix=f"{section}.")
+    return []
+
+
+def resolve_components(spec: ExperimentSpec) -> ExperimentSpec:
+    """Fill every data/model option with its default so the saved spec is complete."""
+    data = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
+    model = MODELS.get(spec.model.name).options.model_validate(spec.model.options())
+    return spec.model_copy(
+        update={
+            "data": ComponentSpec(name=spec.data.name, **data.model_dump(mode="json")),
+            "model": ComponentSpec(name=spec.model.name, **model.model_dump(mode="json")),
+        }
+    )
+
+
+def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, str]) -> str:
+    """Where a bad key came from: the --set that wrote it, or file:line."""
+    for path, text in overrides.items():
+        if key == path or key.startswith(path + "."):
+            return f"--set {text}"
+    probe = key
+    while probe:
+        if probe in lines:
+            return f"{source}:{lines[probe]}"
+        probe = probe.rpartition(".")[0]
+    return source
+
+
+def validate_spec(
+    raw: dict, source: str = "<spec>", lines: Optional[dict[str, int]] = None, overrides: Optional[dict[str, str]] = None
+) -> ExperimentSpec:
+    """Validate a raw mapping; raise SpecError listing every problem as `where: key: message`."""
+    load_components()
+    lines, overrides = lines or {}, overrides or {}
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+        problems = _component_problems("data", spec.data, DATASETS)
+        problems += _component_problems("model", spec.model, MODELS)
+    except ValidationError as exc:
+        problems = _problems(exc)
+    if problems:
+        raise SpecError([f"{_origin(key, source, lines, overrides)}: {key}: {msg}" for key, msg in problems])
+    return resolve_components(spec)
+
+
+def load_spec(path: Path, overrides: Union[list[str], tuple[str, ...]] = ()) -> ExperimentSpec:
+    """Read a YAML spec, apply `--set` overrides, validate, and fill in defaults."""
+    raw, lines = read_yaml(path)
+    applied: dict[str, str] = {}
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(raw, key, value)
+        applied[key] = text
+    return validate_spec(raw, str(path), lines, applied)

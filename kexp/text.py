@@ -1,0 +1,338 @@
+"""Text preprocessing: tokenize -> filter -> vocabulary (train split only) -> encode.
+
+A corpus is tokenized once into integer ids over its distinct tokens (cached on disk,
+keyed by the files and the tokenization options), the vocabulary of the `num_words`
+most frequent tokens is fitted on the training documents only, and documents become
+model inputs without a Python loop per document or a float64 matrix:
+
+    multi_hot  uint8   1 where a vocabulary word occurs
+    count      uint16  occurrences per word
+    tfidf      float32 count x idf (idf fitted on train, Keras' formula)
+    sequence   int32   word ids padded/truncated to max_length (0 padding, 1 unknown word)
+
+Everything needed to encode new raw text the same way is saved with the run
+(`save_text_preprocessing`) and reloaded by `load_text_preprocessing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Optional
+
+import numpy as np
+from pydantic import Field, PositiveInt
+
+from kexp.errors import DataError
+from kexp.spec import Options
+
+CACHE_ENV = "KEXP_CACHE_DIR"
+OFFLINE_ENV = "KEXP_OFFLINE"
+FOLDED_NUMBER = "<longnum>"
+PAD, UNKNOWN = 0, 1  # reserved ids of the `sequence` encoding
+TOKEN_PATTERNS = {
+    # NLTK tokenizers that need no downloaded model (word_tokenize would need punkt).
+    "regexp": r"[^\W_]+(?:'[^\W_]+)?",
+    "wordpunct": r"\w+|[^\w\s]+",
+}
+
+
+class TextOptions(Options):
+    lowercase: bool = True
+    strip_html: bool = Field(default=True, description="remove <br /> and other tags, unescape &amp; etc.")
+    tokenizer: Literal["regexp", "wordpunct", "treebank"] = "regexp"
+    stopwords: bool = Field(default=False, description="drop NLTK's English stop words")
+    lemmatize: bool = Field(default=False, description="NLTK WordNetLemmatizer (nouns)")
+    stem: Optional[Literal["porter", "snowball"]] = None
+    alphabetic_only: bool = Field(default=False, description="keep only alphabetic tokens of 2+ letters")
+    fold_numbers: bool = Field(default=False, description=f"runs of 5+ digits become one token {FOLDED_NUMBER} (kept even with alphabetic_only)")
+    num_words: PositiveInt = Field(default=10000, description="vocabulary: most frequent tokens of the training split")
+    encoding: Literal["multi_hot", "count", "tfidf", "sequence"] = "multi_hot"
+    max_length: PositiveInt = Field(default=200, description="tokens per document for the sequence encoding")
+
+    def tokenization_key(self) -> dict[str, Any]:
+        """The options that change tokens (not the vocabulary or encoding): the cache key."""
+        return self.model_dump(include={"lowercase", "strip_html", "tokenizer", "stopwords", "lemmatize", "stem", "alphabetic_only", "fold_numbers"})
+
+
+# --- NLTK resources --------------------------------------------------------------------
+
+
+def require_nltk_corpus(name: str) -> None:
+    """Make NLTK corpus `name` available: found, else downloaded (online), else a one-line error."""
+    import nltk
+
+    for candidate in (f"corpora/{name}", f"corpora/{name}.zip"):
+        try:
+            nltk.data.find(candidate)
+            return
+        except LookupError:
+            pass
+    if not os.environ.get(OFFLINE_ENV) and _download_nltk(name):
+        return
+    raise DataError(
+        f"NLTK corpus '{name}' not found (looked in {', '.join(nltk.data.path)}); install it with "
+        f"`python -m nltk.downloader {name}` or point NLTK_DATA at a folder holding corpora/{name}.zip"
+    )
+
+
+def _download_nltk(name: str) -> bool:
+    import nltk
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)  # an offline machine should fail fast, not hang
+    try:
+        return bool(nltk.download(name, quiet=False, raise_on_error=False))
+    except Exception:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def make_tokenizer(options: TextOptions) -> Callable[[str], list[str]]:
+    """A function raw text -> tokens, applying every tokenization option in order."""
+    import nltk
+
+    if options.tokenizer == "treebank":
+        split = nltk.tokenize.TreebankWordTokenizer().tokenize
+    else:
+        split = nltk.tokenize.RegexpTokenizer(TOKEN_PATTERNS[options.tokenizer]).tokenize
+    stop: frozenset[str] = frozenset()
+    if options.stopwords:
+        require_nltk_corpus("stopwords")
+        stop = frozenset(nltk.corpus.stopwords.words("english"))
+    normalize = make_normalizer(options)
+    tag = re.compile(r"<[^>]+>")
+    long_number = re.compile(r"\d{5,}")
+
+    def keep(token: str) -> bool:
+        if token in stop:
+            return False
+        return not options.alphabetic_only or token == FOLDED_NUMBER or (token.isalpha() and len(token) > 1)
+
+    def tokenize(text: str) -> list[str]:
+        if options.strip_html:
+            text = html.unescape(tag.sub(" ", text))
+        if options.lowercase:
+            text = text.lower()
+        tokens = split(text)
+        if options.fold_numbers:
+            tokens = [FOLDED_NUMBER if long_number.fullmatch(t) else t for t in tokens]
+        return [normalize(t) for t in tokens if keep(t)]
+
+    return tokenize
+
+
+def make_normalizer(options: TextOptions) -> Callable[[str], str]:
+    """Lemmatizer and/or stemmer, memoized per distinct word (WordNet look-ups are slow)."""
+    import nltk
+
+    steps = []
+    if options.lemmatize:
+        require_nltk_corpus("wordnet")
+        steps.append(nltk.stem.WordNetLemmatizer().lemmatize)
+    if options.stem == "porter":
+        steps.append(nltk.stem.PorterStemmer().stem)
+    elif options.stem == "snowball":
+        steps.append(nltk.stem.SnowballStemmer("english").stem)
+    if not steps:
+        return lambda token: token
+    memo: dict[str, str] = {FOLDED_NUMBER: FOLDED_NUMBER}
+
+    def normalize(token: str) -> str:
+        if token not in memo:
+            out = token
+            for step in steps:
+                out = step(out)
+            memo[token] = out
+        return memo[token]
+
+    return normalize
+
+
+# --- tokenized corpus --------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    """Documents as token ids: doc i is ids[offsets[i]:offsets[i+1]], ids index `tokens`."""
+
+    tokens: list[str]
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], total: Optional[int] = None, progress: bool = True) -> Corpus:
+    """Tokenize every text into one Corpus, showing progress on stderr."""
+    index: dict[str, int] = {}
+    ids: list[int] = []
+    offsets = [0]
+    for text in _with_progress(texts, total, progress):
+        ids.extend(index.setdefault(token, len(index)) for token in tokenize(text))
+        offsets.append(len(ids))
+    return Corpus(list(index), np.array(ids, dtype=np.int32), np.array(offsets, dtype=np.int64))
+
+
+def _with_progress(items: Iterable[str], total: Optional[int], show: bool) -> Iterable[str]:
+    if not show:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("tokenizing", total=total)
+        for i, item in enumerate(items, 1):
+            yield item
+            if i % 500 == 0:
+                bar.update(task, completed=i)
+
+
+def cache_path(kind: str, files: list[Path], options: TextOptions) -> Optional[Path]:
+    """Where a tokenized corpus of these files and options is cached; None when caching is off."""
+    root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "kexp"))
+    if root.lower() in {"", "none", "off"}:
+        return None
+    identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = json.dumps({"kind": kind, "files": identity, "options": options.tokenization_key(), "format": 1}, sort_keys=True)
+    return Path(root) / "tokens" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+
+
+def save_corpus(path: Path, corpus: Corpus, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, ids=corpus.ids, offsets=corpus.offsets, tokens=np.array(corpus.tokens, dtype=object).astype(str), **arrays)
+    os.replace(tmp, path)
+
+
+def load_corpus(path: Path) -> tuple[Corpus, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    corpus = Corpus(arrays.pop("tokens").tolist(), arrays.pop("ids"), arrays.pop("offsets"))
+    return corpus, arrays
+
+
+# --- vocabulary and encodings ---------------------------------------------------------------
+
+
+def token_positions(corpus: Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, position): for each token of the selected documents, its row in `docs` and its index in corpus.ids."""
+    starts = corpus.offsets[docs]
+    lengths = corpus.offsets[docs + 1] - starts
+    row = np.repeat(np.arange(len(docs)), lengths)
+    first_of_row = np.cumsum(lengths) - lengths
+    position = np.arange(int(lengths.sum())) - np.repeat(first_of_row, lengths) + np.repeat(starts, lengths)
+    return row, position
+
+
+def fit_vocabulary(corpus: Corpus, train_docs: np.ndarray, num_words: int) -> list[str]:
+    """The num_words most frequent tokens of the training documents (ties: alphabetical)."""
+    _, position = token_positions(corpus, train_docs)
+    counts = np.bincount(corpus.ids[position], minlength=len(corpus.tokens))
+    seen = np.flatnonzero(counts)
+    names = np.array(corpus.tokens, dtype=object)[seen]
+    order = np.lexsort((names.astype(str), -counts[seen]))
+    return [corpus.tokens[i] for i in seen[order[:num_words]]]
+
+
+def column_lookup(corpus: Corpus, vocabulary: list[str]) -> np.ndarray:
+    """For each corpus token id, its vocabulary column, or -1 when out of vocabulary."""
+    column = {word: i for i, word in enumerate(vocabulary)}
+    return np.array([column.get(t, -1) for t in corpus.tokens], dtype=np.int32)
+
+
+def fit_idf(corpus: Corpus, train_docs: np.ndarray, columns: np.ndarray, size: int) -> np.ndarray:
+    """Keras' TF-IDF weight log(1 + N / (1 + document frequency)), from the training documents."""
+    presence = encode_bag(corpus, train_docs, columns, size, "multi_hot")
+    df = presence.sum(axis=0, dtype=np.int64)
+    return np.log1p(len(train_docs) / (1.0 + df)).astype(np.float32)
+
+
+def encode_bag(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, size: int, encoding: str, idf: Optional[np.ndarray] = None) -> np.ndarray:
+    """Bag-of-words matrix [len(docs), size] for multi_hot, count or tfidf."""
+    row, position = token_positions(corpus, docs)
+    col = columns[corpus.ids[position]]
+    keep = col >= 0
+    row, col = row[keep], col[keep]
+    if encoding == "multi_hot":
+        out = np.zeros((len(docs), size), dtype=np.uint8)
+        out[row, col] = 1
+        return out
+    cells, counts = np.unique(row.astype(np.int64) * size + col, return_counts=True)
+    out = np.zeros((len(docs), size), dtype=np.uint16 if encoding == "count" else np.float32)
+    out.flat[cells] = np.minimum(counts, np.iinfo(np.uint16).max) if encoding == "count" else counts
+    if encoding == "tfidf":
+        out *= idf
+    return out
+
+
+def encode_sequences(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, max_length: int) -> np.ndarray:
+    """Word ids (column + 2; 1 for unknown words, 0 padding) of each document's first max_length tokens."""
+    row, position = token_positions(corpus, docs)
+    first = np.repeat(corpus.offsets[docs], corpus.lengths()[docs])
+    slot = position - first
+    keep = slot < max_length
+    out = np.zeros((len(docs), max_length), dtype=np.int32)
+    col = columns[corpus.ids[position[keep]]]
+    out[row[keep], slot[keep]] = np.where(col >= 0, col + 2, UNKNOWN)
+    return out
+
+
+@dataclass
+class FittedText:
+    """What a run saves to encode new text exactly as its training data was encoded."""
+
+    options: TextOptions
+    vocabulary: list[str]
+    idf: Optional[list[float]] = None
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.options.max_length,) if self.options.encoding == "sequence" else (len(self.vocabulary),)
+
+    def encode(self, corpus: Corpus, docs: Optional[np.ndarray] = None) -> np.ndarray:
+        docs = np.arange(len(corpus)) if docs is None else docs
+        columns = column_lookup(corpus, self.vocabulary)
+        if self.options.encoding == "sequence":
+            return encode_sequences(corpus, docs, columns, self.options.max_length)
+        idf = np.array(self.idf, dtype=np.float32) if self.idf is not None else None
+        return encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Raw strings -> model inputs, with the saved options and vocabulary."""
+        corpus = tokenize_corpus(texts, make_tokenizer(self.options), progress=False)
+        return self.encode(corpus)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"options": self.options.model_dump(), "vocabulary": self.vocabulary, "idf": self.idf}
+
+
+def fit_text(corpus: Corpus, train_docs: np.ndarray, options: TextOptions) -> FittedText:
+    """Vocabulary (and idf) from the training documents only."""
+    vocabulary = fit_vocabulary(corpus, train_docs, options.num_words)
+    idf = None
+    if options.encoding == "tfidf":
+        idf = fit_idf(corpus, train_docs, column_lookup(corpus, vocabulary), len(vocabulary)).tolist()
+    return FittedText(options, vocabulary, idf)
+
+
+TEXT_ARTIFACT = "text.json"
+
+
+def load_text_preprocessing(run_dir: Path) -> FittedText:
+    """The FittedText a run saved in <run>/preprocessing/text.json."""
+    from kexp.rundir import read_json
+
+    saved = read_json(Path(run_dir) / "preprocessing" / TEXT_ARTIFACT)
+    return FittedText(TextOptions.model_validate(saved["options"]), saved["vocabulary"], saved.get("idf"))

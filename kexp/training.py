@@ -1,0 +1,204 @@
+"""Compile and fit a Keras model from the `train` section of the spec.
+
+Keras runs the loop (`model.fit`); this module decides the loss and output size for
+the task, places work on the requested device, and supplies the callbacks that show
+progress, rewrite history.json after every epoch and stop on a NaN loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from kexp.errors import DeviceError, SpecError, TrainingError
+from kexp.rundir import write_json
+from kexp.spec import TrainSpec
+
+BINARY_ONLY_METRICS = {"precision", "recall", "auc"}
+
+
+def resolve_loss(loss: str, num_classes: int) -> str:
+    """`auto` -> binary_crossentropy for two classes, sparse_categorical_crossentropy otherwise."""
+    if loss != "auto":
+        return loss
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def count_outputs(loss: str, num_classes: int) -> int:
+    """One sigmoid unit for binary cross-entropy, one unit per class otherwise."""
+    return 1 if loss == "binary_crossentropy" else num_classes
+
+
+def make_targets(y: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
+    """Integer class ids in the form the loss expects (one-hot for categorical_crossentropy)."""
+    if loss == "categorical_crossentropy":
+        return np.eye(num_classes, dtype=np.float32)[y]
+    if loss == "sparse_categorical_crossentropy":
+        return y.astype(np.int32)
+    return y.astype(np.float32)
+
+
+def make_metrics(names: list[str], num_outputs: int) -> list[Any]:
+    import keras
+
+    builders = {
+        "precision": lambda: keras.metrics.Precision(name="precision"),
+        "recall": lambda: keras.metrics.Recall(name="recall"),
+        "auc": lambda: keras.metrics.AUC(name="auc"),
+    }
+    metrics = []
+    for name in names:
+        if name in BINARY_ONLY_METRICS and num_outputs != 1:
+            raise SpecError([f"train.metrics: '{name}' needs a binary task with one sigmoid output; this one has {num_outputs} outputs"])
+        metrics.append(builders[name]() if name in builders else name)
+    return metrics
+
+
+def make_optimizer(train: TrainSpec):
+    import keras
+
+    return keras.optimizers.get({"class_name": train.optimizer.name, "config": train.optimizer.kwargs()})
+
+
+def compile_model(model, train: TrainSpec, loss: str, num_outputs: int) -> None:
+    model.compile(
+        optimizer=make_optimizer(train),
+        loss=loss,
+        metrics=make_metrics(train.metrics, num_outputs),
+        steps_per_execution=train.steps_per_execution,
+    )
+
+
+def select_device(device: str) -> str:
+    """A TensorFlow device name for `auto|cpu|gpu|gpu:N`; error when the GPU is not there."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" or (device == "auto" and not gpus):
+        return "/CPU:0"
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= len(gpus):
+        seen = f"it sees {len(gpus)} GPU(s)" if gpus else "it sees no GPU (is a CUDA build of TensorFlow installed, and a driver?)"
+        raise DeviceError(f"device '{device}' was requested but TensorFlow {tf.__version__} {seen}; use device: cpu or auto")
+    return f"/GPU:{index}"
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow in one call."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Seeded random (train, validation) split; Keras' own validation_split takes the last rows unshuffled."""
+    if fraction <= 0:
+        return (x, y), None
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_val = max(1, int(round(len(y) * fraction)))
+    val, keep = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (x[keep], y[keep]), (x[val], y[val])
+
+
+def plain(logs: Optional[dict]) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items()}
+
+
+def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, console) -> list:
+    import keras
+
+    class HistoryFile(keras.callbacks.Callback):
+        """history.json holds one value per finished epoch, rewritten atomically each epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: dict[str, list[float]] = {}
+            self.epoch_seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in plain(logs).items():
+                self.history.setdefault(key, []).append(value)
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+            write_json(run_dir / "history.json", {"epochs": len(self.epoch_seconds), "epoch_seconds": self.epoch_seconds, **self.history})
+
+    class NanGuard(keras.callbacks.Callback):
+        """Stop with a clear error when the loss stops being a number (checked per epoch: no per-batch sync)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = plain(logs).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
+
+    callbacks = [HistoryFile(), NanGuard(), make_progress(train.epochs, steps_per_epoch, console)]
+    if train.early_stopping:
+        es = train.early_stopping
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode=es.mode, restore_best_weights=es.restore_best_weights
+            )
+        )
+    return callbacks
+
+
+def make_progress(epochs: int, steps_per_epoch: int, console):
+    """A live rich bar (epoch, step, loss, metrics) on a terminal; one line per epoch otherwise."""
+    import keras
+
+    def describe(logs: dict[str, float]) -> str:
+        return "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.live = console.is_terminal
+            if self.live:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                    TextColumn("{task.fields[logs]}"), console=console, transient=False)
+                self.bar.start()
+                self.task = self.bar.add_task("", total=steps_per_epoch, logs="")
+                self._shown = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+            self._start = time.perf_counter()
+            if self.live:
+                self.bar.reset(self.task, total=steps_per_epoch, description=f"epoch {self.epoch}/{epochs}", logs="")
+
+        def on_train_batch_end(self, batch, logs=None):
+            # Reading logs forces a device sync, so refresh at most ten times a second.
+            if self.live and time.perf_counter() - self._shown > 0.1:
+                self._shown = time.perf_counter()
+                self.bar.update(self.task, completed=batch + 1, logs=describe(plain(logs)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            text = describe(plain(logs))
+            seconds = time.perf_counter() - self._start
+            if self.live:
+                self.bar.update(self.task, completed=steps_per_epoch, logs=text)
+            console.print(f"epoch {self.epoch}/{epochs}  {seconds:.1f}s  {text}", highlight=False, soft_wrap=True)
+
+        def on_train_end(self, logs=None):
+            if self.live:
+                self.bar.stop()
+
+    return Progress()
+
+
+def evaluate_splits(model, splits: dict[str, Optional[tuple]], batch_size: int) -> dict[str, Optional[dict[str, float]]]:
+    """Keras metrics of the final model on each split (dropout off), as plain floats."""
+    results = {}
+    for name, split in splits.items():
+        if split is None:
+            results[name] = None
+            continue
+        x, y = split
+        results[name] = plain(model.evaluate(x, y, batch_size=max(batch_size, 256), verbose=0, return_dict=True))
+    return results

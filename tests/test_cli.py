@@ -1,0 +1,195 @@
+"""`kexp` as a user runs it: exit codes, messages, and every file of a run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kexp.cli import app
+from kexp.spec import load_spec
+from tests.conftest import smoke_spec, write_pima_csv, write_spec
+
+RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots"}
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    return sorted(runs.iterdir()) if runs.exists() else []
+
+
+def test_help_and_validate_do_not_import_tensorflow(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec())
+    code = (
+        "import sys\nfrom kexp import cli\n"
+        f"for argv in (['--help'], ['validate', {str(spec)!r}], ['models'], ['datasets']):\n"
+        "    try:\n        cli.app(argv, prog_name='kexp')\n    except SystemExit as e:\n        assert e.code in (0, None), (argv, e.code)\n"
+        "print('TF', 'tensorflow' in sys.modules)\n"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("TF False")
+    assert time.perf_counter() - start < 5
+
+
+def test_version(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("kexp 0.")
+
+
+def test_validate_reports_ok_and_resolved_spec(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec())
+    result = runner.invoke(app, ["validate", str(spec), "--show", "--set", "train.epochs=7"])
+    assert result.exit_code == 0, result.output
+    assert "valid (synthetic data, mlp model, 7 epochs)" in result.output
+    assert "separation: 2.0" in result.output  # defaults are filled in
+
+
+def test_invalid_spec_exits_2_and_writes_nothing(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(trian={"epochs": 1}))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs)])
+    assert result.exit_code == 2
+    assert f"kexp: error: {spec}:" in result.output and "trian: Extra inputs are not permitted" in result.output
+    assert run_dirs(runs) == []
+
+
+def test_bad_override_exits_2(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec())
+    result = runner.invoke(app, ["train", str(spec), "--set", "train.epochs", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "kexp: error: --set train.epochs: expected KEY.PATH=VALUE" in result.output
+
+
+def test_missing_data_exits_1_without_run_dir(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "pima"}))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs), "--data-dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "kexp: error: pima: data file not found" in result.output
+    assert run_dirs(runs) == []
+
+
+def test_gpu_request_without_gpu_is_one_line_error(runner, tmp_path):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(device="gpu"))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "kexp: error: device 'gpu' was requested but TensorFlow" in result.output
+    assert run_dirs(tmp_path / "runs") == []
+
+
+@pytest.mark.slow
+def test_train_writes_complete_run_directory(runner, tmp_path):
+    import keras
+    import numpy as np
+
+    spec_path = write_spec(tmp_path / "s.yaml", smoke_spec())
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec_path), "--runs-dir", str(runs), "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(runs)
+    assert f"run directory: {run}" in result.output
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    history = json.loads((run / "history.json").read_text())
+    assert history["epochs"] == 3 and len(history["loss"]) == 3 and len(history["val_accuracy"]) == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["train"]) == {"loss", "accuracy"} and metrics["epochs_completed"] == 3
+    assert metrics["test"]["accuracy"] > 0.8  # well-separated blobs
+    assert metrics["data"]["train_size"] == 90 and metrics["data"]["test_size"] == 30
+    env = json.loads((run / "env.json").read_text())
+    assert env["device"] == "/CPU:0" and env["seed"] == 0 and env["tensorflow"] and env["ended"]
+    saved = load_spec(run / "config.yaml")
+    assert saved.train.epochs == 3 and saved == load_spec(spec_path, ["train.epochs=3"])
+    model = keras.models.load_model(run / "model.keras")
+    assert model.predict(np.zeros((2, 4), dtype="float32"), verbose=0).shape == (2, 3)
+    assert {p.name for p in (run / "plots").iterdir()} == {"loss.png", "accuracy.png"}
+
+
+@pytest.mark.slow
+def test_pima_csv_with_sequential_model_and_data_dir(runner, tmp_path, data_dir):
+    write_pima_csv(data_dir / "pima-indians-diabetes.data.csv", rows=80)
+    spec = {
+        "name": "pima-seq",
+        "data": {"name": "pima", "test_fraction": 0.25},
+        "model": {"name": "sequential", "layers": [{"Dense": {"units": 4, "activation": "relu"}}, {"Dense": {"units": 1, "activation": "sigmoid"}}]},
+        "train": {"epochs": 2, "batch_size": 8, "metrics": ["accuracy", "precision", "recall", "auc"]},
+    }
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "p.yaml", spec)), "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(runs)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"loss", "accuracy", "precision", "recall", "auc"}
+    assert metrics["validation"] is None and metrics["data"]["test_size"] == 20
+    features = json.loads((run / "preprocessing" / "features.json").read_text())
+    assert features["class_names"] == ["0", "1"] and len(features["feature_names"]) == 8
+
+
+@pytest.mark.slow
+def test_nan_loss_fails_the_run_with_a_clear_message(runner, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "huge.csv").write_text("\n".join(f"{3e38 * (i % 2 * 2 - 1)},{i % 2}" for i in range(40)))
+    spec = smoke_spec(data={"name": "csv", "path": "huge.csv"}, train={"epochs": 3, "optimizer": {"name": "sgd", "learning_rate": 1e6}})
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "n.yaml", spec)), "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "kexp: error: loss became nan in epoch 1" in result.output
+    [run] = run_dirs(runs)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "loss became nan" in status["error"]
+
+
+@pytest.mark.slow
+def test_sigterm_records_interrupted_run_and_keeps_earlier_runs(tmp_path):
+    runs = tmp_path / "runs"
+    earlier = runs / "20200101-000000-old-abcd"
+    earlier.mkdir(parents=True)
+    (earlier / "status.json").write_text('{"state": "completed"}')
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "synthetic", "samples": 4000}, train={"epochs": 500, "batch_size": 8}))
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "train", str(spec), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    history = None
+    while time.time() < deadline and history is None:
+        time.sleep(0.2)
+        found = [d / "history.json" for d in run_dirs(runs) if (d / "history.json").exists()]
+        history = found[0] if found else None
+    assert history is not None, "no epoch finished within 60 s"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "kexp: error: interrupted by SIGTERM" in err
+    run = history.parent
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["signal"] == "SIGTERM"
+    assert (run / "model.keras").exists()
+    assert json.loads((earlier / "status.json").read_text()) == {"state": "completed"}
+
+
+def test_datasets_and_models_list_options_as_json(runner):
+    result = runner.invoke(app, ["datasets", "--json"])
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert {"csv", "pima", "mnist", "synthetic"} <= set(rows)
+    assert {"name": "flatten", "default": True} .items() <= next(o for o in rows["mnist"]["options"] if o["name"] == "flatten").items()
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0 and "hidden_units" in result.output and "sequential" in result.output
+
+
+def test_configs_are_valid():
+    for config in sorted(Path("configs").glob("*.yaml")):
+        spec = load_spec(config)
+        assert spec.name == config.stem or spec.name.replace("-", "_") == config.stem, config
+        first = config.read_text().splitlines()[0]
+        assert first.startswith("# "), f"{config} must open with a comment saying what it reproduces"
+        assert "kexp train" in config.read_text(), f"{config} must give its command"

@@ -1,0 +1,143 @@
+"""The imdb, sms_spam and text_csv loaders on small generated files."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+
+from kexp.datasets.imdb import ImdbOptions, load_imdb
+from kexp.datasets.sms_spam import SmsSpamOptions, load_sms_spam
+from kexp.datasets.text_csv import TextCsvOptions, load_text_csv
+from kexp.errors import DataError
+from kexp.text import TextOptions
+
+POS = ["a wonderful film, loved it", "great acting and a great story", "wonderful, moving, great"]
+NEG = ["an awful film, hated it", "boring story and bad acting", "awful, dull, bad"]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEXP_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def review_files(test_extra: str = "zebra zebra") -> dict[str, str]:
+    files = {}
+    for split in ("train", "test"):
+        for label, texts in (("pos", POS), ("neg", NEG)):
+            for i, text in enumerate(texts):
+                files[f"aclImdb/{split}/{label}/{i}_{8 if label == 'pos' else 2}.txt"] = text + (f" {test_extra}" if split == "test" else "")
+    files["aclImdb/README"] = "readme"
+    return files
+
+
+def write_tar(path, files: dict[str, str]):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_imdb_from_tarball_official_split_and_train_only_vocabulary(data_dir):
+    write_tar(data_dir / "aclImdb_v1.tar.gz", review_files())
+    data = load_imdb(ImdbOptions(text=TextOptions(num_words=100)), data_dir, seed=0)
+    assert len(data.train) == 6 and len(data.test) == 6
+    assert data.class_names == ["neg", "pos"] and data.train.y.tolist() == [0, 0, 0, 1, 1, 1]
+    vocabulary = data.artifacts["text.json"]["vocabulary"]
+    assert "great" in vocabulary and "zebra" not in vocabulary  # seen only in test: out of vocabulary
+    assert data.train.x.dtype == np.uint8 and data.input_shape == (len(vocabulary),)
+    assert data.summary["tokens_from_cache"] is False
+
+
+def test_imdb_second_load_uses_token_cache(data_dir, cache_dir):
+    write_tar(data_dir / "aclImdb_v1.tar.gz", review_files())
+    first = load_imdb(ImdbOptions(), data_dir, seed=0)
+    second = load_imdb(ImdbOptions(text=TextOptions(encoding="count")), data_dir, seed=0)
+    assert second.summary["tokens_from_cache"] is True
+    assert len(list((cache_dir / "tokens").iterdir())) == 1
+    np.testing.assert_array_equal(first.train.x, second.train.x > 0)
+
+
+def test_imdb_from_folder_and_all_split(data_dir):
+    for name, text in review_files().items():
+        path = data_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    data = load_imdb(ImdbOptions(split="all", test_fraction=0.5), data_dir, seed=1)
+    assert len(data.train) == 6 and len(data.test) == 6
+    assert sorted(data.test.y.tolist()) == [0, 0, 0, 1, 1, 1]  # stratified
+
+
+def test_imdb_incomplete_archive_is_named(data_dir):
+    files = {k: v for k, v in review_files().items() if "/test/pos/" not in k}
+    write_tar(data_dir / "aclImdb_v1.tar.gz", files)
+    with pytest.raises(DataError, match=r"aclImdb_v1.tar.gz: no reviews found under aclImdb/test/pos/"):
+        load_imdb(ImdbOptions(), data_dir, seed=0)
+
+
+def test_imdb_corrupt_archive(data_dir):
+    path = write_tar(data_dir / "aclImdb_v1.tar.gz", review_files())
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"aclImdb_v1.tar.gz: cannot read the archive"):
+        load_imdb(ImdbOptions(), data_dir, seed=0)
+
+
+def test_imdb_keras_npz(data_dir):
+    x_train = np.empty(4, dtype=object)
+    for i, seq in enumerate([[1, 14, 22, 5], [1, 14, 9], [1, 30, 2], [1, 30, 31]]):
+        x_train[i] = seq
+    x_test = np.empty(2, dtype=object)
+    x_test[0], x_test[1] = [1, 14, 99], [1, 30]
+    np.savez(data_dir / "imdb.npz", x_train=x_train, y_train=np.array([1, 1, 0, 0]), x_test=x_test, y_test=np.array([1, 0]))
+    data = load_imdb(ImdbOptions(text=TextOptions(num_words=3)), data_dir, seed=0)
+    assert data.artifacts["text.json"]["vocabulary"] == ["#14", "#30", "#22"]
+    assert data.test.x.tolist() == [[1, 0, 0], [0, 1, 0]]
+
+
+def test_imdb_missing_says_where_and_how(data_dir):
+    with pytest.raises(DataError, match="kexp data fetch imdb"):
+        load_imdb(ImdbOptions(), data_dir, seed=0)
+
+
+def write_sms(path, extra: str = ""):
+    lines = [f"ham\tsee you at lunch {i}" for i in range(12)] + [f"spam\tWIN a prize call 0800123456{i} now" for i in range(4)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def test_sms_stratified_half_split(data_dir):
+    write_sms(data_dir / "sms" / "SMSSpamCollection")
+    options = SmsSpamOptions(text=TextOptions(num_words=50, encoding="count", fold_numbers=True))
+    data = load_sms_spam(options, data_dir, seed=0)
+    assert data.class_names == ["ham", "spam"]
+    assert len(data.train) == 8 and len(data.test) == 8
+    assert data.test.y.sum() == 2 and data.train.y.sum() == 2
+    assert "<longnum>" in data.artifacts["text.json"]["vocabulary"]
+
+
+def test_sms_malformed_line_is_reported_with_number(data_dir):
+    write_sms(data_dir / "sms" / "SMSSpamCollection", extra="maybe spam without a tab\n")
+    with pytest.raises(DataError, match=r"SMSSpamCollection:17: expected 'ham' or 'spam', a TAB"):
+        load_sms_spam(SmsSpamOptions(text=TextOptions()), data_dir, seed=0)
+
+
+def test_text_csv_multiclass_by_column_names(data_dir):
+    rows = ["id,review,topic"] + [f'{i},"{w} {w} thing {i}",{t}' for i, (w, t) in enumerate([("goal", "sport"), ("vote", "politics"), ("chip", "tech")] * 5)]
+    (data_dir / "news.csv").write_text("\n".join(rows))
+    data = load_text_csv(TextCsvOptions(path="news.csv", text_column="review", label_column="topic", test_fraction=0.4), data_dir, seed=0)
+    assert data.class_names == ["politics", "sport", "tech"] and data.num_classes == 3
+    assert len(data.train) == 9 and len(data.test) == 6
+
+
+def test_text_csv_unknown_label_and_short_row(data_dir):
+    (data_dir / "t.csv").write_text("text,label\nhello,a\nbye,b\nodd,c\n")
+    with pytest.raises(DataError, match=r"t.csv:4: label 'c' is not one of the classes \['a', 'b'\]"):
+        load_text_csv(TextCsvOptions(path="t.csv", class_names=["a", "b"]), data_dir, seed=0)
+    (data_dir / "t.csv").write_text("text,label\nhello,a\nbye\n")
+    with pytest.raises(DataError, match=r"t.csv:3: expected at least 2 fields, found 1"):
+        load_text_csv(TextCsvOptions(path="t.csv"), data_dir, seed=0)

@@ -1,0 +1,43 @@
+import json
+import re
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from kexp.errors import RunDirError
+from kexp.rundir import create_run_dir, read_json, write_json
+
+
+def test_run_dir_name_and_uniqueness_within_one_second(tmp_path):
+    dirs = {create_run_dir(tmp_path / "runs", "exp") for _ in range(50)}
+    assert len(dirs) == 50
+    for d in dirs:
+        assert re.fullmatch(r"\d{8}-\d{6}-exp-[a-z0-9]{4}", d.name) and d.is_dir()
+
+
+def test_existing_directory_is_never_reused(tmp_path):
+    first = create_run_dir(tmp_path, "exp")
+    (first / "keep.txt").write_text("x")
+    with mock.patch("kexp.rundir.secrets.choice", side_effect=list(first.name[-4:]) + list("zzzz")):
+        second = create_run_dir(tmp_path, "exp")
+    assert second != first and (first / "keep.txt").read_text() == "x"
+
+
+def test_write_json_is_atomic_and_plain(tmp_path):
+    path = tmp_path / "m.json"
+    write_json(path, {"acc": np.float32(0.5), "arr": np.arange(3)})
+    assert json.loads(path.read_text()) == {"acc": 0.5, "arr": [0, 1, 2]}
+    with pytest.raises(TypeError):
+        write_json(path, {"bad": object()})
+    # the failed write left the previous file whole and no temp files behind
+    assert json.loads(path.read_text())["acc"] == 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    with pytest.raises(RunDirError, match="status.json: not found"):
+        read_json(tmp_path / "status.json")
+    (tmp_path / "x.json").write_text("{")
+    with pytest.raises(RunDirError, match="x.json: not valid JSON"):
+        read_json(tmp_path / "x.json")

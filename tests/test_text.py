@@ -1,0 +1,157 @@
+"""Tokenizer options, vocabulary fitting, encodings, the cache and saved preprocessing."""
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kexp.errors import DataError
+from kexp.text import FOLDED_NUMBER, TextOptions, cache_path, fit_text, load_text_preprocessing, make_tokenizer, require_nltk_corpus, tokenize_corpus
+
+STOPWORDS = "the\na\nis\nand\nthis\nof\nto\ni\n"
+
+
+@pytest.fixture
+def nltk_data(tmp_path, monkeypatch):
+    """A minimal NLTK data folder: stopwords built here; WordNet from NLTK_DATA when the machine has it."""
+    import nltk
+
+    folder = tmp_path / "nltk_data" / "corpora"
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "stopwords.zip", "w") as zf:
+        zf.writestr("stopwords/english", STOPWORDS)
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data")] + list(nltk.data.path))
+    nltk.corpus.stopwords._unload() if hasattr(nltk.corpus.stopwords, "_unload") else None
+    return folder
+
+
+def tokens(text: str, **options) -> list[str]:
+    return make_tokenizer(TextOptions(**options))(text)
+
+
+def test_lowercase_html_and_regexp_tokenizer():
+    assert tokens("Great film!<br /><br />Loved it &amp; don't   care.") == ["great", "film", "loved", "it", "don't", "care"]
+    assert tokens("A <b>B</b>", lowercase=False, strip_html=False) == ["A", "b", "B", "b"]
+
+
+def test_wordpunct_and_treebank_tokenizers_need_no_download():
+    assert tokens("Hi, you!", tokenizer="wordpunct") == ["hi", ",", "you", "!"]
+    assert tokens("Don't go.", tokenizer="treebank") == ["do", "n't", "go", "."]
+
+
+def test_alphabetic_only_drops_numbers_and_single_letters():
+    assert tokens("Call 08001234567 now, a £5 prize x2!", alphabetic_only=True) == ["call", "now", "prize"]
+
+
+def test_fold_numbers_keeps_long_digit_runs_as_one_token():
+    assert tokens("Call 08001234567 or 09061701461 for £1000", alphabetic_only=True, fold_numbers=True) == [
+        "call", FOLDED_NUMBER, "or", FOLDED_NUMBER, "for"]
+    assert tokens("win 1000 now", fold_numbers=True) == ["win", "1000", "now"]
+
+
+def test_stopwords_from_nltk(nltk_data):
+    assert tokens("This is the best of films", stopwords=True) == ["best", "films"]
+
+
+def test_stemming():
+    assert tokens("running runners easily", stem="porter") == ["run", "runner", "easili"]
+    assert tokens("running runners", stem="snowball") == ["run", "runner"]
+
+
+def test_lemmatizer_when_wordnet_is_available():
+    try:
+        require_nltk_corpus("wordnet")
+    except DataError:
+        pytest.skip("WordNet is not installed here (CI points NLTK_DATA at it)")
+    assert tokens("the cats were eating geese", lemmatize=True) == ["the", "cat", "were", "eating", "goose"]
+
+
+def test_missing_corpus_offline_is_one_line_naming_resource_and_fix(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setenv("KEXP_OFFLINE", "1")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty")])
+    with pytest.raises(DataError) as info:
+        require_nltk_corpus("stopwords")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "NLTK corpus 'stopwords' not found (looked in" in message and str(tmp_path / "empty") in message
+    assert "python -m nltk.downloader stopwords" in message and "NLTK_DATA" in message
+
+
+CORPUS = ["good good film", "bad film", "good plot", "awful bad bad", "unseen word here"]
+
+
+def fitted(encoding: str, num_words: int = 10, **options):
+    corpus = tokenize_corpus(CORPUS, make_tokenizer(TextOptions()), progress=False)
+    text = fit_text(corpus, np.arange(4), TextOptions(num_words=num_words, encoding=encoding, **options))
+    return corpus, text
+
+
+def test_vocabulary_is_fitted_on_train_only_by_frequency():
+    _, text = fitted("multi_hot")
+    # counts in the first four docs: bad 3, good 3, film 2, awful 1, plot 1 (ties alphabetical)
+    assert text.vocabulary == ["bad", "good", "film", "awful", "plot"]
+    assert "unseen" not in text.vocabulary
+    _, small = fitted("multi_hot", num_words=2)
+    assert small.vocabulary == ["bad", "good"]
+
+
+def test_multi_hot_and_count_encodings():
+    corpus, text = fitted("multi_hot")
+    x = text.encode(corpus)
+    assert x.dtype == np.uint8 and x.shape == (5, 5)
+    assert x[0].tolist() == [0, 1, 1, 0, 0]
+    assert x[4].tolist() == [0, 0, 0, 0, 0]  # only out-of-vocabulary words
+    corpus, text = fitted("count")
+    x = text.encode(corpus)
+    assert x.dtype == np.uint16 and x[0].tolist() == [0, 2, 1, 0, 0] and x[3].tolist() == [2, 0, 0, 1, 0]
+
+
+def test_tfidf_uses_train_document_frequency():
+    corpus, text = fitted("tfidf")
+    x = text.encode(corpus)
+    assert x.dtype == np.float32
+    # "good": in 2 of 4 train docs -> log(1 + 4/3); doc 0 has it twice
+    assert x[0, 1] == pytest.approx(2 * np.log1p(4 / 3), rel=1e-6)
+    assert x[0, 0] == 0
+
+
+def test_sequence_encoding_pads_truncates_and_marks_unknown():
+    corpus, text = fitted("sequence", num_words=3, max_length=3)
+    x = text.encode(corpus)
+    assert x.dtype == np.int32 and x.shape == (5, 3)
+    # ids: bad 2, good 3, film 4; unknown 1; padding 0
+    assert x[0].tolist() == [3, 3, 4]
+    assert x[1].tolist() == [2, 4, 0]
+    assert x[2].tolist() == [3, 1, 0]
+    assert x[4].tolist() == [1, 1, 1]
+    assert text.input_shape() == (3,)
+
+
+def test_saved_preprocessing_reloads_to_identical_encodings(tmp_path):
+    from kexp.rundir import write_json
+
+    corpus, text = fitted("tfidf", fold_numbers=True)
+    (tmp_path / "preprocessing").mkdir()
+    write_json(tmp_path / "preprocessing" / "text.json", text.to_json())
+    again = load_text_preprocessing(tmp_path)
+    assert again.vocabulary == text.vocabulary
+    np.testing.assert_array_equal(again.encode_texts(CORPUS), text.encode(corpus))
+
+
+def test_cache_key_changes_with_tokenization_options_not_vocabulary(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEXP_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "a.txt"
+    f.write_text("x")
+    base = cache_path("k", [f], TextOptions())
+    assert base == cache_path("k", [f], TextOptions(num_words=5, encoding="count"))
+    assert base != cache_path("k", [f], TextOptions(stopwords=True))
+    f.write_text("xy")  # a changed file is a new key
+    assert base != cache_path("k", [f], TextOptions())
+    monkeypatch.setenv("KEXP_CACHE_DIR", "none")
+    assert cache_path("k", [f], TextOptions()) is None
