@@ -59,6 +59,7 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console
     started, clock = now_iso(), time.perf_counter()
     data = load_dataset(spec, data_dir)
     console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False, soft_wrap=True)
+    training.start_tensorflow()
     training.set_seed(spec.seed)
     device = training.select_device(spec.device)
     loss = training.resolve_loss(spec.train.loss, data.num_classes)
@@ -91,8 +92,9 @@ def fit_and_evaluate(model, data: Dataset, spec: ExperimentSpec, loss: str, run_
     callbacks = training.make_callbacks(run_dir, spec.train, steps, console)
     fit_start = time.perf_counter()
     history = model.fit(
-        *train_xy, validation_data=val_xy, epochs=spec.train.epochs, batch_size=spec.train.batch_size,
-        shuffle=spec.train.shuffle, callbacks=callbacks, verbose=0,
+        **training.batches(*train_xy, spec.train.batch_size, spec.train.shuffle, spec.seed),
+        validation_data=None if val_xy is None else training.validation_batches(*val_xy, spec.train.batch_size),
+        epochs=spec.train.epochs, shuffle=spec.train.shuffle, callbacks=callbacks, verbose=0,
     )
     fit_seconds = time.perf_counter() - fit_start
     results = training.evaluate_splits(model, {"train": train_xy, "validation": val_xy, "test": test_xy}, spec.train.batch_size)

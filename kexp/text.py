@@ -16,6 +16,7 @@ Everything needed to encode new raw text the same way is saved with the run
 
 from __future__ import annotations
 
+import array
 import hashlib
 import html
 import json
@@ -177,12 +178,12 @@ class Corpus:
 def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], total: Optional[int] = None, progress: bool = True) -> Corpus:
     """Tokenize every text into one Corpus, showing progress on stderr."""
     index: dict[str, int] = {}
-    ids: list[int] = []
-    offsets = [0]
+    ids = array.array("i")  # 4 bytes a token; a list of ints would take ~36
+    offsets = array.array("q", [0])
     for text in _with_progress(texts, total, progress):
-        ids.extend(index.setdefault(token, len(index)) for token in tokenize(text))
+        ids.extend([index.setdefault(token, len(index)) for token in tokenize(text)])
         offsets.append(len(ids))
-    return Corpus(list(index), np.array(ids, dtype=np.int32), np.array(offsets, dtype=np.int64))
+    return Corpus(list(index), np.frombuffer(ids, dtype=np.int32).copy(), np.frombuffer(offsets, dtype=np.int64).copy())
 
 
 def _with_progress(items: Iterable[str], total: Optional[int], show: bool) -> Iterable[str]:
@@ -229,11 +230,14 @@ def load_corpus(path: Path) -> tuple[Corpus, dict[str, np.ndarray]]:
 
 def token_positions(corpus: Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, position): for each token of the selected documents, its row in `docs` and its index in corpus.ids."""
+    docs = np.asarray(docs, dtype=np.int64)
     starts = corpus.offsets[docs]
     lengths = corpus.offsets[docs + 1] - starts
-    row = np.repeat(np.arange(len(docs)), lengths)
+    row = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
+    if len(docs) and np.all(np.diff(docs) == 1):  # a contiguous block (e.g. an official split): no gather needed
+        return row, np.arange(starts[0], starts[0] + lengths.sum())
     first_of_row = np.cumsum(lengths) - lengths
-    position = np.arange(int(lengths.sum())) - np.repeat(first_of_row, lengths) + np.repeat(starts, lengths)
+    position = np.arange(int(lengths.sum())) + np.repeat(starts - first_of_row, lengths)
     return row, position
 
 

@@ -7,10 +7,15 @@ progress, rewrite history.json after every epoch and stop on a NaN loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import re
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -19,6 +24,41 @@ from kexp.rundir import write_json
 from kexp.spec import TrainSpec
 
 BINARY_ONLY_METRICS = {"precision", "recall", "auc"}
+# TensorFlow's C++ start-up lines that say nothing actionable (printed before its own
+# log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide them).
+STARTUP_NOISE = re.compile(
+    r"oneDNN custom operations|cudart_stub|cpu_feature_guard|To enable the following instructions"
+    r"|All log messages before absl::InitializeLog|failed call to cuInit|Unable to register cu\w+ factory"
+    r"|computation placer already registered|TF-TRT Warning"
+)
+
+
+@contextlib.contextmanager
+def filtered_native_stderr() -> Iterator[None]:
+    """Capture file descriptor 2 (C++ writes there too) and replay all but STARTUP_NOISE lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not STARTUP_NOISE.search(line):
+                    sys.stderr.write(line)
+
+
+def start_tensorflow() -> None:
+    """Import TensorFlow and probe for GPUs once, without its start-up chatter (unless TF_CPP_MIN_LOG_LEVEL=0)."""
+    context = contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else filtered_native_stderr()
+    with context:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
 
 
 def resolve_loss(loss: str, num_classes: int) -> str:
@@ -102,6 +142,48 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     n_val = max(1, int(round(len(y) * fraction)))
     val, keep = np.sort(order[:n_val]), np.sort(order[n_val:])
     return (x[keep], y[keep]), (x[val], y[val])
+
+
+# Keras copies whole numpy inputs into TensorFlow tensors (and again for evaluation);
+# above this size batches are sliced from the numpy arrays on demand instead.
+STREAM_ABOVE_BYTES = 64 * 2**20
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0) -> dict[str, Any]:
+    """fit/evaluate keyword arguments: the arrays themselves, or a batch feeder when they are large.
+
+    `shuffle` and `seed` apply to the feeder; for plain arrays fit's own `shuffle` does the job.
+    """
+    if x.nbytes <= STREAM_ABOVE_BYTES:
+        return {"x": x, "y": y, "batch_size": batch_size}
+    import keras
+
+    class ArrayBatches(keras.utils.PyDataset):
+        """Batches sliced from in-memory arrays, reshuffled (seeded) after every epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(y)) if shuffle else np.arange(len(y))
+
+        def __len__(self) -> int:
+            return -(-len(y) // batch_size)
+
+        def __getitem__(self, i: int):
+            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
+            return x[idx], y[idx]
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(len(y))
+
+    return {"x": ArrayBatches()}
+
+
+def validation_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """validation_data for fit: an (x, y) tuple, or a batch feeder when the arrays are large."""
+    feed = batches(x, y, max(batch_size, 256))
+    return (feed["x"], feed["y"]) if "y" in feed else feed["x"]
 
 
 def plain(logs: Optional[dict]) -> dict[str, float]:
@@ -199,6 +281,5 @@ def evaluate_splits(model, splits: dict[str, Optional[tuple]], batch_size: int) 
         if split is None:
             results[name] = None
             continue
-        x, y = split
-        results[name] = plain(model.evaluate(x, y, batch_size=max(batch_size, 256), verbose=0, return_dict=True))
+        results[name] = plain(model.evaluate(**batches(*split, max(batch_size, 256)), verbose=0, return_dict=True))
     return results

@@ -1,0 +1,42 @@
+"""`kexp train configs/imdb_dropout.yaml` over several seeds; the mean test accuracy is the claim.
+
+    KEXP_DATA_DIR=../shared/data python benchmarks/imdb_dropout_seeds.py [--seeds 1 2 3]
+
+Writes benchmarks/results/imdb_dropout_seeds.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    runs = tempfile.mkdtemp(prefix="kexp-bench-runs-")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    rows = []
+    for seed in args.seeds:
+        cmd = [sys.executable, "-m", "kexp", "train", "configs/imdb_dropout.yaml", "--set", f"seed={seed}", "--runs-dir", runs]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+        metrics = json.loads((Path(re.search(r"run directory: (\S+)", out).group(1)) / "metrics.json").read_text())
+        rows.append({"seed": seed, "test_accuracy": round(metrics["test"]["accuracy"], 4), "wall_seconds": round(metrics["wall_seconds"], 1)})
+        print(rows[-1], flush=True)
+    summary = {"runs": rows, "mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rows), 4)}
+    out = ROOT / "benchmarks" / "results" / "imdb_dropout_seeds.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
