@@ -124,12 +124,12 @@ def describe_entries(kind: str) -> list[dict]:
     for entry in registry.entries():
         options = []
         for field_name, info in entry.options.model_fields.items():
-            default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
             if hasattr(default, "model_dump"):
                 default = default.model_dump()
             if isinstance(default, list):
                 default = [d.model_dump() if hasattr(d, "model_dump") else d for d in default]
-            options.append({"name": field_name, "default": default, "description": info.description or ""})
+            options.append({"name": field_name, "required": info.is_required(), "default": default, "description": info.description or ""})
         rows.append({"name": entry.name, "summary": entry.summary, "options": options})
     return rows
 
@@ -143,7 +143,11 @@ def print_entries(kind: str, as_json: bool) -> None:
     for column in ("name", "what", "options (default)"):
         table.add_column(column)
     for row in rows:
-        opts = "\n".join(f"{o['name']} = {json.dumps(o['default'])}" + (f"  ({o['description']})" if o["description"] else "") for o in row["options"])
+        opts = "\n".join(
+            (f"{o['name']} (required)" if o["required"] else f"{o['name']} = {json.dumps(o['default'])}")
+            + (f"  ({o['description']})" if o["description"] else "")
+            for o in row["options"]
+        )
         table.add_row(row["name"], row["summary"], opts)
     console.print(table)
 

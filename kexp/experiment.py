@@ -8,6 +8,7 @@ import platform
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +54,16 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
 
 def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None) -> RunResult:
     """Train one experiment and leave a complete run directory; errors before training leave none."""
+    with signals_raise_interrupted():
+        return _run(spec, data_dir, runs_dir, console or Console(soft_wrap=True))
+
+
+def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console) -> RunResult:
     from kexp import training
 
-    console = console or Console(soft_wrap=True)
     started, clock = now_iso(), time.perf_counter()
     data = load_dataset(spec, data_dir)
-    console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False, soft_wrap=True)
+    console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False)
     training.start_tensorflow()
     training.set_seed(spec.seed)
     device = training.select_device(spec.device)
@@ -68,36 +73,48 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console
         model = build_model(spec, data.input_shape, outputs)
         training.compile_model(model, spec.train, loss, outputs)
     run_dir = create_run_dir(runs_dir, spec.name)
-    console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False, soft_wrap=True)
+    console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
     write_run_start(run_dir, spec, data, device, data_dir, started)
     try:
-        with signals_raise_interrupted(), device_scope(device):
-            metrics = fit_and_evaluate(model, data, spec, loss, run_dir, console)
+        with device_scope(device):
+            metrics = fit_and_evaluate(model, prepare_splits(data, spec, loss), spec, run_dir, console)
     except BaseException as exc:
         record_stop(run_dir, exc, model)
         raise
     metrics.update(wall_seconds=time.perf_counter() - clock, loss_function=loss, num_params=model.count_params(), data=summarize(data))
-    finish_run(run_dir, model, metrics, device, started)
+    finish_run(run_dir, model, metrics, started)
     return RunResult(run_dir, metrics)
 
 
-def fit_and_evaluate(model, data: Dataset, spec: ExperimentSpec, loss: str, run_dir: Path, console: Console) -> dict[str, Any]:
+def prepare_splits(data: Dataset, spec: ExperimentSpec, loss: str) -> dict[str, Any]:
+    """train / validation / test as (inputs, targets in the form the loss expects), or None."""
     from kexp import training
 
-    train_xy, val_xy = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed)
-    target = lambda xy: None if xy is None else (xy[0], training.make_targets(xy[1], loss, data.num_classes))  # noqa: E731
-    train_xy, val_xy = target(train_xy), target(val_xy)
-    test_xy = target(None if data.test is None else (data.test.x, data.test.y))
-    steps = -(-len(train_xy[1]) // spec.train.batch_size)
-    callbacks = training.make_callbacks(run_dir, spec.train, steps, console)
+    train, validation = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed)
+    test = None if data.test is None else (data.test.x, data.test.y)
+    return {
+        name: None if xy is None else (xy[0], training.make_targets(xy[1], loss, data.num_classes))
+        for name, xy in (("train", train), ("validation", validation), ("test", test))
+    }
+
+
+def fit_and_evaluate(model, splits: dict[str, Any], spec: ExperimentSpec, run_dir: Path, console: Console) -> dict[str, Any]:
+    """model.fit with kexp's callbacks, then the final metrics of every split."""
+    from kexp import training
+
+    train, validation = splits["train"], splits["validation"]
+    steps = -(-len(train[1]) // spec.train.batch_size)
     fit_start = time.perf_counter()
     history = model.fit(
-        **training.batches(*train_xy, spec.train.batch_size, spec.train.shuffle, spec.seed),
-        validation_data=None if val_xy is None else training.validation_batches(*val_xy, spec.train.batch_size),
-        epochs=spec.train.epochs, shuffle=spec.train.shuffle, callbacks=callbacks, verbose=0,
+        **training.batches(*train, spec.train.batch_size, spec.train.shuffle, spec.seed),
+        validation_data=None if validation is None else training.validation_batches(*validation, spec.train.batch_size),
+        epochs=spec.train.epochs,
+        shuffle=spec.train.shuffle,
+        callbacks=training.make_callbacks(run_dir, spec.train, steps, console),
+        verbose=0,
     )
     fit_seconds = time.perf_counter() - fit_start
-    results = training.evaluate_splits(model, {"train": train_xy, "validation": val_xy, "test": test_xy}, spec.train.batch_size)
+    results = training.evaluate_splits(model, splits, spec.train.batch_size)
     return {**results, "epochs_completed": len(history.epoch), "fit_seconds": fit_seconds}
 
 
@@ -117,6 +134,9 @@ def signals_raise_interrupted() -> Iterator[None]:
         name = signal.Signals(signum).name
         raise Interrupted(name, 128 + signum)
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
@@ -178,7 +198,7 @@ def _set_env_end(run_dir: Path) -> None:
     write_json(run_dir / "env.json", env)
 
 
-def finish_run(run_dir: Path, model, metrics: dict[str, Any], device: str, started: str) -> None:
+def finish_run(run_dir: Path, model, metrics: dict[str, Any], started: str) -> None:
     from kexp.plots import plot_history
 
     model.save(run_dir / "model.keras")
