@@ -34,13 +34,9 @@ def main() -> None:
     options = TextOptions(num_words=10000)
     tar = data_dir / "aclImdb_v1.tar.gz"
 
-    def read():
-        texts, labels, is_test = read_reviews_from_tar(tar)
-        return texts, labels * 2 + is_test
-
-    corpus, packed, _ = tokenized_corpus("imdb", [tar], options, read)
+    corpus, arrays, _ = tokenized_corpus("imdb", [tar], options, lambda: read_reviews_from_tar(tar))
     docs = np.arange(len(corpus))
-    train = np.flatnonzero(packed % 2 == 0)
+    train = np.flatnonzero(~arrays["is_test"])
     vocabulary = fit_vocabulary(corpus, train, options.num_words)
     columns = column_lookup(corpus, vocabulary)
     # The tutorial's input: one Python list of word indices per review (not timed).

@@ -145,6 +145,13 @@ def signals_raise_interrupted() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # containers may run as a uid with no passwd entry
+        return None
+
+
 def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
     import keras
     import numpy
@@ -158,7 +165,7 @@ def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "host": socket.gethostname(),
-        "user": getpass.getuser(),
+        "user": current_user(),
         "device": device,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "seed": seed,

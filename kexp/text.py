@@ -207,7 +207,7 @@ def cache_path(kind: str, files: list[Path], options: TextOptions) -> Optional[P
     if root.lower() in {"", "none", "off"}:
         return None
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    key = json.dumps({"kind": kind, "files": identity, "options": options.tokenization_key(), "format": 1}, sort_keys=True)
+    key = json.dumps({"kind": kind, "files": identity, "options": options.tokenization_key(), "format": 2}, sort_keys=True)
     return Path(root) / "tokens" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 

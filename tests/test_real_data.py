@@ -44,8 +44,8 @@ def test_mnist_files():
 def test_sms_spam_file():
     from kexp.datasets.sms_spam import read_sms
 
-    texts, labels = read_sms(DATA_DIR / "sms" / "SMSSpamCollection")
-    assert len(texts) == 5574 and np.bincount(labels).tolist() == [4827, 747]
+    texts, arrays = read_sms(DATA_DIR / "sms" / "SMSSpamCollection")
+    assert len(texts) == 5574 and np.bincount(arrays["labels"]).tolist() == [4827, 747]
 
 
 @pytest.mark.slow

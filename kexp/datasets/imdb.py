@@ -41,7 +41,7 @@ def _review_key(name: str):
     return (split == "test", label == "pos", int(number))
 
 
-def read_reviews_from_tar(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_reviews_from_tar(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     reviews = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -54,7 +54,7 @@ def read_reviews_from_tar(path: Path) -> tuple[list[str], np.ndarray, np.ndarray
     return _ordered(reviews, path)
 
 
-def read_reviews_from_folder(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_reviews_from_folder(folder: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     reviews = {}
     for file in folder.glob("*/*/*.txt"):
         key = _review_key(file.as_posix())
@@ -63,8 +63,8 @@ def read_reviews_from_folder(folder: Path) -> tuple[list[str], np.ndarray, np.nd
     return _ordered(reviews, folder)
 
 
-def _ordered(reviews: dict, source: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(texts, labels, is_test) sorted by split, label, review number; every part must be present."""
+def _ordered(reviews: dict, source: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(texts, {labels, is_test}) sorted by split, label, review number; every part must be present."""
     keys = sorted(reviews)
     for is_test in (False, True):
         for is_pos in (False, True):
@@ -73,10 +73,10 @@ def _ordered(reviews: dict, source: Path) -> tuple[list[str], np.ndarray, np.nda
                 raise DataError(f"{source}: no reviews found under {part}/ (incomplete or not the aclImdb data set)")
     labels = np.array([k[1] for k in keys], dtype=np.int8)
     is_test = np.array([k[0] for k in keys], dtype=bool)
-    return [reviews[k] for k in keys], labels, is_test
+    return [reviews[k] for k in keys], {"labels": labels, "is_test": is_test}
 
 
-def read_keras_npz(path: Path) -> tuple[Corpus, np.ndarray, np.ndarray]:
+def read_keras_npz(path: Path) -> tuple[Corpus, dict[str, np.ndarray]]:
     """Keras' imdb.npz: ids offset by 3 (1 = start, 2 = out of vocabulary), which are dropped."""
     try:
         with np.load(path, allow_pickle=True) as f:
@@ -91,7 +91,7 @@ def read_keras_npz(path: Path) -> tuple[Corpus, np.ndarray, np.ndarray]:
     corpus = Corpus([f"#{i}" for i in distinct], ids.astype(np.int32), np.concatenate([[0], np.cumsum(lengths)]))
     labels = np.concatenate([np.asarray(y) for _, y, _ in parts]).astype(np.int8)
     is_test = np.concatenate([np.full(len(y), t) for _, y, t in parts])
-    return corpus, labels, is_test
+    return corpus, {"labels": labels, "is_test": is_test}
 
 
 @dataset("imdb", ImdbOptions)
@@ -102,20 +102,12 @@ def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
         source, read = folder, lambda: read_reviews_from_folder(folder)
     else:
         source = find_file(data_dir, ["aclImdb_v1.tar.gz", "imdb.npz"], "imdb")
-        read = (lambda: read_reviews_from_tar(source)) if source.name.endswith(".tar.gz") else None
-    if read is None:
-        corpus, labels, is_test = read_keras_npz(source)
-        cached = False
+        read = lambda: read_reviews_from_tar(source)  # noqa: E731
+    if source.name.endswith(".npz"):
+        (corpus, arrays), cached = read_keras_npz(source), False
     else:
-        split_flags: dict[str, np.ndarray] = {}
-
-        def read_texts():
-            texts, labels, is_test = read()
-            split_flags["is_test"] = is_test
-            return texts, labels * 2 + is_test  # both facts in one cached array
-
-        corpus, packed, cached = tokenized_corpus("imdb", [source], options.text, read_texts)
-        labels, is_test = packed // 2, packed % 2 == 1
+        corpus, arrays, cached = tokenized_corpus("imdb", [source], options.text, read)
+    labels, is_test = arrays["labels"], arrays["is_test"]
     if options.split == "official":
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     else:

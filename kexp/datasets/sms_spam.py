@@ -25,7 +25,7 @@ class SmsSpamOptions(Options):
     )
 
 
-def read_sms(path: Path) -> tuple[list[str], np.ndarray]:
+def read_sms(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """Messages and labels (0 ham, 1 spam); a malformed line is reported by number."""
     texts, labels = [], []
     try:
@@ -42,13 +42,14 @@ def read_sms(path: Path) -> tuple[list[str], np.ndarray]:
         labels.append(CLASS_NAMES.index(label))
     if not texts:
         raise DataError(f"{path}: no messages")
-    return texts, np.array(labels, dtype=np.int8)
+    return texts, {"labels": np.array(labels, dtype=np.int8)}
 
 
 @dataset("sms_spam", SmsSpamOptions)
 def load_sms_spam(options: SmsSpamOptions, data_dir: Path, seed: int) -> Dataset:
     """SMS Spam Collection: ham or spam, stratified train/test split."""
     path = find_file(data_dir, [options.path, "SMSSpamCollection"], "sms_spam")
-    corpus, labels, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path))
+    corpus, arrays, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path))
+    labels = arrays["labels"]
     train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
     return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, {"files": [str(path)], "tokens_from_cache": cached})

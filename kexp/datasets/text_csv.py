@@ -72,6 +72,6 @@ def load_text_csv(options: TextCsvOptions, data_dir: Path, seed: int) -> Dataset
     if len(class_names) < 2:
         raise DataError(f"{path}: found a single class {class_names}; need at least two")
     labels = np.array([index[label] for label in label_strings], dtype=np.int32)
-    corpus, labels, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, labels))
+    corpus, _, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, {"labels": labels}))
     train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
     return build_text_dataset(corpus, labels, train, test, options.text, class_names, {"files": [str(path)], "tokens_from_cache": cached})

@@ -10,21 +10,22 @@ import numpy as np
 from kexp.datasets.base import Dataset, Split
 from kexp.text import TEXT_ARTIFACT, Corpus, TextOptions, cache_path, fit_text, load_corpus, make_tokenizer, save_corpus, tokenize_corpus
 
-# A reader returns the raw texts and their integer labels, in a fixed order.
-TextReader = Callable[[], tuple[list[str], np.ndarray]]
+# A reader returns the raw texts in a fixed order and per-document arrays
+# ("labels" at least; imdb adds "is_test"), which are cached with the tokens.
+TextReader = Callable[[], tuple[list[str], dict[str, np.ndarray]]]
 
 
-def tokenized_corpus(kind: str, files: list[Path], options: TextOptions, read: TextReader) -> tuple[Corpus, np.ndarray, bool]:
-    """(corpus, labels, came_from_cache); the cache is keyed by the files and tokenization options."""
+def tokenized_corpus(kind: str, files: list[Path], options: TextOptions, read: TextReader) -> tuple[Corpus, dict[str, np.ndarray], bool]:
+    """(corpus, per-document arrays, came_from_cache); the cache is keyed by the files and tokenization options."""
     cached = cache_path(kind, files, options)
     if cached is not None and cached.is_file():
         corpus, arrays = load_corpus(cached)
-        return corpus, arrays["labels"], True
-    texts, labels = read()
+        return corpus, arrays, True
+    texts, arrays = read()
     corpus = tokenize_corpus(texts, make_tokenizer(options), total=len(texts))
     if cached is not None:
-        save_corpus(cached, corpus, labels=labels)
-    return corpus, labels, False
+        save_corpus(cached, corpus, **arrays)
+    return corpus, arrays, False
 
 
 def build_text_dataset(
