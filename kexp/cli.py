@@ -61,7 +61,7 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=show_version, is_eager=True, help="Show the version and exit")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True, help="Show the version and exit")] = False,
 ) -> None:
     """Keras experiments from YAML specs."""
 

@@ -36,7 +36,10 @@ def now_iso() -> str:
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """A new, empty run directory; a clash (same second, same suffix) just draws again."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the runs directory {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
         suffix = "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(4))
@@ -46,6 +49,8 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise RunDirError(f"cannot create a run directory in {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
     raise RunDirError(f"could not create a new run directory under {runs_dir}")
 
 
