@@ -11,8 +11,9 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -34,7 +35,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec value: --set train.epochs=2 (value parsed as YAML). Repeatable.")]
-DataDirOption = Annotated[Optional[Path], typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else ./data]")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else ./data]")]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 

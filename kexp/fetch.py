@@ -14,7 +14,6 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from rich.console import Console
 
@@ -29,8 +28,8 @@ class Source:
     sha256: str
     target: str  # path under the data directory
     # For a zip archive: the member to extract to `extract_to` (the archive itself is kept as `target`).
-    member: Optional[str] = None
-    extract_to: Optional[str] = None
+    member: str | None = None
+    extract_to: str | None = None
 
 
 SOURCES: dict[str, list[Source]] = {

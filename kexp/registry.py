@@ -8,8 +8,8 @@ Nothing here imports TensorFlow, so listing and validating stay fast.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -72,5 +72,5 @@ def model(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]
 
 def load_components() -> None:
     """Import every dataset and model module so their decorators run."""
-    import kexp.datasets  # noqa: F401
+    import kexp.datasets
     import kexp.models  # noqa: F401

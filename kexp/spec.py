@@ -10,7 +10,7 @@ pass, so they are validated exactly like the file. No TensorFlow is imported her
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -75,7 +75,7 @@ class OptimizerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = "adam"
-    learning_rate: Optional[PositiveFloat] = None
+    learning_rate: PositiveFloat | None = None
 
     @field_validator("name")
     @classmethod
@@ -120,7 +120,7 @@ class TrainSpec(BaseModel):
     shuffle: bool = True
     # Batches per TensorFlow call: >1 cuts Python overhead for small models; same updates, same result.
     steps_per_execution: PositiveInt = 1
-    early_stopping: Optional[EarlyStoppingSpec] = None
+    early_stopping: EarlyStoppingSpec | None = None
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -181,7 +181,7 @@ class _SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _key_lines(node: Optional[yaml.Node], prefix: str = "") -> dict[str, int]:
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
     """Map each dotted key of a composed YAML document to its 1-based line."""
     lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
@@ -314,7 +314,7 @@ def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, s
 
 
 def validate_spec(
-    raw: dict, source: str = "<spec>", lines: Optional[dict[str, int]] = None, overrides: Optional[dict[str, str]] = None
+    raw: dict, source: str = "<spec>", lines: dict[str, int] | None = None, overrides: dict[str, str] | None = None
 ) -> ExperimentSpec:
     """Validate a raw mapping; raise SpecError listing every problem as `where: key: message`."""
     load_components()
@@ -330,7 +330,7 @@ def validate_spec(
     return resolve_components(spec)
 
 
-def load_spec(path: Path, overrides: Union[list[str], tuple[str, ...]] = ()) -> ExperimentSpec:
+def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
     """Read a YAML spec, apply `--set` overrides, validate, and fill in defaults."""
     raw, lines = read_yaml(path)
     applied: dict[str, str] = {}

@@ -23,9 +23,10 @@ import json
 import os
 import re
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -50,7 +51,7 @@ class TextOptions(Options):
     tokenizer: Literal["regexp", "wordpunct", "treebank"] = "regexp"
     stopwords: bool = Field(default=False, description="drop NLTK's English stop words")
     lemmatize: bool = Field(default=False, description="NLTK WordNetLemmatizer (nouns)")
-    stem: Optional[Literal["porter", "snowball"]] = None
+    stem: Literal["porter", "snowball"] | None = None
     alphabetic_only: bool = Field(default=False, description="keep only alphabetic tokens of 2+ letters")
     fold_numbers: bool = Field(default=False, description=f"runs of 5+ digits become one token {FOLDED_NUMBER} (kept even with alphabetic_only)")
     num_words: PositiveInt = Field(default=10000, description="vocabulary: most frequent tokens of the training split")
@@ -175,7 +176,7 @@ class Corpus:
         return np.diff(self.offsets)
 
 
-def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], total: Optional[int] = None, progress: bool = True) -> Corpus:
+def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], total: int | None = None, progress: bool = True) -> Corpus:
     """Tokenize every text into one Corpus, showing progress on stderr."""
     index: dict[str, int] = {}
     ids = array.array("i")  # 4 bytes a token; a list of ints would take ~36
@@ -186,7 +187,7 @@ def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], 
     return Corpus(list(index), np.frombuffer(ids, dtype=np.int32).copy(), np.frombuffer(offsets, dtype=np.int64).copy())
 
 
-def _with_progress(items: Iterable[str], total: Optional[int], show: bool) -> Iterable[str]:
+def _with_progress(items: Iterable[str], total: int | None, show: bool) -> Iterable[str]:
     if not show:
         yield from items
         return
@@ -201,7 +202,7 @@ def _with_progress(items: Iterable[str], total: Optional[int], show: bool) -> It
                 bar.update(task, completed=i)
 
 
-def cache_path(kind: str, files: list[Path], options: TextOptions) -> Optional[Path]:
+def cache_path(kind: str, files: list[Path], options: TextOptions) -> Path | None:
     """Where a tokenized corpus of these files and options is cached; None when caching is off."""
     root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "kexp"))
     if root.lower() in {"", "none", "off"}:
@@ -264,7 +265,7 @@ def fit_idf(corpus: Corpus, train_docs: np.ndarray, columns: np.ndarray, size: i
     return np.log1p(len(train_docs) / (1.0 + df)).astype(np.float32)
 
 
-def encode_bag(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, size: int, encoding: str, idf: Optional[np.ndarray] = None) -> np.ndarray:
+def encode_bag(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, size: int, encoding: str, idf: np.ndarray | None = None) -> np.ndarray:
     """Bag-of-words matrix [len(docs), size] for multi_hot, count or tfidf."""
     row, position = token_positions(corpus, docs)
     col = columns[corpus.ids[position]]
@@ -300,12 +301,12 @@ class FittedText:
 
     options: TextOptions
     vocabulary: list[str]
-    idf: Optional[list[float]] = None
+    idf: list[float] | None = None
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.options.max_length,) if self.options.encoding == "sequence" else (len(self.vocabulary),)
 
-    def encode(self, corpus: Corpus, docs: Optional[np.ndarray] = None) -> np.ndarray:
+    def encode(self, corpus: Corpus, docs: np.ndarray | None = None) -> np.ndarray:
         docs = np.arange(len(corpus)) if docs is None else docs
         columns = column_lookup(corpus, self.vocabulary)
         if self.options.encoding == "sequence":

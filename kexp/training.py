@@ -14,8 +14,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -186,7 +187,7 @@ def validation_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     return (feed["x"], feed["y"]) if "y" in feed else feed["x"]
 
 
-def plain(logs: Optional[dict]) -> dict[str, float]:
+def plain(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 
 
@@ -274,7 +275,7 @@ def make_progress(epochs: int, steps_per_epoch: int, console):
     return Progress()
 
 
-def evaluate_splits(model, splits: dict[str, Optional[tuple]], batch_size: int) -> dict[str, Optional[dict[str, float]]]:
+def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int) -> dict[str, dict[str, float] | None]:
     """Keras metrics of the final model on each split (dropout off), as plain floats."""
     results = {}
     for name, split in splits.items():

@@ -1,16 +1,21 @@
 """Tokenizer options, vocabulary fitting, encodings, the cache and saved preprocessing."""
 
-import io
-import os
-import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kexp.errors import DataError
-from kexp.text import FOLDED_NUMBER, TextOptions, cache_path, fit_text, load_text_preprocessing, make_tokenizer, require_nltk_corpus, tokenize_corpus
+from kexp.text import (
+    FOLDED_NUMBER,
+    TextOptions,
+    cache_path,
+    fit_text,
+    load_text_preprocessing,
+    make_tokenizer,
+    require_nltk_corpus,
+    tokenize_corpus,
+)
 
 STOPWORDS = "the\na\nis\nand\nthis\nof\nto\ni\n"
 

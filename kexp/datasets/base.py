@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Split:
 @dataclass
 class Dataset:
     train: Split
-    test: Optional[Split]
+    test: Split | None
     input_shape: tuple[int, ...]
     num_classes: int
     class_names: list[str]
@@ -44,7 +44,7 @@ class Dataset:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_data_dir(cli_value: Optional[Path] = None) -> Path:
+def resolve_data_dir(cli_value: Path | None = None) -> Path:
     """--data-dir, then $KEXP_DATA_DIR, then ./data."""
     if cli_value is not None:
         return Path(cli_value)

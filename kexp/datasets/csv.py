@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv as csvlib
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -17,10 +17,10 @@ from kexp.spec import Options
 
 class CsvOptions(Options):
     path: str = Field(description="CSV file, relative to the data directory or absolute")
-    header: Union[bool, Literal["auto"]] = "auto"
+    header: bool | Literal["auto"] = "auto"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    label_column: Union[int, str] = Field(default=-1, description="index (negative counts from the end) or header name")
-    class_names: Optional[list[str]] = Field(default=None, description="label values in class-id order; default: sorted")
+    label_column: int | str = Field(default=-1, description="index (negative counts from the end) or header name")
+    class_names: list[str] | None = Field(default=None, description="label values in class-id order; default: sorted")
     standardize: bool = Field(default=False, description="scale features to mean 0, std 1 (fitted on train)")
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     stratify: bool = True
@@ -43,7 +43,7 @@ def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from None
 
 
-def _label_index(label_column: Union[int, str], header: Optional[list[str]], width: int, path: Path) -> int:
+def _label_index(label_column: int | str, header: list[str] | None, width: int, path: Path) -> int:
     if isinstance(label_column, str):
         if header is None or label_column not in header:
             names = ", ".join(header) if header else "none (the file has no header)"
@@ -54,7 +54,7 @@ def _label_index(label_column: Union[int, str], header: Optional[list[str]], wid
     return label_column % width
 
 
-def _class_ids(labels: list[str], lines: list[int], class_names: Optional[list[str]], path: Path) -> tuple[np.ndarray, list[str]]:
+def _class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path) -> tuple[np.ndarray, list[str]]:
     if class_names is None:
         numeric = all(_is_number(v) for v in labels)
         values = sorted(set(labels), key=float) if numeric else sorted(set(labels))
@@ -70,7 +70,7 @@ def _class_ids(labels: list[str], lines: list[int], class_names: Optional[list[s
     return np.array([index[v] for v in labels], dtype=np.int32), list(class_names)
 
 
-def read_table(path: Path, header: Union[bool, str], delimiter: str, label_column: Union[int, str], class_names: Optional[list[str]]):
+def read_table(path: Path, header: bool | str, delimiter: str, label_column: int | str, class_names: list[str] | None):
     """(features float32 [n, d], class ids int32 [n], class names, feature names) from a CSV file."""
     rows = read_rows(path, delimiter)
     if not rows:

@@ -102,7 +102,7 @@ def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
         source, read = folder, lambda: read_reviews_from_folder(folder)
     else:
         source = find_file(data_dir, ["aclImdb_v1.tar.gz", "imdb.npz"], "imdb")
-        read = lambda: read_reviews_from_tar(source)  # noqa: E731
+        read = lambda: read_reviews_from_tar(source)
     if source.name.endswith(".npz"):
         (corpus, arrays), cached = read_keras_npz(source), False
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -27,8 +26,8 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 class MnistOptions(Options):
     flatten: bool = Field(default=True, description="784-vectors for dense models; false gives 28x28x1 images")
     scale: bool = Field(default=True, description="pixels as float32 in [0, 1] instead of 0-255")
-    limit_train: Optional[PositiveInt] = Field(default=None, description="use only the first N training images")
-    limit_test: Optional[PositiveInt] = None
+    limit_train: PositiveInt | None = Field(default=None, description="use only the first N training images")
+    limit_test: PositiveInt | None = None
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -53,7 +52,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _idx_path(data_dir: Path, stem: str) -> Optional[Path]:
+def _idx_path(data_dir: Path, stem: str) -> Path | None:
     for folder in (data_dir / "mnist", data_dir):
         for name in (stem + ".gz", stem):
             if (folder / name).is_file():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv as csvlib
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 from pydantic import Field
@@ -19,16 +18,16 @@ from kexp.text import TextOptions
 
 class TextCsvOptions(Options):
     path: str = Field(description="CSV file, relative to the data directory or absolute")
-    text_column: Union[int, str] = 0
-    label_column: Union[int, str] = 1
+    text_column: int | str = 0
+    label_column: int | str = 1
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    class_names: Optional[list[str]] = Field(default=None, description="label values in class-id order; default: sorted")
+    class_names: list[str] | None = Field(default=None, description="label values in class-id order; default: sorted")
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     text: TextOptions = Field(default_factory=TextOptions)
 
 
-def _column(spec: Union[int, str], header: Optional[list[str]], path: Path) -> int:
+def _column(spec: int | str, header: list[str] | None, path: Path) -> int:
     if isinstance(spec, int):
         return spec
     if header is None or spec not in header:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field, PositiveInt
 
 from kexp.models.heads import dense_output
@@ -15,7 +13,7 @@ class ConvBlock(Options):
     filters: PositiveInt
     kernel_size: PositiveInt = 3
     activation: str = "relu"
-    pool: Optional[PositiveInt] = Field(default=None, description="max-pool size after the convolution")
+    pool: PositiveInt | None = Field(default=None, description="max-pool size after the convolution")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
@@ -26,7 +24,7 @@ class CnnOptions(Options):
     dense_units: list[PositiveInt] = [128]
     dense_activation: str = "relu"
     dense_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
-    output_activation: Optional[str] = None
+    output_activation: str | None = None
 
 
 @model("cnn", CnnOptions)

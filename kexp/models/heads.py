@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
-
-def output_activation(num_outputs: int, override: Optional[str] = None) -> str:
+def output_activation(num_outputs: int, override: str | None = None) -> str:
     """sigmoid for one output (binary), softmax for several (one per class)."""
     if override:
         return override
     return "sigmoid" if num_outputs == 1 else "softmax"
 
 
-def dense_output(num_outputs: int, override: Optional[str] = None):
+def dense_output(num_outputs: int, override: str | None = None):
     import keras
 
     return keras.layers.Dense(num_outputs, activation=output_activation(num_outputs, override), name="output")

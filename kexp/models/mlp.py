@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 from pydantic import Field, PositiveInt, model_validator
 
 from kexp.models.heads import dense_output
@@ -14,16 +12,16 @@ from kexp.spec import Options
 class MlpOptions(Options):
     hidden_units: list[PositiveInt] = Field(default=[64], description="sizes of the hidden Dense layers")
     activation: str = "relu"
-    dropout: Union[float, list[float]] = Field(default=0.0, description="after each hidden layer; one rate or one per layer")
-    output_activation: Optional[str] = Field(default=None, description="default: sigmoid for binary, softmax otherwise")
+    dropout: float | list[float] = Field(default=0.0, description="after each hidden layer; one rate or one per layer")
+    output_activation: str | None = Field(default=None, description="default: sigmoid for binary, softmax otherwise")
 
     @model_validator(mode="after")
-    def _dropout_matches_layers(self) -> "MlpOptions":
+    def _dropout_matches_layers(self) -> MlpOptions:
         dropout_rates(self.dropout, len(self.hidden_units))
         return self
 
 
-def dropout_rates(dropout: Union[float, list[float]], layers: int) -> list[float]:
+def dropout_rates(dropout: float | list[float], layers: int) -> list[float]:
     rates = dropout if isinstance(dropout, list) else [dropout] * layers
     if len(rates) != layers:
         raise ValueError(f"dropout lists {len(rates)} rates for {layers} hidden layers")
