@@ -159,6 +159,11 @@ class ExperimentSpec(BaseModel):
     # auto = first GPU when TensorFlow sees one, else CPU.
     device: str = Field(default="auto", pattern=r"^(auto|cpu|gpu|gpu:\d+)$")
 
+    @field_validator("data", "model", mode="before")
+    @classmethod
+    def _component_from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
@@ -303,7 +308,8 @@ def resolve_components(spec: ExperimentSpec) -> ExperimentSpec:
 def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, str]) -> str:
     """Where a bad key came from: the --set that wrote it, or file:line."""
     for path, text in overrides.items():
-        if key == path or key.startswith(path + "."):
+        # the key the override wrote, something inside it, or a check of the section holding it
+        if key == path or key.startswith(path + ".") or path.startswith(key + "."):
             return f"--set {text}"
     probe = key
     while probe:

@@ -144,4 +144,10 @@ def test_resolved_spec_round_trips(tmp_path):
 def test_mlp_dropout_list_must_match_layers(tmp_path):
     path = write_text(tmp_path, GOOD)
     [problem] = problems(path, ["model.dropout=[0.1]"])
-    assert "model: Value error, dropout lists 1 rates for 2 hidden layers" in problem
+    assert problem == "--set model.dropout=[0.1]: model: Value error, dropout lists 1 rates for 2 hidden layers"
+
+
+def test_component_shorthand_by_name(tmp_path):
+    path = write_text(tmp_path, "name: s\ndata: synthetic\nmodel: mlp\n")
+    spec = load_spec(path)
+    assert spec.data.name == "synthetic" and spec.model.options()["hidden_units"] == [64]

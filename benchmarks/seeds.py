@@ -1,8 +1,9 @@
-"""`kexp train configs/imdb_dropout.yaml` over several seeds; the mean test accuracy is the claim.
+"""Train one config over several seeds; report each test accuracy and the mean.
 
-    KEXP_DATA_DIR=../shared/data python benchmarks/imdb_dropout_seeds.py [--seeds 1 2 3]
+    KEXP_DATA_DIR=../shared/data python benchmarks/seeds.py configs/imdb_dropout.yaml --seeds 1 2 3
+    KEXP_DATA_DIR=../shared/data python benchmarks/seeds.py configs/mnist_mlp.yaml --seeds 1 2 3
 
-Writes benchmarks/results/imdb_dropout_seeds.json.
+Writes benchmarks/results/seeds_<config name>.json.
 """
 
 import argparse
@@ -20,19 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
     runs = tempfile.mkdtemp(prefix="kexp-bench-runs-")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     rows = []
     for seed in args.seeds:
-        cmd = [sys.executable, "-m", "kexp", "train", "configs/imdb_dropout.yaml", "--set", f"seed={seed}", "--runs-dir", runs]
+        cmd = [sys.executable, "-m", "kexp", "train", args.config, "--set", f"seed={seed}", "--runs-dir", runs]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
         metrics = json.loads((Path(re.search(r"run directory: (\S+)", out).group(1)) / "metrics.json").read_text())
         rows.append({"seed": seed, "test_accuracy": round(metrics["test"]["accuracy"], 4), "wall_seconds": round(metrics["wall_seconds"], 1)})
         print(rows[-1], flush=True)
-    summary = {"runs": rows, "mean_test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rows), 4)}
-    out = ROOT / "benchmarks" / "results" / "imdb_dropout_seeds.json"
+    accuracies = [r["test_accuracy"] for r in rows]
+    summary = {"config": args.config, "runs": rows, "mean_test_accuracy": round(statistics.mean(accuracies), 4),
+               "min_test_accuracy": min(accuracies), "max_test_accuracy": max(accuracies)}
+    out = ROOT / "benchmarks" / "results" / f"seeds_{Path(args.config).stem}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
