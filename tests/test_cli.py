@@ -149,7 +149,21 @@ def test_nan_loss_fails_the_run_with_a_clear_message(runner, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_records_interrupted_run_and_keeps_earlier_runs(tmp_path):
+def test_early_stopping_ends_training_and_is_recorded(runner, tmp_path):
+    spec = smoke_spec(train={"epochs": 50, "batch_size": 16, "validation_split": 0.2,
+                             "early_stopping": {"monitor": "val_loss", "patience": 0, "min_delta": 10.0}})
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "e.yaml", spec)), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(runs)
+    # epoch 1 sets the best val_loss; epoch 2 cannot improve it by 10, so training stops there
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 2
+    assert json.loads((run / "history.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_records_interrupted_run_and_keeps_earlier_runs(tmp_path, sig):
     runs = tmp_path / "runs"
     earlier = runs / "20200101-000000-old-abcd"
     earlier.mkdir(parents=True)
@@ -163,13 +177,13 @@ def test_sigterm_records_interrupted_run_and_keeps_earlier_runs(tmp_path):
         found = [d / "history.json" for d in run_dirs(runs) if (d / "history.json").exists()]
         history = found[0] if found else None
     assert history is not None, "no epoch finished within 60 s"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "kexp: error: interrupted by SIGTERM" in err
+    assert proc.returncode == 128 + sig
+    assert f"kexp: error: interrupted by {sig.name}" in err
     run = history.parent
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "interrupted" and status["signal"] == "SIGTERM"
+    assert status["state"] == "interrupted" and status["signal"] == sig.name
     assert (run / "model.keras").exists()
     assert json.loads((earlier / "status.json").read_text()) == {"state": "completed"}
 
