@@ -116,23 +116,30 @@ def validate(
     console.print(f"{config}: valid ({spec.data.name} data, {spec.model.name} model, {spec.train.epochs} epochs)", highlight=False)
 
 
+def describe_options(options: type, defaults: object = None, prefix: str = "") -> list[dict]:
+    """Every option as {name, required, default, description}; nested option groups as dotted names (text.num_words)."""
+    from pydantic import BaseModel
+
+    rows = []
+    for field_name, info in options.model_fields.items():
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if defaults is not None:
+            default = getattr(defaults, field_name)
+        if isinstance(default, BaseModel) and not isinstance(default, list):
+            rows += describe_options(type(default), default, f"{prefix}{field_name}.")
+            continue
+        if isinstance(default, list):
+            default = [d.model_dump() if isinstance(d, BaseModel) else d for d in default]
+        rows.append({"name": prefix + field_name, "required": info.is_required(), "default": default, "description": info.description or ""})
+    return rows
+
+
 def describe_entries(kind: str) -> list[dict]:
     from kexp.registry import DATASETS, MODELS, load_components
 
     load_components()
     registry = DATASETS if kind == "datasets" else MODELS
-    rows = []
-    for entry in registry.entries():
-        options = []
-        for field_name, info in entry.options.model_fields.items():
-            default = None if info.is_required() else info.get_default(call_default_factory=True)
-            if hasattr(default, "model_dump"):
-                default = default.model_dump()
-            if isinstance(default, list):
-                default = [d.model_dump() if hasattr(d, "model_dump") else d for d in default]
-            options.append({"name": field_name, "required": info.is_required(), "default": default, "description": info.description or ""})
-        rows.append({"name": entry.name, "summary": entry.summary, "options": options})
-    return rows
+    return [{"name": e.name, "summary": e.summary, "options": describe_options(e.options)} for e in registry.entries()]
 
 
 def print_entries(kind: str, as_json: bool) -> None:
