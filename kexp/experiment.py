@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import platform
-import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from kexp.datasets.base import Dataset, class_balance, summarize
 from kexp.errors import Interrupted, ModelError
 from kexp.registry import DATASETS, MODELS
 from kexp.rundir import create_run_dir, now_iso, write_json, write_status, write_text_atomic
+from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec
 
 
@@ -55,11 +55,11 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
 
 def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None) -> RunResult:
     """Train one experiment and leave a complete run directory; errors before training leave none."""
-    with signals_raise_interrupted():
-        return _run(spec, data_dir, runs_dir, console or Console(soft_wrap=True))
+    with stop_on_signals() as guard:
+        return _run(spec, data_dir, runs_dir, console or Console(soft_wrap=True), guard)
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console) -> RunResult:
+def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console, guard: SignalGuard) -> RunResult:
     from kexp import training
 
     started, clock = now_iso(), time.perf_counter()
@@ -77,10 +77,10 @@ def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console)
     console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
     write_run_start(run_dir, spec, data, device, data_dir, started)
     try:
-        with device_scope(device):
-            metrics = fit_and_evaluate(model, prepare_splits(data, spec, loss), spec, run_dir, console)
+        with device_scope(device), guard.deferred():
+            metrics = fit_and_evaluate(model, prepare_splits(data, spec, loss), spec, run_dir, console, guard.keras_callback())
     except BaseException as exc:
-        record_stop(run_dir, exc, model)
+        record_stop(run_dir, exc, model, started)
         raise
     metrics.update(wall_seconds=time.perf_counter() - clock, loss_function=loss, num_params=model.count_params(), data=summarize(data))
     finish_run(run_dir, model, metrics, started)
@@ -99,7 +99,7 @@ def prepare_splits(data: Dataset, spec: ExperimentSpec, loss: str) -> dict[str, 
     }
 
 
-def fit_and_evaluate(model, splits: dict[str, Any], spec: ExperimentSpec, run_dir: Path, console: Console) -> dict[str, Any]:
+def fit_and_evaluate(model, splits: dict[str, Any], spec: ExperimentSpec, run_dir: Path, console: Console, stop_callback) -> dict[str, Any]:
     """model.fit with kexp's callbacks, then the final metrics of every split."""
     from kexp import training
 
@@ -111,11 +111,11 @@ def fit_and_evaluate(model, splits: dict[str, Any], spec: ExperimentSpec, run_di
         validation_data=None if validation is None else training.validation_batches(*validation, spec.train.batch_size),
         epochs=spec.train.epochs,
         shuffle=spec.train.shuffle,
-        callbacks=training.make_callbacks(run_dir, spec.train, steps, console),
+        callbacks=[stop_callback, *training.make_callbacks(run_dir, spec.train, steps, console)],
         verbose=0,
     )
     fit_seconds = time.perf_counter() - fit_start
-    results = training.evaluate_splits(model, splits, spec.train.batch_size)
+    results = training.evaluate_splits(model, splits, spec.train.batch_size, [stop_callback])
     return {**results, "epochs_completed": len(history.epoch), "fit_seconds": fit_seconds}
 
 
@@ -125,25 +125,6 @@ def device_scope(device: str) -> Iterator[None]:
 
     with tf.device(device):
         yield
-
-
-@contextlib.contextmanager
-def signals_raise_interrupted() -> Iterator[None]:
-    """Turn SIGTERM (schedulers, preemption) and Ctrl-C into Interrupted so the run is recorded."""
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        raise Interrupted(name, 128 + signum)
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def current_user() -> str | None:
@@ -186,16 +167,23 @@ def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device: 
             write_json(run_dir / "preprocessing" / name, content)
 
 
-def record_stop(run_dir: Path, exc: BaseException, model) -> None:
+def record_stop(run_dir: Path, exc: BaseException, model, started: str) -> None:
     """Mark a run that did not complete, keeping the model as it was when it stopped."""
     if isinstance(exc, (Interrupted, KeyboardInterrupt)):
         with contextlib.suppress(Exception):
-            model.save(run_dir / "model.keras")
+            save_model(model, run_dir / "model.keras")
         signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-        write_status(run_dir, "interrupted", error=f"interrupted by {signal_name}", signal=signal_name)
+        write_status(run_dir, "interrupted", started=started, ended=now_iso(), error=f"interrupted by {signal_name}", signal=signal_name)
     else:
-        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+        write_status(run_dir, "failed", started=started, ended=now_iso(), error=f"{type(exc).__name__}: {exc}")
     _set_env_end(run_dir)
+
+
+def save_model(model, path: Path) -> None:
+    """Save beside the target and rename, so a kill mid-save never leaves half a model.keras."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def _set_env_end(run_dir: Path) -> None:
@@ -209,7 +197,7 @@ def _set_env_end(run_dir: Path) -> None:
 def finish_run(run_dir: Path, model, metrics: dict[str, Any], started: str) -> None:
     from kexp.plots import plot_history
 
-    model.save(run_dir / "model.keras")
+    save_model(model, run_dir / "model.keras")
     write_json(run_dir / "metrics.json", metrics)
     plot_history(run_dir)
     _set_env_end(run_dir)

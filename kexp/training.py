@@ -275,12 +275,12 @@ def make_progress(epochs: int, steps_per_epoch: int, console):
     return Progress()
 
 
-def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int) -> dict[str, dict[str, float] | None]:
+def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
     """Keras metrics of the final model on each split (dropout off), as plain floats."""
     results = {}
     for name, split in splits.items():
         if split is None:
             results[name] = None
             continue
-        results[name] = plain(model.evaluate(**batches(*split, max(batch_size, 256)), verbose=0, return_dict=True))
+        results[name] = plain(model.evaluate(**batches(*split, max(batch_size, 256)), verbose=0, return_dict=True, callbacks=list(callbacks)))
     return results
