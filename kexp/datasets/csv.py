@@ -43,18 +43,20 @@ def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from None
 
 
-def _label_index(label_column: int | str, header: list[str] | None, width: int, path: Path) -> int:
-    if isinstance(label_column, str):
-        if header is None or label_column not in header:
+def column_index(column: int | str, header: list[str] | None, width: int, path: Path) -> int:
+    """A column given by index (negative counts from the end) or, with a header, by name."""
+    if isinstance(column, str):
+        if header is None or column not in header:
             names = ", ".join(header) if header else "none (the file has no header)"
-            raise DataError(f"{path}: no column named '{label_column}'; columns: {names}")
-        return header.index(label_column)
-    if not -width <= label_column < width:
-        raise DataError(f"{path}: label_column {label_column} is out of range for {width} columns")
-    return label_column % width
+            raise DataError(f"{path}: no column named '{column}'; columns: {names}")
+        return header.index(column)
+    if not -width <= column < width:
+        raise DataError(f"{path}: column {column} is out of range for {width} columns")
+    return column % width
 
 
-def _class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path) -> tuple[np.ndarray, list[str]]:
+def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Label strings -> class ids, in the given class order or sorted (numerically when all are numbers)."""
     if class_names is None:
         numeric = all(_is_number(v) for v in labels)
         values = sorted(set(labels), key=float) if numeric else sorted(set(labels))
@@ -67,6 +69,8 @@ def _class_ids(labels: list[str], lines: list[int], class_names: list[str] | Non
     for value, line in zip(labels, lines):
         if value not in index:
             raise DataError(f"{path}:{line}: label '{value}' is not one of the classes {class_names}")
+    if len(class_names) < 2:
+        raise DataError(f"{path}: the label column holds a single class ({class_names}); need at least two")
     return np.array([index[v] for v in labels], dtype=np.int32), list(class_names)
 
 
@@ -84,7 +88,7 @@ def read_table(path: Path, header: bool | str, delimiter: str, label_column: int
     width = len(names) if names else len(body[0][1])
     if width < 2:
         raise DataError(f"{path}: need at least one feature column and a label column, found {width} column(s)")
-    label_at = _label_index(label_column, names, width, path)
+    label_at = column_index(label_column, names, width, path)
     features = np.empty((len(body), width - 1), dtype=np.float32)
     labels, lines = [], []
     for r, (line, row) in enumerate(body):
@@ -101,9 +105,7 @@ def read_table(path: Path, header: bool | str, delimiter: str, label_column: int
     if not np.isfinite(features).all():
         line = lines[int(np.argwhere(~np.isfinite(features))[0][0])]
         raise DataError(f"{path}:{line}: feature value is NaN or infinite")
-    y, classes = _class_ids(labels, lines, class_names, path)
-    if len(classes) < 2:
-        raise DataError(f"{path}: the label column holds a single class ({classes}); need at least two")
+    y, classes = class_ids(labels, lines, class_names, path)
     feature_names = [n for i, n in enumerate(names) if i != label_at] if names else [f"x{i}" for i in range(width - 1)]
     return features, y, classes, feature_names
 
