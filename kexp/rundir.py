@@ -90,7 +90,3 @@ def read_json(path: Path) -> Any:
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     write_json(run_dir / "status.json", {"state": state, "updated": now_iso(), **fields})
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    return read_json(run_dir / "status.json")

@@ -11,7 +11,7 @@ model inputs without a Python loop per document or a float64 matrix:
     sequence   int32   word ids padded/truncated to max_length (0 padding, 1 unknown word)
 
 Everything needed to encode new raw text the same way is saved with the run
-(`save_text_preprocessing`) and reloaded by `load_text_preprocessing`.
+(`FittedText.to_json`, as <run>/preprocessing/text.json) and reloaded by `load_text_preprocessing`.
 """
 
 from __future__ import annotations
@@ -307,12 +307,15 @@ class FittedText:
         return (self.options.max_length,) if self.options.encoding == "sequence" else (len(self.vocabulary),)
 
     def encode(self, corpus: Corpus, docs: np.ndarray | None = None) -> np.ndarray:
-        docs = np.arange(len(corpus)) if docs is None else docs
+        return self.encode_splits(corpus, [np.arange(len(corpus)) if docs is None else docs])[0]
+
+    def encode_splits(self, corpus: Corpus, doc_sets: list[np.ndarray]) -> list[np.ndarray]:
+        """One input matrix per set of documents, mapping the corpus to vocabulary columns once."""
         columns = column_lookup(corpus, self.vocabulary)
         if self.options.encoding == "sequence":
-            return encode_sequences(corpus, docs, columns, self.options.max_length)
+            return [encode_sequences(corpus, docs, columns, self.options.max_length) for docs in doc_sets]
         idf = np.array(self.idf, dtype=np.float32) if self.idf is not None else None
-        return encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf)
+        return [encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf) for docs in doc_sets]
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Raw strings -> model inputs, with the saved options and vocabulary."""

@@ -33,10 +33,11 @@ def build_text_dataset(
 ) -> Dataset:
     """Fit the vocabulary on `train` documents only, then encode both splits."""
     fitted = fit_text(corpus, train, options)
+    x_train, x_test = fitted.encode_splits(corpus, [train, test])
     lengths = corpus.lengths()
     return Dataset(
-        train=Split(fitted.encode(corpus, train), labels[train].astype(np.int32)),
-        test=Split(fitted.encode(corpus, test), labels[test].astype(np.int32)) if len(test) else None,
+        train=Split(x_train, labels[train].astype(np.int32)),
+        test=Split(x_test, labels[test].astype(np.int32)) if len(test) else None,
         input_shape=fitted.input_shape(),
         num_classes=len(class_names),
         class_names=class_names,
