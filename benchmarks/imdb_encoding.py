@@ -18,7 +18,7 @@ from kexp.datasets.imdb import read_reviews_from_tar
 from kexp.datasets.textdata import tokenized_corpus
 from kexp.text import TextOptions, column_lookup, encode_bag, fit_vocabulary
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import write_result
 
 
 def vectorize_sequences(sequences, dimension=10000):
@@ -58,9 +58,7 @@ def main() -> None:
     reference = vectorize_sequences(sequences[:2000])
     assert np.array_equal(reference.astype(np.uint8), results[:2000]), "encodings differ"
     timings["speedup"] = round(timings["tutorial_loop_float64"]["seconds_best_of_3"] / timings["kexp_encode_bag_uint8"]["seconds_best_of_3"], 1)
-    out = ROOT / "benchmarks" / "results" / "imdb_encoding.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(timings, indent=2) + "\n")
+    write_result("imdb_encoding", timings)
     print(json.dumps(timings, indent=2))
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, peak_rss_mb, run_metrics, write_result
 
 
 def measured(cmd: list[str], env: dict) -> dict:
@@ -24,8 +24,7 @@ def measured(cmd: list[str], env: dict) -> dict:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", done.stderr)
     seconds = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_kb / 1024), "stdout": done.stdout}
+    return {"seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb(done.stderr), "stdout": done.stdout}
 
 
 def main() -> None:
@@ -40,14 +39,11 @@ def main() -> None:
     results["keras_tutorial"] = base
     for name in ("kexp_cold_cache", "kexp_warm_cache"):
         run = measured([sys.executable, "-m", "kexp", "train", "configs/imdb.yaml", "--runs-dir", runs, "--data-dir", str(data_dir)], env)
-        run_dir = Path(re.search(r"run directory: (\S+)", run["stdout"]).group(1))
-        run["test_accuracy"] = round(json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"], 4)
+        run["test_accuracy"] = round(run_metrics(run["stdout"])["test"]["accuracy"], 4)
         results[name] = run
     for r in results.values():
         r.pop("stdout")
-    out = ROOT / "benchmarks" / "results" / "imdb_vs_keras.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("imdb_vs_keras", results)
     print(json.dumps(results, indent=2))
 
 

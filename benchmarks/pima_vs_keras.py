@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, run_metrics, write_result
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -49,16 +49,13 @@ def main() -> None:
             if name == "keras":
                 accuracy = float(re.search(r"Accuracy: ([\d.]+)", out).group(1)) / 100
             else:
-                run_dir = Path(re.search(r"run directory: (\S+)", out).group(1))
-                accuracy = json.loads((run_dir / "metrics.json").read_text())["train"]["accuracy"]
+                accuracy = run_metrics(out)["train"]["accuracy"]
             rows[name].append({"seconds": round(seconds, 2), "accuracy": round(accuracy, 4)})
             print(f"{name:6s} run {i + 1}: {seconds:6.1f} s  accuracy {accuracy:.4f}", flush=True)
     summary = {name: {"median_seconds": statistics.median(r["seconds"] for r in runs), "runs": runs} for name, runs in rows.items()}
     for name in ("kexp", "kexp_steps_per_execution_1"):
         summary[f"{name}_over_keras_time_ratio"] = round(summary[name]["median_seconds"] / summary["keras"]["median_seconds"], 3)
-    out = ROOT / "benchmarks" / "results" / "pima_vs_keras.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_result("pima_vs_keras", summary)
     print(json.dumps({k: (v if not isinstance(v, dict) else v["median_seconds"]) for k, v in summary.items()}, indent=2))
 
 

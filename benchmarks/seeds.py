@@ -9,14 +9,13 @@ Writes benchmarks/results/seeds_<config name>.json.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, run_metrics, write_result
 
 
 def main() -> None:
@@ -30,15 +29,13 @@ def main() -> None:
     for seed in args.seeds:
         cmd = [sys.executable, "-m", "kexp", "train", args.config, "--set", f"seed={seed}", "--runs-dir", runs]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-        metrics = json.loads((Path(re.search(r"run directory: (\S+)", out).group(1)) / "metrics.json").read_text())
+        metrics = run_metrics(out)
         rows.append({"seed": seed, "test_accuracy": round(metrics["test"]["accuracy"], 4), "wall_seconds": round(metrics["wall_seconds"], 1)})
         print(rows[-1], flush=True)
     accuracies = [r["test_accuracy"] for r in rows]
     summary = {"config": args.config, "runs": rows, "mean_test_accuracy": round(statistics.mean(accuracies), 4),
                "min_test_accuracy": min(accuracies), "max_test_accuracy": max(accuracies)}
-    out = ROOT / "benchmarks" / "results" / f"seeds_{Path(args.config).stem}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
+    write_result(f"seeds_{Path(args.config).stem}", summary)
     print(json.dumps(summary, indent=2))
 
 
