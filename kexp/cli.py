@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import kexp
-from kexp.errors import KexpError
+from kexp.errors import KexpError, SpecError
 
 app = typer.Typer(
     help="Keras experiments from YAML specs: validate, train, and keep every run in its own directory.",
@@ -46,12 +46,18 @@ def exit_on_error() -> Iterator[None]:
     try:
         yield
     except KexpError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        for line in error_lines(exc):
             err_console.print(f"kexp: error: {line}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("kexp: interrupted", highlight=False)
         raise typer.Exit(130) from None
+
+
+def error_lines(exc: KexpError) -> list[str]:
+    """One line per problem: a spec lists several, any other error is one (embedded newlines folded)."""
+    problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+    return [" ".join(str(p).split()) for p in problems if str(p).strip()] or [type(exc).__name__]
 
 
 def show_version(value: bool) -> None:
@@ -105,12 +111,15 @@ def validate(
     config: Annotated[Path, typer.Argument(help="Experiment spec (YAML)")],
     set_: SetOption = [],
     show: Annotated[bool, typer.Option("--show", help="Print the resolved spec with every default filled in")] = False,
+    runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
-    """Check a spec (and overrides) without training; exit 2 if it is invalid."""
+    """Check a spec (and overrides) as `kexp train` would before reading data; exit 2 if it is invalid."""
+    from kexp.rundir import check_runs_dir
     from kexp.spec import load_spec
 
     with exit_on_error():
         spec = load_spec(config, set_)
+        check_runs_dir(runs_dir)
     if show:
         console.print(spec.to_yaml(), highlight=False, markup=False)
     console.print(f"{config}: valid ({spec.data.name} data, {spec.model.name} model, {spec.train.epochs} epochs)", highlight=False)

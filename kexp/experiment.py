@@ -20,9 +20,9 @@ import kexp
 from kexp.datasets.base import Dataset, class_balance, summarize
 from kexp.errors import Interrupted, ModelError
 from kexp.registry import DATASETS, MODELS
-from kexp.rundir import create_run_dir, now_iso, write_json, write_status, write_text_atomic
+from kexp.rundir import check_runs_dir, create_run_dir, now_iso, write_json, write_status, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
-from kexp.spec import ExperimentSpec
+from kexp.spec import ExperimentSpec, check_task
 
 
 @dataclass
@@ -63,13 +63,16 @@ def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console,
     from kexp import training
 
     started, clock = now_iso(), time.perf_counter()
+    check_runs_dir(runs_dir)  # before minutes of data loading, not after
     data = load_dataset(spec, data_dir)
+    check_task(spec, data.num_classes)
+    loss = training.resolve_loss(spec.train.loss, data.num_classes)
+    outputs = training.count_outputs(loss, data.num_classes)
+    splits = prepare_splits(data, spec, loss)  # a validation split that leaves a part empty is a spec error: no run yet
     console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False)
     training.start_tensorflow()
     training.set_seed(spec.seed)
     device = training.select_device(spec.device)
-    loss = training.resolve_loss(spec.train.loss, data.num_classes)
-    outputs = training.count_outputs(loss, data.num_classes)
     with device_scope(device):
         model = build_model(spec, data.input_shape, outputs)
         training.compile_model(model, spec.train, loss, outputs)
@@ -78,7 +81,7 @@ def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console,
     write_run_start(run_dir, spec, data, device, data_dir, started)
     try:
         with device_scope(device), guard.deferred():
-            metrics = fit_and_evaluate(model, prepare_splits(data, spec, loss), spec, run_dir, console, guard.keras_callback())
+            metrics = fit_and_evaluate(model, splits, spec, run_dir, console, guard.keras_callback())
     except BaseException as exc:
         record_stop(run_dir, exc, model, started)
         raise
@@ -91,7 +94,7 @@ def prepare_splits(data: Dataset, spec: ExperimentSpec, loss: str) -> dict[str, 
     """train / validation / test as (inputs, targets in the form the loss expects), or None."""
     from kexp import training
 
-    train, validation = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed)
+    train, validation = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed, data.class_names)
     test = None if data.test is None else (data.test.x, data.test.y)
     return {
         name: None if xy is None else (xy[0], training.make_targets(xy[1], loss, data.num_classes))

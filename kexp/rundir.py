@@ -16,6 +16,7 @@ Nothing here imports TensorFlow: reading runs must stay fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import string
@@ -54,6 +55,19 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
     raise RunDirError(f"could not create a new run directory under {runs_dir}")
 
 
+def check_runs_dir(runs_dir: Path) -> None:
+    """Fail now, before any data is read, if run directories cannot be created under runs_dir."""
+    probe = Path(runs_dir).absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"cannot create the runs directory {runs_dir}: {probe} is not a directory; choose another with --runs-dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot create the runs directory {runs_dir}: {probe} is not writable; choose another with --runs-dir")
+
+
 def _to_json(value: Any) -> Any:
     """numpy scalars and arrays -> plain Python, for json.dump."""
     if hasattr(value, "tolist"):
@@ -63,10 +77,25 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; the swap is brief elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes 0600 files; colleagues on a shared server should read metrics like the model
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -75,8 +104,31 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def finite_or_none(value: Any, path: str = "", found: dict[str, str] | None = None) -> Any:
+    """A copy with NaN and +-inf replaced by None; `found` collects "key.index" -> "nan" for each."""
+    if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0):
+        number = float(value)
+        if not math.isfinite(number):
+            if found is not None:
+                found[path] = str(number)
+            return None
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return finite_or_none(value.tolist(), path, found)
+    if isinstance(value, dict):
+        return {k: finite_or_none(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v, f"{path}.{i}" if path else str(i), found) for i, v in enumerate(value)]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=_to_json, allow_nan=True) + "\n")
+    """Strict JSON (RFC 8259 has no NaN): non-finite numbers become null, listed under "non_finite"."""
+    found: dict[str, str] = {}
+    clean = finite_or_none(data, found=found)
+    if found and isinstance(clean, dict):
+        clean["non_finite"] = found
+    write_text_atomic(path, json.dumps(clean, indent=2, default=_to_json, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -9,6 +9,10 @@ pass, so they are validated exactly like the file. No TensorFlow is imported her
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,18 +30,24 @@ from pydantic import (
 
 from kexp.errors import SpecError
 from kexp.registry import DATASETS, MODELS, Registry, load_components
+from kexp.task import CLASSIFICATION_LOSSES, CLASSIFICATION_METRICS, task_problems, unknown_loss_message, unknown_metric_message
 
 
 class Options(BaseModel):
-    """Base for every registry entry's options: unknown keys are errors."""
+    """Base for every registry entry's options: unknown keys are errors, and types are strict
+    (`epochs: true` is not 1, `units: 2.5` is not 2), because a coerced value is a silent change."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def static_num_classes(self) -> int | None:
+        """The class count these options imply before any data is read (None: only the data can say)."""
+        return None
 
 
 class ComponentSpec(BaseModel):
     """`name` picks a registry entry; every other key is one of that entry's options."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str
 
     def options(self) -> dict[str, Any]:
@@ -58,22 +68,20 @@ OPTIMIZER_ARGS = {
     "adadelta": {"rho", "epsilon"},
     "lion": {"beta_1", "beta_2"},
 }
-LOSSES = {
-    "auto",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-    "mean_squared_error",
-    "mean_absolute_error",
-    "hinge",
-}
-METRICS = {"accuracy", "precision", "recall", "auc", "mean_squared_error", "mean_absolute_error"}
+BOOLEAN_OPTIMIZER_ARGS = {"amsgrad", "nesterov", "centered"}
+NON_NEGATIVE_OPTIMIZER_ARGS = {"epsilon", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "initial_accumulator_value", "rho"}
+
+
+def did_you_mean(name: str, choices: Any) -> str:
+    """ " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class OptimizerSpec(BaseModel):
     """A Keras optimizer by name plus its keyword arguments (`{name: adam, learning_rate: 1e-3}`)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str = "adam"
     learning_rate: PositiveFloat | None = None
 
@@ -88,18 +96,34 @@ class OptimizerSpec(BaseModel):
         """Keyword arguments for the Keras optimizer; unset ones are left to Keras' defaults."""
         extra = dict(self.model_extra or {})
         allowed = OPTIMIZER_ARGS[self.name] | COMMON_OPTIMIZER_ARGS
-        unknown = sorted(set(extra) - allowed)
-        if unknown:
-            raise ValueError(
-                f"optimizer '{self.name}' takes no argument '{unknown[0]}'; it takes {', '.join(sorted(allowed))}"
-            )
+        for key, value in extra.items():
+            if key not in allowed:
+                raise ValueError(f"optimizer '{self.name}' takes no argument '{key}'{did_you_mean(key, allowed)}; it takes {', '.join(sorted(allowed))}")
+            check_optimizer_value(self.name, key, value)
+        clipping = sorted(k for k in ("clipnorm", "clipvalue", "global_clipnorm") if extra.get(k) is not None)
+        if len(clipping) > 1:
+            raise ValueError(f"set only one of clipnorm, clipvalue, global_clipnorm (Keras refuses {' and '.join(clipping)} together)")
         if self.learning_rate is not None:
             extra["learning_rate"] = self.learning_rate
         return extra
 
 
+def check_optimizer_value(optimizer: str, key: str, value: Any) -> None:
+    """Types and the bounds Keras itself enforces, so a typo fails in `kexp validate`, not at compile."""
+    if key in BOOLEAN_OPTIMIZER_ARGS:
+        if not isinstance(value, bool):
+            raise ValueError(f"optimizer argument '{key}' must be true or false, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"optimizer argument '{key}' must be a finite number, got {value!r}")
+    if key == "momentum" and optimizer == "sgd" and not 0 <= value <= 1:
+        raise ValueError(f"sgd momentum must be in [0, 1], got {value}")
+    if key in NON_NEGATIVE_OPTIMIZER_ARGS and value < 0:
+        raise ValueError(f"optimizer argument '{key}' must be >= 0, got {value}")
+
+
 class EarlyStoppingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     monitor: str = "val_loss"
     patience: NonNegativeInt = 3
     min_delta: float = 0.0
@@ -108,7 +132,7 @@ class EarlyStoppingSpec(BaseModel):
 
 
 class TrainSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     # "auto": binary_crossentropy for two classes, sparse_categorical_crossentropy for more.
     loss: str = "auto"
@@ -136,23 +160,24 @@ class TrainSpec(BaseModel):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, loss: str) -> str:
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss '{loss}'; choose from {', '.join(sorted(LOSSES))}")
+        if loss not in CLASSIFICATION_LOSSES:
+            raise ValueError(unknown_loss_message(loss))
         return loss
 
     @field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> list[str]:
         for metric in metrics:
-            if metric not in METRICS:
-                raise ValueError(f"unknown metric '{metric}'; choose from {', '.join(sorted(METRICS))}")
+            if metric not in CLASSIFICATION_METRICS:
+                raise ValueError(unknown_metric_message(metric))
         return metrics
 
 
 class ExperimentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
-    seed: NonNegativeInt = 0
+    # NumPy and TensorFlow take 32-bit seeds; a larger one would fail after the data loads.
+    seed: int = Field(default=0, ge=0, lt=2**32)
     data: ComponentSpec
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -168,11 +193,30 @@ class ExperimentSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-# --- YAML with line numbers and duplicate-key detection -------------------------------
+# --- YAML with line numbers, and nothing that can hang or bloat ---------------------------
+
+# A spec is written by hand (the tutorials' are under 1 KB). PyYAML's pure-Python parser
+# takes about 14 s per MB here, so larger files are refused before parsing.
+MAX_SPEC_BYTES = 64 * 1024
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """Safe loader that refuses duplicate keys instead of silently keeping the last."""
+    """Safe loader that refuses duplicate keys, and anchors and aliases.
+
+    Aliases let a 2 KB file expand to gigabytes (nine levels of nine aliases); a spec
+    gains nothing from them that writing the value out or `--set` does not give.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            sigil = "*" if kind == "alias" else "&"
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML {kind} '{sigil}{anchor}' is not allowed in a spec; write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -184,6 +228,14 @@ class _SpecLoader(yaml.SafeLoader):
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads `1e-3` as a string; YAML 1.2 and every user mean a float.
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
@@ -201,28 +253,43 @@ def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
     return lines
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(0-based line or None, one-line description) of a PyYAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start and start.line != getattr(mark, "line", None):
+        problem += f" ({context} started on line {start.line + 1})"
+    return (mark.line if mark else None), " ".join(problem.split())
+
+
+def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """(value, composed node) of one YAML document, through the hardened loader."""
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
     """Parse a spec file into a mapping and the line number of every dotted key."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([f"{path}: {size:,} bytes is too large for a spec (limit {MAX_SPEC_BYTES // 1024} KiB); is this the right file?"])
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([f"{path}: file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([f"{path}: cannot read: {exc}"]) from None
-    loader = _SpecLoader(text)
     try:
-        node = loader.get_single_node()
-        raw = loader.construct_document(node) if node is not None else None
+        raw, node = parse_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and start and start.line != getattr(mark, "line", None):
-            problem += f" ({context} started on line {start.line + 1})"
+        line, problem = _yaml_problem(exc)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
         raise SpecError([f"{where}: YAML error: {problem}"]) from None
-    finally:
-        loader.dispose()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -239,10 +306,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     path = path.strip()
     if not sep or not path or any(not part for part in path.split(".")):
         raise SpecError([f"--set {text}: expected KEY.PATH=VALUE, e.g. train.epochs=2"])
+    if not value.strip():
+        return path, None
     try:
-        return path, yaml.safe_load(value) if value.strip() else None
+        return path, parse_yaml(value)[0]
     except yaml.YAMLError as exc:
-        raise SpecError([f"--set {text}: value is not valid YAML: {exc}"]) from None
+        _, problem = _yaml_problem(exc)
+        raise SpecError([f"--set {text}: value is not valid YAML: {problem}"]) from None
 
 
 def apply_override(raw: dict, path: str, value: Any) -> dict:
@@ -264,20 +334,49 @@ def apply_override(raw: dict, path: str, value: Any) -> dict:
 # --- validation ------------------------------------------------------------------------
 
 
-def _describe(error: dict) -> str:
-    msg = error["msg"]
-    if error["type"] not in {"missing", "extra_forbidden"} and isinstance(error.get("input"), (str, int, float, bool)):
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of `loc` (walking fields, lists and unions)."""
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue  # a list index: the item type was already chosen below
+        info = model.model_fields.get(str(part))
+        model = _model_in(info.annotation) if info else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict, model: type[BaseModel] | None) -> str:
+    if error["type"] == "extra_forbidden":
+        key = str(error["loc"][-1])
+        holder = _model_at(model, error["loc"][:-1])
+        if holder is not None:
+            keys = [k for k in holder.model_fields if k != "name" or holder is not ComponentSpec]
+            return f"unknown key '{key}'{did_you_mean(key, keys)}; valid keys: {', '.join(keys)}"
+        return f"unknown key '{key}'"
+    msg = error["msg"].removeprefix("Value error, ")  # pydantic's wrapper around a validator's own message
+    if error["type"] != "missing" and isinstance(error.get("input"), (str, int, float, bool)):
         shown = repr(error["input"])
-        if len(shown) <= 60:
+        if len(shown) <= 60 and shown not in msg:
             msg += f" (got {shown})"
-    return msg
+    return " ".join(msg.split())
 
 
-def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+def _problems(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str]]:
     problems = []
     for error in exc.errors():
         key = ".".join([prefix.rstrip(".")] * bool(prefix) + [str(p) for p in error["loc"]])
-        problems.append((key or "(top level)", _describe(error)))
+        problems.append((key or "(top level)", _describe(error, model)))
     return problems
 
 
@@ -289,7 +388,7 @@ def _component_problems(section: str, component: ComponentSpec, registry: Regist
     try:
         entry.options.model_validate(component.options())
     except ValidationError as exc:
-        return _problems(exc, prefix=f"{section}.")
+        return _problems(exc, entry.options, prefix=f"{section}.")
     return []
 
 
@@ -303,6 +402,20 @@ def resolve_components(spec: ExperimentSpec) -> ExperimentSpec:
             "model": ComponentSpec(name=spec.model.name, **model.model_dump(mode="json")),
         }
     )
+
+
+def spec_task_problems(spec: ExperimentSpec, num_classes: int | None) -> list[tuple[str, str]]:
+    """Loss, metrics and early stopping against the task; num_classes None checks what needs no data."""
+    train = spec.train
+    monitor = train.early_stopping.monitor if train.early_stopping else None
+    return task_problems(train.loss, train.metrics, monitor, train.validation_split > 0, num_classes)
+
+
+def check_task(spec: ExperimentSpec, num_classes: int) -> None:
+    """After the data loads: what only the class count can decide (exit 2, before a run directory exists)."""
+    problems = spec_task_problems(spec, num_classes)
+    if problems:
+        raise SpecError([f"{key}: {msg} (the data has {num_classes} classes)" for key, msg in problems])
 
 
 def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, str]) -> str:
@@ -329,8 +442,11 @@ def validate_spec(
         spec = ExperimentSpec.model_validate(raw)
         problems = _component_problems("data", spec.data, DATASETS)
         problems += _component_problems("model", spec.model, MODELS)
+        if not problems:
+            data_options = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
+            problems = spec_task_problems(spec, data_options.static_num_classes())
     except ValidationError as exc:
-        problems = _problems(exc)
+        problems = _problems(exc, ExperimentSpec)
     if problems:
         raise SpecError([f"{_origin(key, source, lines, overrides)}: {key}: {msg}" for key, msg in problems])
     return resolve_components(spec)

@@ -23,8 +23,8 @@ import numpy as np
 from kexp.errors import DeviceError, SpecError, TrainingError
 from kexp.rundir import write_json
 from kexp.spec import TrainSpec
+from kexp.task import BINARY_ONLY_METRICS, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
 
-BINARY_ONLY_METRICS = {"precision", "recall", "auc"}
 # TensorFlow's C++ start-up lines that say nothing actionable (printed before its own
 # log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide them).
 STARTUP_NOISE = re.compile(
@@ -60,18 +60,6 @@ def start_tensorflow() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
-
-
-def resolve_loss(loss: str, num_classes: int) -> str:
-    """`auto` -> binary_crossentropy for two classes, sparse_categorical_crossentropy otherwise."""
-    if loss != "auto":
-        return loss
-    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
-
-
-def count_outputs(loss: str, num_classes: int) -> int:
-    """One sigmoid unit for binary cross-entropy, one unit per class otherwise."""
-    return 1 if loss == "binary_crossentropy" else num_classes
 
 
 def make_targets(y: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
@@ -135,13 +123,19 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """Seeded random (train, validation) split; Keras' own validation_split takes the last rows unshuffled."""
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, class_names: list[str] | None = None):
+    """Seeded, shuffled (train, validation) split; Keras' own validation_split takes the last rows unshuffled.
+
+    Stratified, so no class drops out of either part by chance; a fraction that still leaves a
+    part or a class empty is a SpecError naming train.validation_split (`class_names` name the classes).
+    """
     if fraction <= 0:
         return (x, y), None
-    order = np.random.default_rng(seed).permutation(len(y))
-    n_val = max(1, int(round(len(y) * fraction)))
-    val, keep = np.sort(order[:n_val]), np.sort(order[n_val:])
+    from kexp.datasets.base import check_split, split_indices  # the same split and rule as the test split
+
+    names = class_names or [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
+    keep, val = split_indices(y, fraction, seed, stratify=True)
+    check_split(y[keep], y[val], names, "train.validation_split", fraction, part="validation", zero_allowed=True)
     return (x[keep], y[keep]), (x[val], y[val])
 
 

@@ -54,7 +54,7 @@ def test_invalid_spec_exits_2_and_writes_nothing(runner, tmp_path):
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(runs)])
     assert result.exit_code == 2
-    assert f"kexp: error: {spec}:" in result.output and "trian: Extra inputs are not permitted" in result.output
+    assert f"kexp: error: {spec}:" in result.output and "trian: unknown key 'trian' (did you mean 'train'?)" in result.output
     assert run_dirs(runs) == []
 
 
@@ -146,6 +146,11 @@ def test_nan_loss_fails_the_run_with_a_clear_message(runner, tmp_path):
     [run] = run_dirs(runs)
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "loss became nan" in status["error"]
+    # strict JSON: a reader that refuses NaN/Infinity (as RFC 8259 does) still parses every file
+    for path in run.glob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path.name} holds {name}"))
+    history = json.loads((run / "history.json").read_text())
+    assert history["loss"] == [None] and history["non_finite"] == {"loss.0": "nan"}
 
 
 @pytest.mark.slow
@@ -205,3 +210,95 @@ def test_configs_are_valid():
         first = config.read_text().splitlines()[0]
         assert first.startswith("# "), f"{config} must open with a comment saying what it reproduces"
         assert "kexp train" in config.read_text(), f"{config} must give its command"
+
+
+# --- issue 6: checked before any data is read ----------------------------------------------
+
+CRASHED_AFTER_LOADING = [
+    ("seed=99999999999", "seed: Input should be less than 4294967296"),
+    ("train.loss=mean_squared_error", "train.loss: 'mean_squared_error' is a regression loss"),
+    ("train.loss=hinge", "train.loss: 'hinge' is a margin loss"),
+    ("model.activation=relux", "model.activation"),
+    # the problem is reported where train.metrics is written: the file's line 10
+    ("data.name=mnist", "s.yaml:10: train.metrics: 'precision' needs a binary task with one sigmoid output, but this task has 10 classes"),
+    ("model={name: sequential, layers: [{Dense: {unit: 1}}]}", "model.layers"),
+    ("model={name: sequential, layers: [{TFSMLayer: {filepath: /no/such/model}}]}", "model.layers"),
+    ("train.epochs=true", "train.epochs: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize("override, message", CRASHED_AFTER_LOADING)
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_problems_that_crashed_after_loading_exit_2_before_reading_data(runner, tmp_path, command, override, message):
+    # pima with no data directory: a command that read data would fail with exit 1 instead
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "pima"}, train={"metrics": ["accuracy", "precision"]}))
+    runs = tmp_path / "runs"
+    extra = ["--data-dir", str(tmp_path / "nowhere")] if command == "train" else []
+    result = runner.invoke(app, [command, str(spec), "--set", override, "--runs-dir", str(runs), *extra])
+    assert result.exit_code == 2, result.output
+    origin = f"{spec.parent}/" if message.startswith("s.yaml") else f"--set {override}: "
+    assert f"kexp: error: {origin}{message}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert run_dirs(runs) == []
+
+
+def test_alias_bomb_answers_in_under_a_second(tmp_path):
+    from tests.test_spec import alias_bomb
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "kexp", "validate", str(path)], capture_output=True, text=True, timeout=60)
+    took = time.perf_counter() - start
+    assert done.returncode == 2 and "YAML anchor '&a0' is not allowed in a spec" in done.stderr
+    assert took < 5  # the process, Python start-up included; the check itself is timed in test_spec
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_unusable_runs_dir_is_found_before_the_data(runner, tmp_path, command):
+    (tmp_path / "a-file").write_text("")
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "pima"}))
+    result = runner.invoke(app, [command, str(spec), "--runs-dir", str(tmp_path / "a-file" / "runs"), "--data-dir", str(tmp_path / "nowhere")][: 4 if command == "validate" else 6])
+    assert result.exit_code == 1
+    assert result.output == f"kexp: error: cannot create the runs directory {tmp_path / 'a-file' / 'runs'}: {tmp_path / 'a-file'} is not a directory; choose another with --runs-dir\n"
+
+
+@pytest.mark.slow
+def test_run_files_respect_the_umask(runner, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        result = runner.invoke(app, ["train", str(write_spec(tmp_path / "s.yaml", smoke_spec())), "--runs-dir", str(tmp_path / "runs"), "--set", "train.epochs=1"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(tmp_path / "runs")
+    modes = {p.relative_to(run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*") if p.is_file()}
+    assert {"config.yaml", "status.json", "metrics.json", "history.json", "env.json", "model.keras"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.metrics=[accuracy, recall]", "train.metrics: 'recall' needs a binary task with one sigmoid output, but this task has 3 classes"),
+    ("train.loss=binary_crossentropy", "train.loss: binary_crossentropy needs 2 classes, the data has 3"),
+])
+def test_task_checks_that_need_the_data_exit_2_before_a_run_directory(runner, tmp_path, data_dir, override, message):
+    (data_dir / "three.csv").write_text("".join(f"{i},{i % 5},{'abc'[i % 3]}\n" for i in range(30)))
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "csv", "path": "three.csv"}))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec), "--set", override, "--runs-dir", str(runs), "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"kexp: error: {message}") and line.endswith("(the data has 3 classes)")
+    assert run_dirs(runs) == []
+
+
+def test_validation_split_leaving_no_training_rows_exits_2_without_a_run_directory(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "synthetic", "samples": 30, "classes": 3}))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(spec), "--set", "train.validation_split=0.95", "--runs-dir", str(runs)])
+    assert result.exit_code == 2, result.output
+    assert "kexp: error: train.validation_split: class 'class_0' (3 rows) has no row in the train split at 0.95; use at most" in result.output
+    assert run_dirs(runs) == []

@@ -1,8 +1,12 @@
+import re
+
 import numpy as np
 import pytest
 
+from pydantic import ValidationError
+
 from kexp.datasets.csv import CsvOptions, PimaOptions, load_csv, load_pima
-from kexp.errors import DataError
+from kexp.errors import DataError, SpecError
 from tests.conftest import write_pima_csv
 
 
@@ -49,6 +53,7 @@ def test_csv_with_header_and_string_labels(data_dir):
     # stratified: both classes appear in the test split
     assert set(data.test.y) == {0, 1}
     assert data.artifacts["features.json"]["feature_names"] == ["height", "weight"]
+    assert data.summary["header"] == {"option": "auto", "detected": True, "reason": "label_column 'species' is a column name"}
 
 
 def test_class_names_fix_the_order_and_reject_unknown_labels(data_dir):
@@ -77,3 +82,87 @@ def test_empty_file(data_dir):
     (data_dir / "e.csv").write_text("\n\n")
     with pytest.raises(DataError, match="e.csv: the file is empty"):
         load_csv(CsvOptions(path="e.csv"), data_dir, seed=0)
+
+
+IRIS = ["5.1,3.5,1.4,0.2,Iris-setosa", "7.0,3.2,4.7,1.4,Iris-versicolor", "6.3,3.3,6.0,2.5,Iris-virginica"]
+
+
+def write_iris(path, header: str | None = None, repeat: int = 10):
+    path.write_text("\n".join(([header] if header else []) + IRIS * repeat) + "\n")
+    return path
+
+
+def test_header_auto_reads_a_headerless_file_with_text_labels_as_data(data_dir):
+    write_iris(data_dir / "iris.csv")
+    data = load_csv(CsvOptions(path="iris.csv"), data_dir, seed=0)
+    assert len(data.train) == 30  # the first row is a flower, not a header
+    assert data.train.x[0].tolist() == pytest.approx([5.1, 3.5, 1.4, 0.2])
+    assert data.summary["header"] == {"option": "auto", "detected": False, "reason": "first row's feature columns are all numbers"}
+
+
+def test_header_auto_finds_a_header_from_the_feature_columns(data_dir):
+    write_iris(data_dir / "iris.csv", header="sepal_length,sepal_width,petal_length,petal_width,species")
+    data = load_csv(CsvOptions(path="iris.csv", label_column=4), data_dir, seed=0)
+    assert len(data.train) == 30 and data.artifacts["features.json"]["feature_names"][0] == "sepal_length"
+    assert data.summary["header"]["detected"] is True and "sepal_length" in data.summary["header"]["reason"]
+
+
+@pytest.mark.parametrize("missing", ["nan", "", "NA", "null", "None", "#N/A"])
+def test_missing_label_is_an_error_with_file_and_line(data_dir, missing):
+    write_iris(data_dir / "iris.csv", header="a,b,c,d,species", repeat=2)
+    lines = (data_dir / "iris.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + "," + missing
+    (data_dir / "iris.csv").write_text("\n".join(lines))
+    message = f"iris.csv:4: missing label ('{missing}') in column 'species'; fix the file or drop the row"
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_csv(CsvOptions(path="iris.csv"), data_dir, seed=0)
+
+
+def test_missing_numeric_label_names_the_column_index(data_dir):
+    (data_dir / "n.csv").write_text("1,0\n2,1\n3,nan\n")
+    with pytest.raises(DataError, match=re.escape("n.csv:3: missing label ('nan') in column 1;")):
+        load_csv(CsvOptions(path="n.csv"), data_dir, seed=0)
+
+
+def test_a_missing_value_spelling_listed_in_class_names_is_a_class(data_dir):
+    (data_dir / "a.csv").write_text("1,None\n2,some\n3,None\n4,some\n")
+    data = load_csv(CsvOptions(path="a.csv", class_names=["None", "some"]), data_dir, seed=0)
+    assert data.train.y.tolist() == [0, 1, 0, 1]
+
+
+def test_class_names_given_as_numbers_are_labels(data_dir):
+    options = CsvOptions.model_validate({"path": "p.csv", "class_names": [0, 1]})
+    assert options.class_names == ["0", "1"] and options.static_num_classes() == 2
+    assert CsvOptions(path="p.csv").static_num_classes() is None
+    with pytest.raises(ValidationError):
+        CsvOptions.model_validate({"path": "p.csv", "class_names": [True, False]})
+
+
+def test_test_fraction_too_small_for_the_data_names_the_option(data_dir):
+    write_pima_csv(data_dir / "p.csv", rows=60)
+    message = "data.test_fraction: 0.005 of 60 rows leaves the test split empty; use at least 0.017, or 0 for no test split"
+    with pytest.raises(SpecError, match=re.escape(message)) as info:
+        load_csv(CsvOptions(path="p.csv", test_fraction=0.005, stratify=False), data_dir, seed=0)
+    assert info.value.exit_code == 2 and len(info.value.problems) == 1
+
+
+def test_a_tiny_class_without_a_test_row_names_the_option(data_dir):
+    rows = [f"{i},{'virginica' if i < 2 else 'setosa'}" for i in range(60)]
+    (data_dir / "t.csv").write_text("\n".join(rows))
+    message = "data.test_fraction: class 'virginica' (2 rows) has no row in the test split at 0.2; use at least 0.5"
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_csv(CsvOptions(path="t.csv", test_fraction=0.2), data_dir, seed=0)
+
+
+def test_summary_files_are_absolute_with_sizes(data_dir, monkeypatch):
+    path = write_pima_csv(data_dir / "pima-indians-diabetes.data.csv", rows=20)
+    monkeypatch.chdir(data_dir.parent)
+    data = load_pima(PimaOptions(), data_dir.relative_to(data_dir.parent), seed=0)
+    assert data.summary["files"] == [{"path": str(path.absolute()), "bytes": path.stat().st_size}]
+
+
+def test_csv_missing_file_does_not_suggest_a_download(data_dir):
+    with pytest.raises(DataError) as info:
+        load_csv(CsvOptions(path="mine.csv"), data_dir, seed=0)
+    assert str(data_dir / "mine.csv") in str(info.value) and "KEXP_DATA_DIR" in str(info.value)
+    assert "kexp data fetch" not in str(info.value)

@@ -29,7 +29,8 @@ def test_reads_keras_npz_when_no_idx_files(data_dir):
              x_test=rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), y_test=np.arange(4))
     data = load_mnist(MnistOptions(), data_dir, seed=0)
     assert len(data.train) == 12 and len(data.test) == 4
-    assert data.summary["files"] == [str(data_dir / "mnist.npz")]
+    npz = data_dir / "mnist.npz"
+    assert data.summary["files"] == [{"path": str(npz.absolute()), "bytes": npz.stat().st_size}]
 
 
 def test_truncated_file_is_named(data_dir):
@@ -69,3 +70,22 @@ def test_missing_files_say_where_and_how(data_dir):
     with pytest.raises(DataError) as info:
         load_mnist(MnistOptions(), data_dir, seed=0)
     assert str(data_dir) in str(info.value) and "kexp data fetch mnist" in str(info.value)
+
+
+def test_summary_files_are_absolute_with_sizes(data_dir, monkeypatch):
+    write_mnist(data_dir / "mnist")
+    monkeypatch.chdir(data_dir.parent)
+    data = load_mnist(MnistOptions(), data_dir.relative_to(data_dir.parent), seed=0)
+    files = data.summary["files"]
+    assert len(files) == 4 and all(f["path"].startswith("/") for f in files)
+    assert {f["bytes"] for f in files} == {p.stat().st_size for p in (data_dir / "mnist").iterdir()}
+
+
+def test_empty_official_split_is_an_error(data_dir):
+    from tests.conftest import write_idx
+
+    folder = write_mnist(data_dir / "mnist")
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28)), 2051)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(0), 2049)
+    with pytest.raises(DataError, match="the test split has no rows"):
+        load_mnist(MnistOptions(), data_dir, seed=0)

@@ -1,6 +1,7 @@
 """The imdb, sms_spam and text_csv loaders on small generated files."""
 
 import io
+import re
 import tarfile
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from kexp.datasets.imdb import ImdbOptions, load_imdb
 from kexp.datasets.sms_spam import SmsSpamOptions, load_sms_spam
 from kexp.datasets.text_csv import TextCsvOptions, load_text_csv
-from kexp.errors import DataError
+from kexp.errors import DataError, SpecError
 from kexp.text import TextOptions
 
 POS = ["a wonderful film, loved it", "great acting and a great story", "wonderful, moving, great"]
@@ -141,3 +142,89 @@ def test_text_csv_unknown_label_and_short_row(data_dir):
     (data_dir / "t.csv").write_text("text,label\nhello,a\nbye\n")
     with pytest.raises(DataError, match=r"t.csv:3: expected at least 2 fields, found 1"):
         load_text_csv(TextCsvOptions(path="t.csv"), data_dir, seed=0)
+
+
+def test_text_csv_missing_label_is_an_error_with_file_and_line(data_dir):
+    (data_dir / "t.csv").write_text("text,label\nhello,a\nbye,b\nwhat,NaN\n")
+    message = "t.csv:4: missing label ('NaN') in column 'label'; fix the file or drop the row"
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_text_csv(TextCsvOptions(path="t.csv"), data_dir, seed=0)
+    (data_dir / "t.csv").write_text("text,label\nhello,a\nbye,\n")
+    with pytest.raises(DataError, match=re.escape("t.csv:3: missing label ('') in column 'label'")):
+        load_text_csv(TextCsvOptions(path="t.csv"), data_dir, seed=0)
+
+
+def test_text_csv_class_names_given_as_numbers_are_labels():
+    options = TextCsvOptions.model_validate({"path": "t.csv", "class_names": [1, 2.5, "x"]})
+    assert options.class_names == ["1", "2.5", "x"]
+
+
+def add_member(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    data = b"" if link else b"text"
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "name, kind, link, why",
+    [
+        ("aclImdb/../../evil.txt", tarfile.REGTYPE, "", "'..' in its path"),
+        ("/etc/evil.txt", tarfile.REGTYPE, "", "absolute path"),
+        ("aclImdb/train/pos/99_9.txt", tarfile.SYMTYPE, "/etc/passwd", "a link"),
+        ("aclImdb/train/pos/98_9.txt", tarfile.LNKTYPE, "aclImdb/README", "a link"),
+        ("aclImdb/dev", tarfile.CHRTYPE, "", "a device or pipe"),
+    ],
+)
+def test_imdb_archive_with_unsafe_member_is_refused(data_dir, name, kind, link, why):
+    path = data_dir / "aclImdb_v1.tar.gz"
+    write_tar(path, review_files())
+    with tarfile.open(path, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+        add_member(tar, name, kind, link)
+    with pytest.raises(DataError, match=re.escape(f"aclImdb_v1.tar.gz: refusing archive member '{name}' ({why})")):
+        load_imdb(ImdbOptions(), data_dir, seed=0)
+
+
+def test_sms_test_fraction_too_small_for_spam_names_the_option(data_dir):
+    write_sms(data_dir / "sms" / "SMSSpamCollection")
+    message = "data.test_fraction: class 'spam' (4 rows) has no row in the test split at 0.1; use at least 0.25"
+    with pytest.raises(SpecError, match=re.escape(message) + "$"):
+        load_sms_spam(SmsSpamOptions(test_fraction=0.1), data_dir, seed=0)
+
+
+def test_imdb_all_split_too_large_test_fraction_names_the_option(data_dir):
+    write_tar(data_dir / "aclImdb_v1.tar.gz", review_files())
+    with pytest.raises(SpecError, match=re.escape("data.test_fraction: 0.95 of 12 rows leaves the train split empty; use at most 0.833")):
+        load_imdb(ImdbOptions(split="all", test_fraction=0.95), data_dir, seed=0)
+
+
+def test_text_csv_tiny_class_names_the_option(data_dir):
+    rows = ["text,label"] + [f"word{i},{'rare' if i == 0 else 'common'}" for i in range(10)]
+    (data_dir / "t.csv").write_text("\n".join(rows))
+    with pytest.raises(SpecError, match=re.escape("data.test_fraction: class 'rare' (1 row) cannot be in both the train and the test split; add rows")):
+        load_text_csv(TextCsvOptions(path="t.csv"), data_dir, seed=0)
+
+
+def test_summary_files_are_absolute_with_sizes(data_dir, monkeypatch):
+    sms = write_sms(data_dir / "sms" / "SMSSpamCollection")
+    for name, text in review_files().items():
+        (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / name).write_text(text)
+    monkeypatch.chdir(data_dir.parent)
+    relative = data_dir.relative_to(data_dir.parent)
+    data = load_sms_spam(SmsSpamOptions(), relative, seed=0)
+    assert data.summary["files"] == [{"path": str(sms.absolute()), "bytes": sms.stat().st_size}]
+    data = load_imdb(ImdbOptions(), relative, seed=0)
+    total = sum(len(text.encode()) for text in review_files().values())
+    assert data.summary["files"] == [{"path": str((data_dir / "aclImdb").absolute()), "bytes": total}]
+
+
+def test_text_csv_missing_file_does_not_suggest_a_download(data_dir):
+    with pytest.raises(DataError) as info:
+        load_text_csv(TextCsvOptions(path="mine.csv"), data_dir, seed=0)
+    assert "mine.csv" in str(info.value) and "kexp data fetch" not in str(info.value)

@@ -41,3 +41,20 @@ def test_read_json_errors_name_the_file(tmp_path):
     (tmp_path / "x.json").write_text("{")
     with pytest.raises(RunDirError, match="x.json: not valid JSON"):
         read_json(tmp_path / "x.json")
+
+
+def test_write_json_is_strict_json_with_non_finite_listed(tmp_path):
+    path = tmp_path / "h.json"
+    write_json(path, {"loss": [0.5, float("nan")], "val_loss": np.array([np.inf, 1.0], dtype=np.float32), "epochs": 2})
+    data = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert data == {"loss": [0.5, None], "val_loss": [None, 1.0], "epochs": 2, "non_finite": {"loss.1": "nan", "val_loss.0": "inf"}}
+
+
+def test_check_runs_dir_accepts_a_new_folder_and_refuses_a_file(tmp_path):
+    from kexp.rundir import check_runs_dir
+
+    check_runs_dir(tmp_path / "new" / "runs")  # not created yet: its nearest existing parent is writable
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    (tmp_path / "f").write_text("")
+    with pytest.raises(RunDirError, match=r"f is not a directory; choose another with --runs-dir"):
+        check_runs_dir(tmp_path / "f" / "runs")

@@ -8,6 +8,7 @@ integer class ids; training turns them into one-hot vectors when the loss needs 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kexp.errors import DataError
+from kexp.errors import DataError, SpecError
 
 DATA_DIR_ENV = "KEXP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -60,10 +61,30 @@ def find_file(data_dir: Path, candidates: list[str], dataset: str) -> Path:
         if path.is_file():
             return path
     looked = ", ".join(str(data_dir / c) if not Path(c).is_absolute() else c for c in candidates)
+    fetch = f", or run `kexp data fetch {dataset}`" if fetchable(dataset) else ""
     raise DataError(
-        f"{dataset}: data file not found (looked for {looked}). Put it there, point --data-dir or "
-        f"{DATA_DIR_ENV} at the folder that holds it, or run `kexp data fetch {dataset}`."
+        f"{dataset}: data file not found (looked for {looked}). Put it there or point --data-dir or "
+        f"{DATA_DIR_ENV} at the folder that holds it{fetch}."
     )
+
+
+def fetchable(dataset: str) -> bool:
+    """Whether `kexp data fetch <dataset>` knows a download source (csv and text_csv are the user's own files)."""
+    from kexp.fetch import SOURCES  # lazily: fetch.py imports rich, not needed unless a file is missing
+
+    return dataset in SOURCES
+
+
+def describe_files(paths: list[Path]) -> list[dict[str, Any]]:
+    """[{"path": absolute path, "bytes": size}] for summary["files"]; a folder's size is that of the files in it."""
+    return [{"path": os.path.abspath(p), "bytes": count_bytes(Path(p))} for p in paths]
+
+
+def count_bytes(path: Path) -> int:
+    """A file's size, or the total size of the files under a folder (the aclImdb/ tree)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
 def class_balance(y: np.ndarray, class_names: list[str]) -> dict[str, int]:
@@ -100,3 +121,79 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
         summary["test_classes"] = class_balance(dataset.test.y, dataset.class_names)
     summary.update(dataset.summary)
     return summary
+
+
+def check_split(
+    y_train: np.ndarray,
+    y_held: np.ndarray,
+    class_names: list[str],
+    option: str,
+    value: float,
+    *,
+    part: str = "test",
+    stratified: bool = True,
+    zero_allowed: bool = False,
+) -> None:
+    """SpecError naming `option` when a train/held-out split leaves a part empty or a class out of a part.
+
+    `y_train`/`y_held` are the class ids in each part; `part` names the held-out one. A class
+    must keep a training row; with a stratified split it must also have a held-out row, since
+    each class gives its own share (a tiny class rounds to 0). Classes in neither part are
+    not the split's doing and are left to the loader.
+    """
+    if value <= 0:
+        return
+    counts = np.stack([np.bincount(y.astype(np.int64), minlength=len(class_names)) for y in (y_train, y_held)])
+    off = f"0 for no {part} split" if zero_allowed else ""
+    problem = find_empty_part(counts, value, part, stratified, off) or find_missing_class(counts, class_names, value, part, stratified, off)
+    if problem:
+        raise SpecError([f"{option}: {problem}"])
+
+
+def find_empty_part(counts: np.ndarray, value: float, part: str, stratified: bool, off: str) -> str | None:
+    """An empty train or held-out part, with the nearest fraction that fills it."""
+    totals = counts.sum(axis=0)
+    # Stratified, each class is split on its own, so the smallest class sets the bound.
+    bound = int(totals[totals > 0].min()) if stratified else int(totals.sum())
+    if bound < 2:
+        return None  # a 1-row class: find_missing_class says why no fraction helps
+    rows = f"{value:g} of {int(totals.sum())} rows"
+    if not counts[0].any():
+        return f"{rows} leaves the train split empty; use at most {most_kept(bound)}"
+    if not counts[1].any():
+        return f"{rows} leaves the {part} split empty; use at least {least_held(bound)}{', or ' + off if off else ''}"
+    return None
+
+
+def find_missing_class(counts: np.ndarray, class_names: list[str], value: float, part: str, stratified: bool, off: str) -> str | None:
+    """The first class without a training row (or, stratified, without a held-out row), as a message."""
+    totals = counts.sum(axis=0)
+    if stratified and (totals == 1).any():  # first, since no fraction can fix it
+        name = class_names[int(np.flatnonzero(totals == 1)[0])]
+        return f"class '{name}' (1 row) cannot be in both the train and the {part} split; add rows{' or use ' + off if off else ''}"
+    for cls, name in enumerate(class_names):
+        train, held = int(counts[0, cls]), int(counts[1, cls])
+        rows = f"class '{name}' ({train + held} row{'' if train + held == 1 else 's'})"
+        if held and not train:
+            fix = f"use at most {most_kept(held)}" if stratified else "use a smaller value or stratify: true"
+            return f"{rows} has no row in the train split at {value:g}; {fix}"
+        if train and stratified and not held:
+            return f"{rows} has no row in the {part} split at {value:g}; use at least {least_held(train)}{', or ' + off if off else ''}"
+    return None
+
+
+# A part of n rows gets round(n * fraction) rows, so n * fraction >= 1 holds out at least one
+# and n * fraction <= n - 1 keeps at least one; suggestions are rounded to 3 decimals inward.
+def least_held(n: int) -> str:
+    return f"{math.ceil(1000 / n) / 1000:g}"
+
+
+def most_kept(n: int) -> str:
+    return f"{1000 * (n - 1) // n / 1000:g}"
+
+
+def check_official_split(train_size: int, test_size: int, source: str) -> None:
+    """A data set's own train/test split must have rows in both parts."""
+    for part, size in (("train", train_size), ("test", test_size)):
+        if size == 0:
+            raise DataError(f"{source}: the {part} split has no rows")

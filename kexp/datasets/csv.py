@@ -3,27 +3,58 @@
 from __future__ import annotations
 
 import csv as csvlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from kexp.datasets.base import Dataset, Split, find_file, split_indices
+from kexp.datasets.base import Dataset, Split, check_split, describe_files, find_file, split_indices
 from kexp.errors import DataError
 from kexp.registry import dataset
 from kexp.spec import Options
 
+# pandas' default NA strings (STR_NA_VALUES): a label spelled like one of these is a missing
+# value, not a class of its own, unless the user lists it in class_names.
+MISSING_LABELS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)
+
+
+def numbers_as_strings(value: Any) -> Any:
+    """`class_names: [0, 1]` in YAML holds numbers; labels are matched as the file's text, and strict options refuse ints for str."""
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+ClassNames = Annotated[list[str], BeforeValidator(numbers_as_strings)]
+
 
 class CsvOptions(Options):
     path: str = Field(description="CSV file, relative to the data directory or absolute")
-    header: bool | Literal["auto"] = "auto"
+    header: bool | Literal["auto"] = Field(default="auto", description="auto: a header when the first row's feature columns (not the label) hold text")
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     label_column: int | str = Field(default=-1, description="index (negative counts from the end) or header name")
-    class_names: list[str] | None = Field(default=None, description="label values in class-id order; default: sorted")
+    class_names: ClassNames | None = Field(default=None, description="label values in class-id order; default: sorted")
     standardize: bool = Field(default=False, description="scale features to mean 0, std 1 (fitted on train)")
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     stratify: bool = True
+
+    def static_num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+
+@dataclass
+class Table:
+    """A numeric CSV as read: features, class ids, and how its first row was taken."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    feature_names: list[str]
+    header: dict[str, Any]  # {"option", "detected", "reason"}: kept in the summary, since auto can guess wrong
 
 
 def _is_number(text: str) -> bool:
@@ -55,8 +86,25 @@ def column_index(column: int | str, header: list[str] | None, width: int, path: 
     return column % width
 
 
-def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path) -> tuple[np.ndarray, list[str]]:
-    """Label strings -> class ids, in the given class order or sorted (numerically when all are numbers)."""
+def describe_column(at: int, names: list[str] | None) -> str:
+    """A column as the user knows it: its header name, else its index."""
+    return f"'{names[at]}'" if names else str(at)
+
+
+def check_labels_present(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path, column: str) -> None:
+    """A missing label ('', 'nan', 'NA', ... as pandas reads them) is an error, not a class, unless class_names lists it."""
+    allowed = set(class_names or ())
+    for value, line in zip(labels, lines):
+        if value in MISSING_LABELS and value not in allowed:
+            raise DataError(f"{path}:{line}: missing label ({value!r}) in column {column}; fix the file or drop the row")
+
+
+def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+    """Label strings -> class ids, in the given class order or sorted (numerically when all are numbers).
+
+    `column` names the label column in messages (see describe_column).
+    """
+    check_labels_present(labels, lines, class_names, path, column)
     if class_names is None:
         numeric = all(_is_number(v) for v in labels)
         values = sorted(set(labels), key=float) if numeric else sorted(set(labels))
@@ -74,15 +122,29 @@ def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None
     return np.array([index[v] for v in labels], dtype=np.int32), list(class_names)
 
 
-def read_table(path: Path, header: bool | str, delimiter: str, label_column: int | str, class_names: list[str] | None):
-    """(features float32 [n, d], class ids int32 [n], class names, feature names) from a CSV file."""
+def detect_header(header: bool | str, first: list[str], label_column: int | str) -> dict[str, Any]:
+    """Whether the first row is a header, and why, for `header: true|false|auto`."""
+    if isinstance(header, bool):
+        return {"option": header, "detected": header, "reason": "set by the header option"}
+    if isinstance(label_column, str):
+        return {"option": "auto", "detected": True, "reason": f"label_column '{label_column}' is a column name"}
+    # Only the feature columns count: a text label (Iris-setosa) in a header-less file is data.
+    label_at = label_column % len(first) if -len(first) <= label_column < len(first) else None
+    text = [c.strip() for i, c in enumerate(first) if i != label_at and c.strip() and not _is_number(c)]
+    if text:
+        return {"option": "auto", "detected": True, "reason": f"first row's feature columns hold text ('{text[0]}')"}
+    return {"option": "auto", "detected": False, "reason": "first row's feature columns are all numbers"}
+
+
+def read_table(path: Path, header: bool | str, delimiter: str, label_column: int | str, class_names: list[str] | None) -> Table:
+    """Features float32 [n, d], class ids int32 [n], class and feature names from a CSV file."""
     rows = read_rows(path, delimiter)
     if not rows:
         raise DataError(f"{path}: the file is empty")
     first = rows[0][1]
-    has_header = header if isinstance(header, bool) else not all(_is_number(c) for c in first if c.strip())
-    names = [c.strip() for c in first] if has_header else None
-    body = rows[1:] if has_header else rows
+    decided = detect_header(header, first, label_column)
+    names = [c.strip() for c in first] if decided["detected"] else None
+    body = rows[1:] if decided["detected"] else rows
     if not body:
         raise DataError(f"{path}: no data rows")
     width = len(names) if names else len(body[0][1])
@@ -105,9 +167,9 @@ def read_table(path: Path, header: bool | str, delimiter: str, label_column: int
     if not np.isfinite(features).all():
         line = lines[int(np.argwhere(~np.isfinite(features))[0][0])]
         raise DataError(f"{path}:{line}: feature value is NaN or infinite")
-    y, classes = class_ids(labels, lines, class_names, path)
+    y, classes = class_ids(labels, lines, class_names, path, describe_column(label_at, names))
     feature_names = [n for i, n in enumerate(names) if i != label_at] if names else [f"x{i}" for i in range(width - 1)]
-    return features, y, classes, feature_names
+    return Table(features, y, classes, feature_names, decided)
 
 
 def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,9 +179,12 @@ def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0).astype(np.float32)
 
 
-def build_table_dataset(x, y, classes, feature_names, standardize: bool, test_fraction: float, stratify: bool, seed: int, source: Path) -> Dataset:
+def build_table_dataset(table: Table, standardize: bool, test_fraction: float, stratify: bool, seed: int, source: Path) -> Dataset:
+    """Split (checked), fit the standardizer on train only, and describe the result."""
+    x, y, classes = table.x, table.y, table.class_names
     train_idx, test_idx = split_indices(y, test_fraction, seed, stratify)
-    artifacts = {"features.json": {"feature_names": feature_names, "class_names": classes}}
+    check_split(y[train_idx], y[test_idx], classes, "data.test_fraction", test_fraction, stratified=stratify, zero_allowed=True)
+    artifacts = {"features.json": {"feature_names": table.feature_names, "class_names": classes}}
     if standardize:
         mean, std = fit_standardizer(x[train_idx])
         x = (x - mean) / std
@@ -132,7 +197,7 @@ def build_table_dataset(x, y, classes, feature_names, standardize: bool, test_fr
         num_classes=len(classes),
         class_names=classes,
         artifacts=artifacts,
-        summary={"files": [str(source)]},
+        summary={"files": describe_files([source])},
     )
 
 
@@ -140,8 +205,10 @@ def build_table_dataset(x, y, classes, feature_names, standardize: bool, test_fr
 def load_csv(options: CsvOptions, data_dir: Path, seed: int) -> Dataset:
     """Any CSV of numeric features with a class label column."""
     path = find_file(data_dir, [options.path], "csv")
-    x, y, classes, feature_names = read_table(path, options.header, options.delimiter, options.label_column, options.class_names)
-    return build_table_dataset(x, y, classes, feature_names, options.standardize, options.test_fraction, options.stratify, seed, path)
+    table = read_table(path, options.header, options.delimiter, options.label_column, options.class_names)
+    data = build_table_dataset(table, options.standardize, options.test_fraction, options.stratify, seed, path)
+    data.summary["header"] = table.header
+    return data
 
 
 PIMA_FILE = "pima-indians-diabetes.data.csv"
@@ -153,12 +220,16 @@ class PimaOptions(Options):
     standardize: bool = False
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="0: train and report on all 768 rows, as the tutorial does")
 
+    def static_num_classes(self) -> int | None:
+        return 2
+
 
 @dataset("pima", PimaOptions)
 def load_pima(options: PimaOptions, data_dir: Path, seed: int) -> Dataset:
     """Pima Indians diabetes: 768 rows, 8 numeric features, 0/1 onset of diabetes."""
     path = find_file(data_dir, [options.path], "pima")
-    x, y, classes, _ = read_table(path, False, ",", 8, ["0", "1"])
-    if x.shape[1] != len(PIMA_FEATURES):
-        raise DataError(f"{path}: expected {len(PIMA_FEATURES)} feature columns and the label, found {x.shape[1] + 1} columns")
-    return build_table_dataset(x, y, classes, PIMA_FEATURES, options.standardize, options.test_fraction, True, seed, path)
+    table = read_table(path, False, ",", 8, ["0", "1"])
+    if table.x.shape[1] != len(PIMA_FEATURES):
+        raise DataError(f"{path}: expected {len(PIMA_FEATURES)} feature columns and the label, found {table.x.shape[1] + 1} columns")
+    table.feature_names = PIMA_FEATURES
+    return build_table_dataset(table, options.standardize, options.test_fraction, True, seed, path)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, find_file, split_indices
+from kexp.datasets.base import Dataset, check_official_split, check_split, describe_files, find_file, split_indices
 from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
 from kexp.errors import DataError
 from kexp.registry import dataset
@@ -32,6 +32,9 @@ class ImdbOptions(Options):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0, description="used with split: all")
     text: TextOptions = Field(default_factory=TextOptions)
 
+    def static_num_classes(self) -> int | None:
+        return len(CLASS_NAMES)
+
 
 def _review_key(name: str):
     match = REVIEW.search(name)
@@ -41,11 +44,36 @@ def _review_key(name: str):
     return (split == "test", label == "pos", int(number))
 
 
+def check_member(member: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse a member that points outside the archive's own tree or is not a plain file or folder.
+
+    Reviews are read in place, never extracted, but such a member means the file is not the
+    published aclImdb archive, and extracting it by hand could write outside the target folder.
+    """
+    why = unsafe_member_reason(member)
+    if why:
+        raise DataError(f"{archive}: refusing archive member '{member.name}' ({why}); this is not the aclImdb archive")
+
+
+def unsafe_member_reason(member: tarfile.TarInfo) -> str | None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or re.match(r"[A-Za-z]:", member.name):
+        return "absolute path"
+    if ".." in name.parts:
+        return "'..' in its path"
+    if member.issym() or member.islnk():
+        return "a link"
+    if member.isdev():
+        return "a device or pipe"
+    return None
+
+
 def read_reviews_from_tar(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     reviews = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
+                check_member(member, path)
                 key = _review_key(member.name) if member.isfile() else None
                 if key is not None:
                     reviews[key] = tar.extractfile(member).read().decode("utf-8", errors="replace")
@@ -110,7 +138,9 @@ def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
     labels, is_test = arrays["labels"], arrays["is_test"]
     if options.split == "official":
         train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+        check_official_split(len(train), len(test), str(source))
     else:
         train, test = split_indices(labels, options.test_fraction, seed)
-    summary = {"files": [str(source)], "tokens_from_cache": cached}
+        check_split(labels[train], labels[test], CLASS_NAMES, "data.test_fraction", options.test_fraction)
+    summary = {"files": describe_files([source]), "tokens_from_cache": cached}
     return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, summary)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from kexp.datasets.base import DATA_DIR_ENV, Dataset, Split
+from kexp.datasets.base import DATA_DIR_ENV, Dataset, Split, check_official_split, describe_files
 from kexp.errors import DataError
 from kexp.registry import dataset
 from kexp.spec import Options
@@ -28,6 +28,9 @@ class MnistOptions(Options):
     scale: bool = Field(default=True, description="pixels as float32 in [0, 1] instead of 0-255")
     limit_train: PositiveInt | None = Field(default=None, description="use only the first N training images")
     limit_test: PositiveInt | None = None
+
+    def static_num_classes(self) -> int | None:
+        return 10
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -60,17 +63,17 @@ def _idx_path(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def read_mnist_arrays(data_dir: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_mnist_arrays(data_dir: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
     """The four arrays as uint8, from IDX files if present, else mnist.npz."""
     paths = {key: _idx_path(data_dir, stem) for key, stem in IDX_FILES.items()}
     if all(paths.values()):
         arrays = {key: read_idx(p, IMAGE_MAGIC if key.startswith("x") else LABEL_MAGIC) for key, p in paths.items()}
-        return arrays, [str(p) for p in paths.values()]
+        return arrays, list(paths.values())
     for npz in (data_dir / "mnist.npz", data_dir / "mnist" / "mnist.npz"):
         if npz.is_file():
             try:
                 with np.load(npz) as f:
-                    return {key: f[key] for key in IDX_FILES}, [str(npz)]
+                    return {key: f[key] for key in IDX_FILES}, [npz]
             except (OSError, ValueError, KeyError, EOFError) as exc:
                 raise DataError(f"{npz}: not a Keras mnist.npz ({exc})") from None
     missing = [IDX_FILES[k] + ".gz" for k, p in paths.items() if p is None]
@@ -100,10 +103,12 @@ def to_inputs(images: np.ndarray, options: MnistOptions) -> np.ndarray:
 def load_mnist(options: MnistOptions, data_dir: Path, seed: int) -> Dataset:
     """MNIST digits: 60,000 train and 10,000 test 28x28 images, 10 classes (official split)."""
     arrays, files = read_mnist_arrays(data_dir)
-    check_mnist(arrays, files[0] if len(files) == 1 else str(data_dir))
+    source = str(files[0]) if len(files) == 1 else str(data_dir)
+    check_mnist(arrays, source)
     n_train, n_test = options.limit_train, options.limit_test
     x_train, y_train = arrays["x_train"][:n_train], arrays["y_train"][:n_train]
     x_test, y_test = arrays["x_test"][:n_test], arrays["y_test"][:n_test]
+    check_official_split(len(y_train), len(y_test), source)
     x_train, x_test = to_inputs(x_train, options), to_inputs(x_test, options)
     return Dataset(
         train=Split(x_train, y_train.astype(np.int32)),
@@ -112,5 +117,5 @@ def load_mnist(options: MnistOptions, data_dir: Path, seed: int) -> Dataset:
         num_classes=10,
         class_names=[str(d) for d in range(10)],
         artifacts={"images.json": {"flatten": options.flatten, "scale": options.scale, "image_shape": [28, 28]}},
-        summary={"files": files},
+        summary={"files": describe_files(files)},
     )

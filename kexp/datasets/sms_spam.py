@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, find_file, split_indices
+from kexp.datasets.base import Dataset, check_split, describe_files, find_file, split_indices
 from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
 from kexp.errors import DataError
 from kexp.registry import dataset
@@ -23,6 +23,9 @@ class SmsSpamOptions(Options):
     # The tutorial's text settings live in configs/sms_spam.yaml: a partial `text:` mapping
     # is completed from TextOptions' own defaults, so a second set of defaults here would mislead.
     text: TextOptions = Field(default_factory=TextOptions)
+
+    def static_num_classes(self) -> int | None:
+        return len(CLASS_NAMES)
 
 
 def read_sms(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -52,4 +55,5 @@ def load_sms_spam(options: SmsSpamOptions, data_dir: Path, seed: int) -> Dataset
     corpus, arrays, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path))
     labels = arrays["labels"]
     train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
-    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, {"files": [str(path)], "tokens_from_cache": cached})
+    check_split(labels[train], labels[test], CLASS_NAMES, "data.test_fraction", options.test_fraction)
+    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, {"files": describe_files([path]), "tokens_from_cache": cached})

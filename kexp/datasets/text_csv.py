@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, find_file, split_indices
-from kexp.datasets.csv import class_ids, column_index, read_rows
+from kexp.datasets.base import Dataset, check_split, describe_files, find_file, split_indices
+from kexp.datasets.csv import ClassNames, class_ids, column_index, describe_column, read_rows
 from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
 from kexp.errors import DataError
 from kexp.registry import dataset
@@ -21,13 +21,16 @@ class TextCsvOptions(Options):
     label_column: int | str = 1
     header: bool = True
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    class_names: list[str] | None = Field(default=None, description="label values in class-id order; default: sorted")
+    class_names: ClassNames | None = Field(default=None, description="label values in class-id order; default: sorted")
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     text: TextOptions = Field(default_factory=TextOptions)
 
+    def static_num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
 
-def read_text_csv(path: Path, options: TextCsvOptions) -> tuple[list[str], list[str], list[int]]:
-    """(texts, label strings, line numbers)."""
+
+def read_text_csv(path: Path, options: TextCsvOptions) -> tuple[list[str], list[str], list[int], str]:
+    """(texts, label strings, line numbers, the label column as messages name it)."""
     rows = read_rows(path, options.delimiter)
     if not rows:
         raise DataError(f"{path}: the file is empty")
@@ -44,15 +47,16 @@ def read_text_csv(path: Path, options: TextCsvOptions) -> tuple[list[str], list[
         lines.append(number)
     if not texts:
         raise DataError(f"{path}: no data rows")
-    return texts, labels, lines
+    return texts, labels, lines, describe_column(label_at, header)
 
 
 @dataset("text_csv", TextCsvOptions)
 def load_text_csv(options: TextCsvOptions, data_dir: Path, seed: int) -> Dataset:
     """Any labelled text corpus in a CSV file; stratified train/test split."""
     path = find_file(data_dir, [options.path], "text_csv")
-    texts, label_strings, lines = read_text_csv(path, options)
-    labels, class_names = class_ids(label_strings, lines, options.class_names, path)
-    corpus, _, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, {"labels": labels}))
+    texts, label_strings, lines, label_column = read_text_csv(path, options)
+    labels, class_names = class_ids(label_strings, lines, options.class_names, path, label_column)
     train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
-    return build_text_dataset(corpus, labels, train, test, options.text, class_names, {"files": [str(path)], "tokens_from_cache": cached})
+    check_split(labels[train], labels[test], class_names, "data.test_fraction", options.test_fraction)
+    corpus, _, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, {"labels": labels}))
+    return build_text_dataset(corpus, labels, train, test, options.text, class_names, {"files": describe_files([path]), "tokens_from_cache": cached})

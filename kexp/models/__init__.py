@@ -2,7 +2,9 @@
 
 A builder is `fn(options, input_shape, num_outputs) -> keras.Model` (uncompiled).
 `num_outputs` is 1 for a binary task with a sigmoid output, else the class count.
-Builders import Keras inside the function so listing and validating stay fast.
+Builders import Keras inside the function so listing and validating stay fast; the
+options' Keras names (activations, layer arguments) are checked against catalog.py's JSON
+by checks.py without importing Keras. saving.py reopens saved models, in safe mode only.
 """
 
 from kexp.models import cnn, mlp, sequential  # noqa: F401  (registers builders)

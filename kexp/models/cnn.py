@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
+from kexp.models.checks import Activation
 from kexp.models.heads import dense_output
 from kexp.registry import model
 from kexp.spec import Options
@@ -12,7 +13,7 @@ from kexp.spec import Options
 class ConvBlock(Options):
     filters: PositiveInt
     kernel_size: PositiveInt = 3
-    activation: str = "relu"
+    activation: Activation = "relu"
     pool: PositiveInt | None = Field(default=None, description="max-pool size after the convolution")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
@@ -22,9 +23,9 @@ class CnnOptions(Options):
         default=[ConvBlock(filters=32), ConvBlock(filters=64, pool=2, dropout=0.25)], min_length=1
     )
     dense_units: list[PositiveInt] = [128]
-    dense_activation: str = "relu"
+    dense_activation: Activation = "relu"
     dense_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
-    output_activation: str | None = None
+    output_activation: Activation | None = None
 
 
 @model("cnn", CnnOptions)

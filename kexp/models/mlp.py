@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt, model_validator
 
+from kexp.models.checks import Activation
 from kexp.models.heads import dense_output
 from kexp.registry import model
 from kexp.spec import Options
@@ -11,9 +12,9 @@ from kexp.spec import Options
 
 class MlpOptions(Options):
     hidden_units: list[PositiveInt] = Field(default=[64], description="sizes of the hidden Dense layers")
-    activation: str = "relu"
+    activation: Activation = "relu"
     dropout: float | list[float] = Field(default=0.0, description="after each hidden layer; one rate or one per layer")
-    output_activation: str | None = Field(default=None, description="default: sigmoid for binary, softmax otherwise")
+    output_activation: Activation | None = Field(default=None, description="default: sigmoid for binary, softmax otherwise")
 
     @model_validator(mode="after")
     def _dropout_matches_layers(self) -> MlpOptions:

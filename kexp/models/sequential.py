@@ -8,22 +8,24 @@
         - Dense: {units: 1, activation: sigmoid}
 
 The input layer comes from the dataset; the last layer is the user's, so its size
-must match the task (1 for binary, the class count otherwise).
+must match the task (1 for binary, the class count otherwise). Class names, argument names,
+required arguments and activation/initializer names are checked against the Keras catalog
+when the spec is validated (checks.py); the output size only once the data is known.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from pydantic import Field, field_validator
 
+from kexp.models.checks import LayerItem
 from kexp.registry import model
 from kexp.spec import Options
 
 
 class SequentialOptions(Options):
-    layers: list[dict[str, dict[str, Any]]] = Field(min_length=1, description="one {LayerClass: {kwargs}} per layer")
+    layers: list[LayerItem] = Field(min_length=1, description="one {LayerClass: {kwargs}} per layer")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -38,32 +40,51 @@ class SequentialOptions(Options):
         return layers
 
 
-def make_layer(index: int, item: dict[str, dict[str, Any]]):
-    import keras
-
-    (class_name, kwargs), = item.items()
-    layer_class = getattr(keras.layers, class_name, None)
-    if not isinstance(layer_class, type) or not issubclass(layer_class, keras.layers.Layer):
-        known = [n for n in dir(keras.layers) if n[:1].isupper()]
-        close = difflib.get_close_matches(class_name, known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"model.layers.{index}: unknown Keras layer '{class_name}'.{hint}")
-    try:
-        return layer_class(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"model.layers.{index}: {class_name}({kwargs}): {exc}") from None
-
-
 @model("sequential", SequentialOptions)
 def build_sequential(options: SequentialOptions, input_shape: tuple[int, ...], num_outputs: int):
     """A keras.Sequential of the listed layers, e.g. `- Dense: {units: 12, activation: relu}`."""
     import keras
 
-    layers = [keras.Input(shape=input_shape)] + [make_layer(i, item) for i, item in enumerate(options.layers)]
-    net = keras.Sequential(layers, name="sequential")
-    if net.output_shape[-1] != num_outputs:
-        raise ValueError(
-            f"model.layers: the last layer gives {net.output_shape[-1]} outputs but this task needs {num_outputs} "
-            "(1 sigmoid unit for binary_crossentropy, one unit per class otherwise)"
-        )
+    net = keras.Sequential([keras.Input(shape=input_shape)], name="sequential")
+    shape = (None, *input_shape)
+    for index, item in enumerate(options.layers):
+        shape = add_layer(net, index, item, shape)
+    check_output_shape(shape, num_outputs)
     return net
+
+
+def add_layer(net, index: int, item: dict[str, dict[str, Any]], shape: tuple) -> tuple:
+    """Append one `{LayerClass: {kwargs}}` to `net` and return the new output shape.
+
+    The names were checked when the spec was validated; what is left can only fail here:
+    a value Keras refuses, or a layer that cannot take the shape the one before gives.
+    """
+    import keras
+
+    ((class_name, kwargs),) = item.items()
+    try:
+        layer = getattr(keras.layers, class_name)(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model.layers.{index}: {class_name}({kwargs}): {one_line(exc)}") from None
+    try:
+        net.add(layer)
+    except ValueError as exc:
+        raise ValueError(f"model.layers.{index}: {class_name} cannot take the previous output, shape {shape}: {one_line(exc)}") from None
+    return tuple(net.output_shape)
+
+
+def check_output_shape(shape: tuple, num_outputs: int) -> None:
+    """The last layer must give one row of `num_outputs` per example, as the loss expects."""
+    needs = "(1 sigmoid unit for binary_crossentropy, one unit per class otherwise)"
+    if len(shape) != 2:
+        raise ValueError(
+            f"model.layers: the last layer gives outputs of shape {shape} but this task needs (None, {num_outputs}) {needs}; "
+            "put Flatten or a global pooling layer before the last Dense"
+        )
+    if shape[-1] != num_outputs:
+        raise ValueError(f"model.layers: the last layer gives {shape[-1]} outputs but this task needs {num_outputs} {needs}")
+
+
+def one_line(exc: Exception) -> str:
+    """Keras' message on one line (some span several)."""
+    return " ".join(str(exc).split())
