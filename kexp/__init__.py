@@ -1,3 +1,3 @@
 """kexp: Keras experiments from YAML specs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -31,8 +31,9 @@ app = typer.Typer(
 data_app = typer.Typer(help="Get data sets into the data directory.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# emoji=False: rich would turn ":x:" in a path or value into an emoji
+console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec value: --set train.epochs=2 (value parsed as YAML). Repeatable.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else ./data]")]
@@ -52,6 +53,10 @@ def exit_on_error() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("kexp: interrupted", highlight=False)
         raise typer.Exit(130) from None
+
+
+def print_warning(message: str) -> None:
+    err_console.print(f"kexp: warning: {message}", highlight=False, markup=False)
 
 
 def error_lines(exc: KexpError) -> list[str]:
@@ -122,7 +127,7 @@ def validate(
         check_runs_dir(runs_dir)
     if show:
         console.print(spec.to_yaml(), highlight=False, markup=False)
-    console.print(f"{config}: valid ({spec.data.name} data, {spec.model.name} model, {spec.train.epochs} epochs)", highlight=False)
+    console.print(f"{config}: valid ({spec.data.name} data, {spec.model.name} model, {spec.train.epochs} epoch{'s' * (spec.train.epochs != 1)})", highlight=False)
 
 
 def describe_options(options: type, defaults: object = None, prefix: str = "") -> list[dict]:
@@ -170,6 +175,57 @@ def print_entries(kind: str, as_json: bool) -> None:
 
 
 @app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/20261123-133045-imdb-h1vd")],
+    split: Annotated[str, typer.Option("--split", help="test, validation, train, or all (every part the run has)")] = "test",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else the run's own data dir]")] = None,
+    allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="Evaluate even if the data files differ from what the run read (recorded as a warning)")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a run's saved model on its data again (no refitting); write <run>/evaluations/<UTC time>.json."""
+    from kexp.evaluate import evaluate_run
+
+    with exit_on_error():
+        result = evaluate_run(run_dir, split, data_dir, allow_changed_data)
+    for warning in result["warnings"]:
+        print_warning(warning)
+    if as_json:
+        print(Path(result["path"]).read_text(encoding="utf-8"), end="")
+        return
+    if result["positive_class"] is not None:
+        console.print(f"positive class (precision, recall, auc): {result['positive_class']}", highlight=False, markup=False)
+    for name in result["splits"]:
+        print_evaluation(name, result["results"][name])
+    console.print(f"evaluation: {result['path']}", highlight=False)
+
+
+def print_evaluation(split: str, result: dict) -> None:
+    """Keras' metrics beside metrics.json's, then the prediction-based figures and, for classes, one row each."""
+    recorded = result.get("recorded_metrics") or {}
+    table = Table(title=f"{split}: {result['rows']:,} rows")
+    for column in ("metric", "value", "in metrics.json"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for name, value in result["metrics"].items():
+        table.add_row(name, number(value), number(recorded.get(name)))
+    for name in ("balanced_accuracy", "mae", "rmse", "r2"):
+        if name in result and name not in result["metrics"]:  # regression's mae/rmse/r2 are Keras metrics too
+            table.add_row(name, number(result[name]), "")
+    console.print(table)
+    if "per_class" not in result:
+        return
+    classes = Table(title=f"{split}: per class (rows: true class)")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        classes.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in result["per_class"].items():
+        classes.add_row(name, number(row["precision"]), number(row["recall"]), number(row["f1"]), f"{row['support']:,}")
+    console.print(classes)
+
+
+@app.command()
 def datasets(as_json: JsonOption = False) -> None:
     """List the registered datasets with their options and defaults."""
     print_entries("datasets", as_json)
@@ -179,6 +235,76 @@ def datasets(as_json: JsonOption = False) -> None:
 def models(as_json: JsonOption = False) -> None:
     """List the registered models with their options and defaults."""
     print_entries("models", as_json)
+
+
+SHOWN_PREDICTIONS = 50
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory, e.g. runs/<id>")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text runs: strings, or @file / file.txt with one example per line. Table runs: CSV files of the "
+            "feature columns (header optional). Image runs: PNG/JPEG, .npy or IDX (*-ubyte[.gz]) files.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write every prediction to this .jsonl or .csv file")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Also give the K most probable labels with their probabilities")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per prediction instead of a table")] = False,
+) -> None:
+    """Predict new raw inputs with a run's own saved preprocessing (never refitted) and model."""
+    from kexp.predict import check_output_path, predict_run, write_predictions
+
+    with exit_on_error():
+        if output is not None:
+            check_output_path(output)
+        with prediction_progress() as progress:
+            rows = predict_run(run_dir, inputs, top_k, progress=progress, warn=print_warning)
+        if output is not None:
+            write_predictions(rows, output)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    else:
+        print_predictions(rows, output)
+
+
+@contextlib.contextmanager
+def prediction_progress() -> Iterator:
+    """A progress callback for predict_run: a transient bar on a terminal's stderr, else nothing."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("predicting", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def print_predictions(rows: list[dict], output: Path | None) -> None:
+    from rich.text import Text
+
+    table = Table(title=f"predictions ({len(rows)})")
+    regression = bool(rows) and "value" in rows[0]
+    columns = ["input", "value"] if regression else ["input", "label", "probability"]
+    has_top = any("top" in row for row in rows)
+    for name in columns + (["top labels"] if has_top else []):
+        table.add_column(name, justify="right" if name in ("value", "probability") else "left")
+    for row in rows[:SHOWN_PREDICTIONS]:
+        cells = [row["input"], f"{row['value']:.4g}"] if regression else [row["input"], row["label"], f"{row['probability']:.3f}"]
+        if has_top:
+            cells.append(", ".join(f"{pair['label']} {pair['probability']:.3f}" for pair in row.get("top", [])))
+        table.add_row(*(Text(str(cell)) for cell in cells))
+    console.print(table)
+    if len(rows) > SHOWN_PREDICTIONS:
+        where = f"all of them are in {output}" if output is not None else "use --output FILE or --json for all of them"
+        console.print(f"… {len(rows) - SHOWN_PREDICTIONS} more not shown ({where})", highlight=False)
+    elif output is not None:
+        console.print(f"predictions written to {output}", highlight=False)
 
 
 @data_app.command("fetch")
@@ -193,6 +319,30 @@ def data_fetch(
     with exit_on_error():
         for path in fetch(name, resolve_data_dir(data_dir), console):
             console.print(f"ok: {path}", highlight=False)
+
+
+@app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory, e.g. runs/<id>")],
+    fmt: Annotated[str, typer.Option("--format", help="saved_model (TensorFlow Serving) or tflite")],
+    output: Annotated[Path | None, typer.Option("--output", help="Where to write [default: RUN_DIR/export/saved_model or RUN_DIR/export/model.tflite]")] = None,
+) -> None:
+    """Export a run's model for serving, checked against model.keras on generated rows; never overwrites."""
+    from kexp.export import FORMATS, export_run
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="'--format'")
+    with exit_on_error():
+        info = export_run(run_dir, fmt, output)
+    for warning in info["warnings"]:
+        print_warning(warning)
+    check = info["check"]
+    console.print(f"exported {info['format']}: {info['path']}  ({info['seconds']:.1f}s)", highlight=False, markup=False)
+    console.print(
+        f"check: matches model.keras on {check['rows']} generated rows, max abs difference {check['max_abs_difference']:.2g} <= {check['tolerance']:g}",
+        highlight=False,
+    )
+    console.print(f"details (inputs, class names, versions): {info['json']}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -18,9 +18,11 @@ from rich.console import Console
 
 import kexp
 from kexp.datasets.base import Dataset, class_balance, summarize
+from kexp.datasets.pipeline import prepare_dataset, read_data, split_rows
+from kexp.preprocessing import to_document
 from kexp.errors import Interrupted, ModelError
-from kexp.registry import DATASETS, MODELS
-from kexp.rundir import check_runs_dir, create_run_dir, now_iso, write_json, write_status, write_text_atomic
+from kexp.registry import MODELS
+from kexp.rundir import check_runs_dir, create_run_dir, now_iso, write_json, write_preprocessing, write_status, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec, check_task
 
@@ -31,24 +33,21 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def load_dataset(spec: ExperimentSpec, data_dir: Path) -> Dataset:
-    entry = DATASETS.get(spec.data.name)
-    return entry.fn(entry.options.model_validate(spec.data.options()), data_dir, spec.seed)
-
-
 def describe_data(data: Dataset) -> str:
     def split(name, part) -> str:
+        if data.task == "regression":
+            return f"{name} {len(part)} (target mean {part.y.mean():.4g}, std {part.y.std():.4g})"
         counts = ", ".join(f"{k} {v}" for k, v in class_balance(part.y, data.class_names).items())
         return f"{name} {len(part)} ({counts})"
 
-    parts = [split("train", data.train)] + ([split("test", data.test)] if data.test is not None else [])
+    parts = [split(name, part) for name, part in (("train", data.train), ("validation", data.validation), ("test", data.test)) if part is not None]
     return "  ".join(parts) + f"  input {data.input_shape}"
 
 
-def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int):
+def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
     entry = MODELS.get(spec.model.name)
     try:
-        return entry.fn(entry.options.model_validate(spec.model.options()), input_shape, num_outputs)
+        return entry.fn(entry.options.model_validate(spec.model.options()), input_shape, num_outputs, task)
     except ValueError as exc:
         raise ModelError(f"model '{spec.model.name}': {exc}") from None
 
@@ -64,17 +63,19 @@ def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console,
 
     started, clock = now_iso(), time.perf_counter()
     check_runs_dir(runs_dir)  # before minutes of data loading, not after
-    data = load_dataset(spec, data_dir)
-    check_task(spec, data.num_classes)
-    loss = training.resolve_loss(spec.train.loss, data.num_classes)
-    outputs = training.count_outputs(loss, data.num_classes)
-    splits = prepare_splits(data, spec, loss)  # a validation split that leaves a part empty is a spec error: no run yet
+    raw = read_data(spec, data_dir)
+    check_task(spec, len(raw.class_names), raw.task)
+    # a split that leaves a part or a class empty is a spec error, raised before any run directory exists
+    data = prepare_dataset(raw, split_rows(raw, spec.seed, spec.train.validation_split))
+    loss = training.resolve_loss(spec.train.loss, data.num_classes, data.task)
+    outputs = training.count_outputs(loss, data.num_classes, data.task)
+    splits = prepare_splits(data, loss)
     console.print(f"data: {spec.data.name}  {describe_data(data)}", highlight=False)
     training.start_tensorflow()
     training.set_seed(spec.seed)
     device = training.select_device(spec.device)
     with device_scope(device):
-        model = build_model(spec, data.input_shape, outputs)
+        model = build_model(spec, data.input_shape, outputs, data.task)
         training.compile_model(model, spec.train, loss, outputs)
     run_dir = create_run_dir(runs_dir, spec.name)
     console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
@@ -85,21 +86,18 @@ def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console,
     except BaseException as exc:
         record_stop(run_dir, exc, model, started)
         raise
-    metrics.update(wall_seconds=time.perf_counter() - clock, loss_function=loss, num_params=model.count_params(), data=summarize(data))
+    metrics.update(wall_seconds=time.perf_counter() - clock, loss_function=loss, num_params=model.count_params(),
+                   task=data.task, positive_class=data.positive_class, data=summarize(data))
     finish_run(run_dir, model, metrics, started)
     return RunResult(run_dir, metrics)
 
 
-def prepare_splits(data: Dataset, spec: ExperimentSpec, loss: str) -> dict[str, Any]:
+def prepare_splits(data: Dataset, loss: str) -> dict[str, Any]:
     """train / validation / test as (inputs, targets in the form the loss expects), or None."""
     from kexp import training
 
-    train, validation = training.split_validation(data.train.x, data.train.y, spec.train.validation_split, spec.seed, data.class_names)
-    test = None if data.test is None else (data.test.x, data.test.y)
-    return {
-        name: None if xy is None else (xy[0], training.make_targets(xy[1], loss, data.num_classes))
-        for name, xy in (("train", train), ("validation", validation), ("test", test))
-    }
+    parts = {"train": data.train, "validation": data.validation, "test": data.test}
+    return {name: None if part is None else (part.x, training.make_targets(part.y, loss, data.num_classes)) for name, part in parts.items()}
 
 
 def fit_and_evaluate(model, splits: dict[str, Any], spec: ExperimentSpec, run_dir: Path, console: Console, stop_callback) -> dict[str, Any]:
@@ -163,11 +161,10 @@ def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device: 
     header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
     write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
     write_status(run_dir, "running", started=started)
-    write_json(run_dir / "env.json", {**environment(device, spec.seed, data_dir), "started": started, "ended": None})
-    if data.artifacts:
-        (run_dir / "preprocessing").mkdir()
-        for name, content in data.artifacts.items():
-            write_json(run_dir / "preprocessing" / name, content)
+    # the data's fingerprint goes in at the start, so even an interrupted run can be checked later
+    env = {**environment(device, spec.seed, data_dir), "data_files": data.summary.get("files", []), "started": started, "ended": None}
+    write_json(run_dir / "env.json", env)
+    write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
 
 
 def record_stop(run_dir: Path, exc: BaseException, model, started: str) -> None:

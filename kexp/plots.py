@@ -36,3 +36,35 @@ def plot_history(run_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(out / f"{metric}.png")
     return written
+
+
+def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
+    """A confusion-matrix heat map (rows: true class, columns: predicted) with every count written in its cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=np.int64).reshape(len(class_names), len(class_names))
+    # Shade by each true class's share, so a small class's errors show as clearly as a big one's.
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    size = 2.5 + 0.55 * len(class_names)  # 10 classes: about 8 inches, counts still legible
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = range(len(class_names))
+    rotate = max(map(len, class_names), default=0) > 3  # long names would overlap side by side
+    ax.set_xticks(ticks, class_names, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title, fontsize=10)
+    font = 10 if len(class_names) <= 10 else 7
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, f"{counts[i, j]:,}", ha="center", va="center", fontsize=font, color="white" if shares[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

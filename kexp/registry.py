@@ -11,7 +11,22 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    """Base for every registry entry's options: unknown keys are errors, and types are strict
+    (`epochs: true` is not 1, `units: 2.5` is not 2), because a coerced value is a silent change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def static_num_classes(self) -> int | None:
+        """The class count these options imply before any data is read (None: only the data can say)."""
+        return None
+
+    def static_task(self) -> str:
+        """classification, or regression (csv's `task` option): known from the spec alone."""
+        return "classification"
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,7 @@ def dataset(name: str, options: type[BaseModel]) -> Callable[[Callable], Callabl
 
 
 def model(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
-    """Register a model builder: `fn(options, input_shape, num_classes) -> keras.Model`."""
+    """Register a model builder: `fn(options, input_shape, num_outputs, task) -> keras.Model` (uncompiled)."""
     return MODELS.register(name, options)
 
 

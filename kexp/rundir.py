@@ -7,7 +7,7 @@
       history.json    Keras history, one value per finished epoch
       metrics.json    final train/validation/test metrics and timings
       model.keras     the trained model
-      preprocessing/  what the data loader fitted (vocabulary, scaling), as JSON
+      preprocessing/  preprocessing.json: the fitted preprocessing (vocabulary, scaling), class names
       plots/          learning curves
 
 Nothing here imports TensorFlow: reading runs must stay fast.
@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import string
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,8 +66,10 @@ def check_runs_dir(runs_dir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise RunDirError(f"cannot create the runs directory {runs_dir}: {probe} is not a directory; choose another with --runs-dir")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot create the runs directory {runs_dir}: {probe} is not writable; choose another with --runs-dir")
+    try:  # a real attempt: permissions alone miss read-only mounts and /proc-like folders
+        os.rmdir(tempfile.mkdtemp(prefix=".kexp-probe-", dir=probe))
+    except OSError as exc:
+        raise RunDirError(f"cannot create the runs directory {runs_dir}: {probe} is not writable ({exc.strerror}); choose another with --runs-dir") from None
 
 
 def _to_json(value: Any) -> Any:
@@ -138,6 +142,79 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path}: not found") from None
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+
+
+PREPROCESSING_FILE = Path("preprocessing") / "preprocessing.json"
+
+
+def write_preprocessing(run_dir: Path, document: dict[str, Any]) -> None:
+    """The fitted preprocessing as data (kexp.preprocessing.to_document); the run store owns the file."""
+    (run_dir / PREPROCESSING_FILE).parent.mkdir(exist_ok=True)
+    write_json(run_dir / PREPROCESSING_FILE, document)
+
+
+def read_preprocessing(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / PREPROCESSING_FILE)
+
+
+@dataclass
+class RunRecord:
+    """A finished (or interrupted) run directory, reopened for evaluate, predict and export."""
+
+    path: Path
+    spec: Any  # kexp.spec.ExperimentSpec, from config.yaml
+    status: dict[str, Any]
+    env: dict[str, Any]
+    metrics: dict[str, Any] | None
+    preprocessing: dict[str, Any]  # kexp.preprocessing.to_document's dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.keras"
+
+
+def open_run(run_dir: Path) -> RunRecord:
+    """Reopen a run directory, or say in one line why it cannot be used (RunDirError)."""
+    from kexp.spec import load_spec
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir}: not a kexp run directory (no config.yaml)")
+    env = read_json(run_dir / "env.json")
+    check_made_by_older_kexp(run_dir / "env.json", env)
+    status = read_json(run_dir / "status.json")
+    warnings = usable_state(run_dir / "status.json", status)
+    if not (run_dir / "model.keras").is_file():
+        raise RunDirError(f"{run_dir / 'model.keras'}: not found; the run saved no model")
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
+    if not (run_dir / PREPROCESSING_FILE).exists():
+        raise RunDirError(f"{run_dir / PREPROCESSING_FILE}: not found (runs made before kexp 0.2 cannot be reopened; train again)")
+    return RunRecord(run_dir, load_spec(run_dir / "config.yaml"), status, env, metrics, read_preprocessing(run_dir), warnings)
+
+
+def check_made_by_older_kexp(source: Path, env: dict[str, Any]) -> None:
+    import kexp
+
+    made_by = str(env.get("kexp", "0"))
+    if version_tuple(made_by) > version_tuple(kexp.__version__):
+        raise RunDirError(f"{source}: the run was made by kexp {made_by}, newer than this kexp {kexp.__version__}; upgrade kexp")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def usable_state(source: Path, status: dict[str, Any]) -> list[str]:
+    """Warnings for a run whose model can be used; RunDirError for one whose model cannot."""
+    state = status.get("state")
+    if state == "completed":
+        return []
+    if state == "interrupted":
+        return [f"{source.parent.name} was interrupted ({status.get('error', 'by a signal')}): using the model as it was then"]
+    if state == "failed":
+        raise RunDirError(f"{source}: the run failed ({status.get('error', 'no reason recorded')}); its model is not a trained one")
+    raise RunDirError(f"{source}: the run is '{state}' (still training, or its process died); it has no final model yet")
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:

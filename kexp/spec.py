@@ -29,19 +29,8 @@ from pydantic import (
 )
 
 from kexp.errors import SpecError
-from kexp.registry import DATASETS, MODELS, Registry, load_components
-from kexp.task import CLASSIFICATION_LOSSES, CLASSIFICATION_METRICS, task_problems, unknown_loss_message, unknown_metric_message
-
-
-class Options(BaseModel):
-    """Base for every registry entry's options: unknown keys are errors, and types are strict
-    (`epochs: true` is not 1, `units: 2.5` is not 2), because a coerced value is a silent change."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    def static_num_classes(self) -> int | None:
-        """The class count these options imply before any data is read (None: only the data can say)."""
-        return None
+from kexp.registry import DATASETS, MODELS, Options, Registry, load_components  # noqa: F401  (Options: re-exported)
+from kexp.task import CLASSIFICATION, DEFAULT_METRICS, LOSSES, METRICS, task_problems, unknown_loss_message, unknown_metric_message
 
 
 class ComponentSpec(BaseModel):
@@ -83,7 +72,7 @@ class OptimizerSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     name: str = "adam"
-    learning_rate: PositiveFloat | None = None
+    learning_rate: PositiveFloat | None = Field(default=None, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod
@@ -136,7 +125,8 @@ class TrainSpec(BaseModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     # "auto": binary_crossentropy for two classes, sparse_categorical_crossentropy for more.
     loss: str = "auto"
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    # None: [accuracy] for classification, [mae, rmse, r2] for regression (filled in by validation).
+    metrics: list[str] | None = None
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     # Fraction of the training split held out (seeded, shuffled) for validation metrics.
@@ -160,16 +150,18 @@ class TrainSpec(BaseModel):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, loss: str) -> str:
-        if loss not in CLASSIFICATION_LOSSES:
+        if loss not in LOSSES:
             raise ValueError(unknown_loss_message(loss))
         return loss
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, metrics: list[str]) -> list[str]:
-        for metric in metrics:
-            if metric not in CLASSIFICATION_METRICS:
+    def _known_metrics(cls, metrics: list[str] | None) -> list[str] | None:
+        for i, metric in enumerate(metrics or ()):
+            if metric not in METRICS:
                 raise ValueError(unknown_metric_message(metric))
+            if metric in (metrics or [])[:i]:
+                raise ValueError(f"'{metric}' is listed twice")
         return metrics
 
 
@@ -182,7 +174,14 @@ class ExperimentSpec(BaseModel):
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     # auto = first GPU when TensorFlow sees one, else CPU.
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|gpu|gpu:\d+)$")
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|gpu|gpu:\d+", device):
+            raise ValueError(f"unknown device '{device}'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...)")
+        return device
 
     @field_validator("data", "model", mode="before")
     @classmethod
@@ -190,7 +189,8 @@ class ExperimentSpec(BaseModel):
         return {"name": value} if isinstance(value, str) else value
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        """Every option, unset ones as null, so the saved spec shows all there is to set."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 # --- YAML with line numbers, and nothing that can hang or bloat ---------------------------
@@ -221,6 +221,10 @@ class _SpecLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark)
+            if key_node.value == "<<" and key_node.style is None:
+                raise yaml.constructor.ConstructorError(None, None, "YAML merge keys (<<) are not allowed in a spec; write the keys out", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -230,12 +234,28 @@ class _SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# YAML 1.1 (PyYAML) reads `1e-3` as a string; YAML 1.2 and every user mean a float.
-_SpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+# YAML 1.2's core schema instead of PyYAML's YAML 1.1: in 1.1 `032` is 26 (octal), `1:00` is 60
+# (base 60), `yes`/`on`/`no` are booleans and `1e-3` is a string, each a silent surprise in a
+# spec. Here only true/false are booleans, integers are decimal (0o/0x when written so), and
+# `1e-3` is a float; anything else stays a string, which strict validation then names.
+_SpecLoader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+0123456789."),
+    ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+]:
+    _SpecLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first) + ([""] if _tag == "null" else []))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # "032" is 32, as in YAML 1.2, not octal
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
@@ -291,7 +311,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise SpecError([f"{where}: YAML error: {problem}"]) from None
     if raw is None:
-        raw = {}
+        raise SpecError([f"{path}: the spec is empty; it needs at least name, data and model (see configs/ for examples)"])
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the spec must be a YAML mapping, got {type(raw).__name__}"])
     return raw, _key_lines(node)
@@ -325,7 +345,8 @@ def apply_override(raw: dict, path: str, value: Any) -> dict:
             child = node[part] = {"name": child}
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise SpecError([f"--set {path}={value}: '{where}' is a {type(child).__name__}, not a mapping"])
+            hint = f"; set the whole list, e.g. --set {where}=[...]" if isinstance(child, list) else ""
+            raise SpecError([f"--set {path}={value}: '{where}' holds {type(child).__name__} {child!r}, not a mapping{hint}"])
         node = child
     node[parts[-1]] = value
     return raw
@@ -365,6 +386,7 @@ def _describe(error: dict, model: type[BaseModel] | None) -> str:
             return f"unknown key '{key}'{did_you_mean(key, keys)}; valid keys: {', '.join(keys)}"
         return f"unknown key '{key}'"
     msg = error["msg"].removeprefix("Value error, ")  # pydantic's wrapper around a validator's own message
+    msg = re.sub(r" or instance of \w+", "", msg)  # pydantic's class names mean nothing to a spec's author
     if error["type"] != "missing" and isinstance(error.get("input"), (str, int, float, bool)):
         shown = repr(error["input"])
         if len(shown) <= 60 and shown not in msg:
@@ -372,12 +394,20 @@ def _describe(error: dict, model: type[BaseModel] | None) -> str:
     return " ".join(msg.split())
 
 
+# pydantic adds the union member it tried to an error's location (dropout.float, dropout.list[float])
+_UNION_MEMBER = re.compile(r"^(?:int|float|str|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\])$")
+
+
 def _problems(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str]]:
-    problems = []
+    """(dotted key, message) per problem; a union's alternatives are one problem, not one per member."""
+    merged: dict[str, list[str]] = {}
     for error in exc.errors():
-        key = ".".join([prefix.rstrip(".")] * bool(prefix) + [str(p) for p in error["loc"]])
-        problems.append((key or "(top level)", _describe(error, model)))
-    return problems
+        loc = [str(p) for p in error["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p))]
+        key = ".".join([prefix.rstrip(".")] * bool(prefix) + loc) or "(top level)"
+        message = _describe(error, model)
+        if message not in merged.setdefault(key, []):
+            merged[key].append(message)
+    return [(key, "; or ".join(messages)) for key, messages in merged.items()]
 
 
 def _component_problems(section: str, component: ComponentSpec, registry: Registry) -> list[tuple[str, str]]:
@@ -393,36 +423,43 @@ def _component_problems(section: str, component: ComponentSpec, registry: Regist
 
 
 def resolve_components(spec: ExperimentSpec) -> ExperimentSpec:
-    """Fill every data/model option with its default so the saved spec is complete."""
+    """Fill every data/model option (and task-dependent train default) in, so the saved spec is complete."""
     data = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
     model = MODELS.get(spec.model.name).options.model_validate(spec.model.options())
+    metrics = spec.train.metrics if spec.train.metrics is not None else DEFAULT_METRICS[data.static_task()]
     return spec.model_copy(
         update={
             "data": ComponentSpec(name=spec.data.name, **data.model_dump(mode="json")),
             "model": ComponentSpec(name=spec.model.name, **model.model_dump(mode="json")),
+            "train": spec.train.model_copy(update={"metrics": list(metrics)}),
         }
     )
 
 
-def spec_task_problems(spec: ExperimentSpec, num_classes: int | None) -> list[tuple[str, str]]:
+def spec_task_problems(spec: ExperimentSpec, num_classes: int | None, task: str = CLASSIFICATION) -> list[tuple[str, str]]:
     """Loss, metrics and early stopping against the task; num_classes None checks what needs no data."""
     train = spec.train
+    metrics = train.metrics if train.metrics is not None else DEFAULT_METRICS[task]
     monitor = train.early_stopping.monitor if train.early_stopping else None
-    return task_problems(train.loss, train.metrics, monitor, train.validation_split > 0, num_classes)
+    return task_problems(train.loss, metrics, monitor, train.validation_split > 0, num_classes, task)
 
 
-def check_task(spec: ExperimentSpec, num_classes: int) -> None:
+def check_task(spec: ExperimentSpec, num_classes: int, task: str = CLASSIFICATION) -> None:
     """After the data loads: what only the class count can decide (exit 2, before a run directory exists)."""
-    problems = spec_task_problems(spec, num_classes)
+    problems = spec_task_problems(spec, num_classes, task)
     if problems:
-        raise SpecError([f"{key}: {msg} (the data has {num_classes} classes)" for key, msg in problems])
+        raise SpecError([f"{key}: {msg} (found after reading the data)" for key, msg in problems])
 
 
 def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, str]) -> str:
     """Where a bad key came from: the --set that wrote it, or file:line."""
+    parent = key.rpartition(".")[0]
     for path, text in overrides.items():
         # the key the override wrote, something inside it, or a check of the section holding it
         if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+            return f"--set {text}"
+        # a section the file never mentions, created by this override (train.early_stopping.patience=2)
+        if parent and parent not in lines and path.startswith(parent + "."):
             return f"--set {text}"
     probe = key
     while probe:
@@ -444,7 +481,7 @@ def validate_spec(
         problems += _component_problems("model", spec.model, MODELS)
         if not problems:
             data_options = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
-            problems = spec_task_problems(spec, data_options.static_num_classes())
+            problems = spec_task_problems(spec, data_options.static_num_classes(), data_options.static_task())
     except ValidationError as exc:
         problems = _problems(exc, ExperimentSpec)
     if problems:

@@ -1,4 +1,4 @@
-"""What the task (classification with N classes) allows: losses, output units, metrics.
+"""What the task allows: classification with N classes, or regression of one number.
 
 Pure Python, so `kexp validate` can check a spec against the task before any data is
 read or TensorFlow is imported, and training uses the same rules after the data loads.
@@ -6,66 +6,87 @@ read or TensorFlow is imported, and training uses the same rules after the data 
 
 from __future__ import annotations
 
-CLASSIFICATION_LOSSES = {"auto", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
-# Keras losses that exist but do not fit a classifier's targets and outputs: saying why
-# at validation beats a shape error after the data has loaded.
+CLASSIFICATION, REGRESSION = "classification", "regression"
+
+CLASSIFICATION_LOSSES = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
+REGRESSION_LOSSES = {"mean_squared_error", "mean_absolute_error", "huber", "log_cosh"}
+LOSSES = {"auto"} | CLASSIFICATION_LOSSES | REGRESSION_LOSSES
+# Keras losses that exist but fit neither task's targets and outputs here: saying why at
+# validation beats a shape error after the data has loaded.
 UNSUITED_LOSSES = {
-    "mean_squared_error": "a regression loss",
-    "mean_absolute_error": "a regression loss",
-    "mean_squared_logarithmic_error": "a regression loss",
-    "huber": "a regression loss",
-    "log_cosh": "a regression loss",
     "hinge": "a margin loss that needs -1/+1 targets and a linear output",
     "squared_hinge": "a margin loss that needs -1/+1 targets and a linear output",
     "categorical_hinge": "a margin loss that needs a linear output",
     "kl_divergence": "a loss between probability distributions, not class labels",
     "poisson": "a count-regression loss",
+    "mean_squared_logarithmic_error": "a regression loss for positive targets, not offered",
 }
 CLASSIFICATION_METRICS = {"accuracy", "precision", "recall", "auc"}
+REGRESSION_METRICS = {"mae", "rmse", "r2"}
+METRICS = CLASSIFICATION_METRICS | REGRESSION_METRICS
+DEFAULT_METRICS = {CLASSIFICATION: ["accuracy"], REGRESSION: ["mae", "rmse", "r2"]}
 BINARY_ONLY_METRICS = {"precision", "recall", "auc"}
-UNSUITED_METRICS = {"mean_squared_error", "mean_absolute_error"}
 
 
-def resolve_loss(loss: str, num_classes: int) -> str:
-    """`auto` -> binary_crossentropy for two classes, sparse_categorical_crossentropy otherwise."""
+def resolve_loss(loss: str, num_classes: int, task: str = CLASSIFICATION) -> str:
+    """`auto` -> mean_squared_error for regression, binary_crossentropy for two classes, else sparse categorical."""
     if loss != "auto":
         return loss
+    if task == REGRESSION:
+        return "mean_squared_error"
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 
 
-def count_outputs(loss: str, num_classes: int) -> int:
-    """One sigmoid unit for binary cross-entropy, one unit per class otherwise."""
-    return 1 if loss == "binary_crossentropy" else num_classes
+def count_outputs(loss: str, num_classes: int, task: str = CLASSIFICATION) -> int:
+    """One linear unit for regression, one sigmoid unit for binary cross-entropy, else one unit per class."""
+    return 1 if task == REGRESSION or loss == "binary_crossentropy" else num_classes
 
 
 def unknown_loss_message(loss: str) -> str:
     if loss in UNSUITED_LOSSES:
-        return (
-            f"'{loss}' is {UNSUITED_LOSSES[loss]}, and every kexp dataset is a classification task; "
-            f"use auto (or one of {', '.join(sorted(CLASSIFICATION_LOSSES - {'auto'}))})"
-        )
-    return f"unknown loss '{loss}'; choose from {', '.join(sorted(CLASSIFICATION_LOSSES))}"
+        return f"'{loss}' is {UNSUITED_LOSSES[loss]}; choose from {', '.join(sorted(LOSSES))}"
+    return f"unknown loss '{loss}'; choose from {', '.join(sorted(LOSSES))}"
 
 
 def unknown_metric_message(metric: str) -> str:
-    if metric in UNSUITED_METRICS:
-        return f"'{metric}' is a regression metric and every kexp dataset is a classification task; choose from {', '.join(sorted(CLASSIFICATION_METRICS))}"
-    return f"unknown metric '{metric}'; choose from {', '.join(sorted(CLASSIFICATION_METRICS))}"
+    aliases = {"mean_absolute_error": "mae", "mean_squared_error": "rmse", "root_mean_squared_error": "rmse"}
+    hint = f" (for regression: '{aliases[metric]}')" if metric in aliases else ""
+    return f"unknown metric '{metric}'{hint}; choose from {', '.join(sorted(METRICS))}"
 
 
-def task_problems(loss: str, metrics: list[str], monitor: str | None, has_validation: bool, num_classes: int | None) -> list[tuple[str, str]]:
+def task_problems(
+    loss: str, metrics: list[str], monitor: str | None, has_validation: bool, num_classes: int | None, task: str = CLASSIFICATION
+) -> list[tuple[str, str]]:
     """(train.key, message) for each choice that cannot work for this task; num_classes None = not known yet."""
-    problems = []
+    problems = loss_problems(loss, task, num_classes) + metric_problems(loss, metrics, task, num_classes)
+    if monitor is not None:
+        problems += monitor_problems(monitor, metrics, has_validation)
+    return problems
+
+
+def loss_problems(loss: str, task: str, num_classes: int | None) -> list[tuple[str, str]]:
+    if task == REGRESSION and loss in CLASSIFICATION_LOSSES:
+        return [("train.loss", f"'{loss}' is a classification loss and this is a regression task; use auto or one of {', '.join(sorted(REGRESSION_LOSSES))}")]
+    if task == CLASSIFICATION and loss in REGRESSION_LOSSES:
+        return [("train.loss", f"'{loss}' is a regression loss and this is a classification task (csv has task: regression for numeric targets); use auto or one of {', '.join(sorted(CLASSIFICATION_LOSSES))}")]
     if num_classes is not None and loss == "binary_crossentropy" and num_classes != 2:
-        problems.append(("train.loss", f"binary_crossentropy needs 2 classes, the data has {num_classes}; use auto or sparse_categorical_crossentropy"))
-    if num_classes is not None:
+        return [("train.loss", f"binary_crossentropy needs 2 classes, the data has {num_classes}; use auto or sparse_categorical_crossentropy")]
+    return []
+
+
+def metric_problems(loss: str, metrics: list[str], task: str, num_classes: int | None) -> list[tuple[str, str]]:
+    allowed = REGRESSION_METRICS if task == REGRESSION else CLASSIFICATION_METRICS
+    problems = [
+        ("train.metrics", f"'{name}' is not a {task} metric; choose from {', '.join(sorted(allowed))}") for name in metrics if name not in allowed
+    ]
+    if task == CLASSIFICATION and num_classes is not None and loss not in REGRESSION_LOSSES:  # that loss is reported already
         outputs = count_outputs(resolve_loss(loss, num_classes), num_classes)
         for name in metrics:
             if name in BINARY_ONLY_METRICS and outputs != 1:
-                why = f"this task has {num_classes} classes" if num_classes != 2 else f"loss {loss} gives {outputs} outputs"
-                problems.append(("train.metrics", f"'{name}' needs a binary task with one sigmoid output, but {why}; remove it or use loss auto"))
-    if monitor is not None:
-        problems += monitor_problems(monitor, metrics, has_validation)
+                if num_classes != 2:
+                    problems.append(("train.metrics", f"'{name}' needs a binary task with one sigmoid output, but this task has {num_classes} classes; remove it"))
+                else:
+                    problems.append(("train.metrics", f"'{name}' needs a binary task with one sigmoid output, but loss {loss} gives {outputs} outputs; remove it or use loss auto"))
     return problems
 
 

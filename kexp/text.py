@@ -1,7 +1,7 @@
 """Text preprocessing: tokenize -> filter -> vocabulary (train split only) -> encode.
 
 A corpus is tokenized once into integer ids over its distinct tokens (cached on disk,
-keyed by the files and the tokenization options), the vocabulary of the `num_words`
+keyed by the files, the reader's options and the tokenization options), the vocabulary of the `num_words`
 most frequent tokens is fitted on the training documents only, and documents become
 model inputs without a Python loop per document or a float64 matrix:
 
@@ -10,8 +10,9 @@ model inputs without a Python loop per document or a float64 matrix:
     tfidf      float32 count x idf (idf fitted on train, Keras' formula)
     sequence   int32   word ids padded/truncated to max_length (0 padding, 1 unknown word)
 
-Everything needed to encode new raw text the same way is saved with the run
-(`FittedText.to_json`, as <run>/preprocessing/text.json) and reloaded by `load_text_preprocessing`.
+`TextPreprocessor(options).fit(corpus, train_rows)` gives a `FittedText` (the protocol of
+kexp/preprocessing.py). Its `state()` is everything needed to encode new raw text the same
+way; the run store saves it and rebuilds it with `FittedText.from_state`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from kexp.errors import DataError
-from kexp.spec import Options
+from kexp.registry import Options
 
 CACHE_ENV = "KEXP_CACHE_DIR"
 OFFLINE_ENV = "KEXP_OFFLINE"
@@ -202,13 +203,20 @@ def _with_progress(items: Iterable[str], total: int | None, show: bool) -> Itera
                 bar.update(task, completed=i)
 
 
-def cache_path(kind: str, files: list[Path], options: TextOptions) -> Path | None:
-    """Where a tokenized corpus of these files and options is cached; None when caching is off."""
+def cache_path(kind: str, files: list[Path], options: TextOptions, reader_key: dict[str, Any] | None = None) -> Path | None:
+    """Where a tokenized corpus is cached; None when caching is off.
+
+    The key is everything that changes the tokens or the documents' order and labels: the
+    files (path, size, mtime), the tokenization options, and `reader_key`, the reader's own
+    options that decide what a document is (text_csv's text column, delimiter, header...).
+    """
     root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "kexp"))
     if root.lower() in {"", "none", "off"}:
         return None
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    key = json.dumps({"kind": kind, "files": identity, "options": options.tokenization_key(), "format": 2}, sort_keys=True)
+    key = json.dumps(
+        {"kind": kind, "files": identity, "options": options.tokenization_key(), "reader": reader_key or {}, "format": 2}, sort_keys=True
+    )
     return Path(root) / "tokens" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
@@ -296,34 +304,56 @@ def encode_sequences(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, max_
 
 
 @dataclass
+class TextPreprocessor:
+    """Unfitted text preprocessing: the options; `fit` learns the vocabulary (and idf) from training documents."""
+
+    options: TextOptions
+
+    def fit(self, corpus: Corpus, train_rows: np.ndarray) -> FittedText:
+        return fit_text(corpus, train_rows, self.options)
+
+
+@dataclass
 class FittedText:
     """What a run saves to encode new text exactly as its training data was encoded."""
 
     options: TextOptions
     vocabulary: list[str]
     idf: list[float] | None = None
+    kind: str = field(default="text", init=False)
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.options.max_length,) if self.options.encoding == "sequence" else (len(self.vocabulary),)
 
-    def encode(self, corpus: Corpus, docs: np.ndarray | None = None) -> np.ndarray:
-        return self.encode_splits(corpus, [np.arange(len(corpus)) if docs is None else docs])[0]
-
-    def encode_splits(self, corpus: Corpus, doc_sets: list[np.ndarray]) -> list[np.ndarray]:
-        """One input matrix per set of documents, mapping the corpus to vocabulary columns once."""
+    def transform(self, corpus: Corpus, rows: np.ndarray | None = None) -> np.ndarray:
+        """Model inputs for the documents `rows` of a tokenized corpus (None: all of them)."""
+        docs = np.arange(len(corpus)) if rows is None else np.asarray(rows, dtype=np.int64)
         columns = column_lookup(corpus, self.vocabulary)
         if self.options.encoding == "sequence":
-            return [encode_sequences(corpus, docs, columns, self.options.max_length) for docs in doc_sets]
+            return encode_sequences(corpus, docs, columns, self.options.max_length)
         idf = np.array(self.idf, dtype=np.float32) if self.idf is not None else None
-        return [encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf) for docs in doc_sets]
+        return encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Raw strings -> model inputs, with the saved options and vocabulary."""
-        corpus = tokenize_corpus(texts, make_tokenizer(self.options), progress=False)
-        return self.encode(corpus)
+        return self.transform(tokenize_corpus(texts, make_tokenizer(self.options), progress=False))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"options": self.options.model_dump(), "vocabulary": self.vocabulary, "idf": self.idf}
+    def state(self) -> dict[str, Any]:
+        return {"options": self.options.model_dump(mode="json"), "vocabulary": self.vocabulary, "idf": self.idf}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FittedText:
+        """Rebuild from `state()`; ValueError (pydantic's included) names what is missing or inconsistent."""
+        missing = [key for key in ("options", "vocabulary") if key not in state]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        options = TextOptions.model_validate(state["options"])
+        vocabulary, idf = state["vocabulary"], state.get("idf")
+        if not isinstance(vocabulary, list) or not all(isinstance(word, str) for word in vocabulary):
+            raise ValueError("vocabulary must be a list of strings")
+        if options.encoding == "tfidf" and (not isinstance(idf, list) or len(idf) != len(vocabulary)):
+            raise ValueError(f"tfidf needs one idf weight per vocabulary word ({len(vocabulary)})")
+        return cls(options, vocabulary, idf)
 
 
 def fit_text(corpus: Corpus, train_docs: np.ndarray, options: TextOptions) -> FittedText:
@@ -333,14 +363,3 @@ def fit_text(corpus: Corpus, train_docs: np.ndarray, options: TextOptions) -> Fi
     if options.encoding == "tfidf":
         idf = fit_idf(corpus, train_docs, column_lookup(corpus, vocabulary), len(vocabulary)).tolist()
     return FittedText(options, vocabulary, idf)
-
-
-TEXT_ARTIFACT = "text.json"
-
-
-def load_text_preprocessing(run_dir: Path) -> FittedText:
-    """The FittedText a run saved in <run>/preprocessing/text.json."""
-    from kexp.rundir import read_json
-
-    saved = read_json(Path(run_dir) / "preprocessing" / TEXT_ARTIFACT)
-    return FittedText(TextOptions.model_validate(saved["options"]), saved["vocabulary"], saved.get("idf"))

@@ -23,7 +23,7 @@ import numpy as np
 from kexp.errors import DeviceError, SpecError, TrainingError
 from kexp.rundir import write_json
 from kexp.spec import TrainSpec
-from kexp.task import BINARY_ONLY_METRICS, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
+from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
 
 # TensorFlow's C++ start-up lines that say nothing actionable (printed before its own
 # log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide them).
@@ -63,7 +63,9 @@ def start_tensorflow() -> None:
 
 
 def make_targets(y: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
-    """Integer class ids in the form the loss expects (one-hot for categorical_crossentropy)."""
+    """Class ids in the form the loss expects (one-hot for categorical_crossentropy); regression targets as a column."""
+    if loss in REGRESSION_LOSSES:
+        return y.astype(np.float32).reshape(-1, 1)  # R2Score wants (rows, outputs)
     if loss == "categorical_crossentropy":
         return np.eye(num_classes, dtype=np.float32)[y]
     if loss == "sparse_categorical_crossentropy":
@@ -78,6 +80,9 @@ def make_metrics(names: list[str], num_outputs: int) -> list[Any]:
         "precision": lambda: keras.metrics.Precision(name="precision"),
         "recall": lambda: keras.metrics.Recall(name="recall"),
         "auc": lambda: keras.metrics.AUC(name="auc"),
+        "mae": lambda: keras.metrics.MeanAbsoluteError(name="mae"),
+        "rmse": lambda: keras.metrics.RootMeanSquaredError(name="rmse"),
+        "r2": lambda: keras.metrics.R2Score(name="r2"),
     }
     metrics = []
     for name in names:
@@ -121,22 +126,6 @@ def set_seed(seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, class_names: list[str] | None = None):
-    """Seeded, shuffled (train, validation) split; Keras' own validation_split takes the last rows unshuffled.
-
-    Stratified, so no class drops out of either part by chance; a fraction that still leaves a
-    part or a class empty is a SpecError naming train.validation_split (`class_names` name the classes).
-    """
-    if fraction <= 0:
-        return (x, y), None
-    from kexp.datasets.base import check_split, split_indices  # the same split and rule as the test split
-
-    names = class_names or [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
-    keep, val = split_indices(y, fraction, seed, stratify=True)
-    check_split(y[keep], y[val], names, "train.validation_split", fraction, part="validation", zero_allowed=True)
-    return (x[keep], y[keep]), (x[val], y[val])
 
 
 # Keras copies whole numpy inputs into TensorFlow tensors (and again for evaluation);

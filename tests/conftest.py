@@ -67,3 +67,13 @@ def write_mnist(folder: Path, n_train: int = 30, n_test: int = 10) -> Path:
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)), 2051)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
     return folder
+
+
+def prepared(loader, options, data_dir: Path, seed: int = 0, validation_split: float = 0.0):
+    """A dataset reader's RawData through the pipeline's split, fit and transform (as `kexp train` does)."""
+    from kexp.datasets.base import describe_files
+    from kexp.datasets.pipeline import prepare_dataset, split_rows
+
+    raw = loader(options, data_dir, seed)
+    raw.summary.setdefault("files", describe_files(raw.files))
+    return prepare_dataset(raw, split_rows(raw, seed, validation_split))

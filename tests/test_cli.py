@@ -15,7 +15,7 @@ from kexp.cli import app
 from kexp.spec import load_spec
 from tests.conftest import smoke_spec, write_pima_csv, write_spec
 
-RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots"}
+RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots", "preprocessing"}
 
 
 def run_dirs(runs: Path) -> list[Path]:
@@ -104,7 +104,11 @@ def test_train_writes_complete_run_directory(runner, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["train"]) == {"loss", "accuracy"} and metrics["epochs_completed"] == 3
     assert metrics["test"]["accuracy"] > 0.8  # well-separated blobs
-    assert metrics["data"]["train_size"] == 90 and metrics["data"]["test_size"] == 30
+    # the validation hold-out comes out of the 90 training rows, before anything is fitted
+    assert (metrics["data"]["train_size"], metrics["data"]["validation_size"], metrics["data"]["test_size"]) == (72, 18, 30)
+    document = json.loads((run / "preprocessing" / "preprocessing.json").read_text())
+    assert document["format"] == 1 and document["kind"] == "table" and document["task"] == "classification"
+    assert document["class_names"] == ["class_0", "class_1", "class_2"] and document["state"]["feature_names"] == ["x0", "x1", "x2", "x3"]
     env = json.loads((run / "env.json").read_text())
     assert env["device"] == "/CPU:0" and env["seed"] == 0 and env["tensorflow"] and env["ended"]
     saved = load_spec(run / "config.yaml")
@@ -130,8 +134,9 @@ def test_pima_csv_with_sequential_model_and_data_dir(runner, tmp_path, data_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]) == {"loss", "accuracy", "precision", "recall", "auc"}
     assert metrics["validation"] is None and metrics["data"]["test_size"] == 20
-    features = json.loads((run / "preprocessing" / "features.json").read_text())
-    assert features["class_names"] == ["0", "1"] and len(features["feature_names"]) == 8
+    document = json.loads((run / "preprocessing" / "preprocessing.json").read_text())
+    assert document["class_names"] == ["0", "1"] and len(document["state"]["feature_names"]) == 8
+    assert metrics["positive_class"] == "1" and metrics["data"]["positive_class"] == "1"
 
 
 @pytest.mark.slow
@@ -216,7 +221,7 @@ def test_configs_are_valid():
 
 CRASHED_AFTER_LOADING = [
     ("seed=99999999999", "seed: Input should be less than 4294967296"),
-    ("train.loss=mean_squared_error", "train.loss: 'mean_squared_error' is a regression loss"),
+    ("train.loss=mean_squared_error", "train.loss: 'mean_squared_error' is a regression loss and this is a classification task"),
     ("train.loss=hinge", "train.loss: 'hinge' is a margin loss"),
     ("model.activation=relux", "model.activation"),
     # the problem is reported where train.metrics is written: the file's line 10
@@ -291,7 +296,7 @@ def test_task_checks_that_need_the_data_exit_2_before_a_run_directory(runner, tm
     result = runner.invoke(app, ["train", str(spec), "--set", override, "--runs-dir", str(runs), "--data-dir", str(data_dir)])
     assert result.exit_code == 2, result.output
     [line] = result.output.splitlines()
-    assert line.startswith(f"kexp: error: {message}") and line.endswith("(the data has 3 classes)")
+    assert line.startswith(f"kexp: error: {message}") and line.endswith("(found after reading the data)")
     assert run_dirs(runs) == []
 
 
@@ -302,3 +307,32 @@ def test_validation_split_leaving_no_training_rows_exits_2_without_a_run_directo
     assert result.exit_code == 2, result.output
     assert "kexp: error: train.validation_split: class 'class_0' (3 rows) has no row in the train split at 0.95; use at most" in result.output
     assert run_dirs(runs) == []
+
+
+@pytest.mark.slow
+def test_csv_regression_trains_a_linear_output_and_reports_regression_metrics(runner, tmp_path, data_dir):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = x @ [1.5, -2.0, 0.5] + 3.0
+    (data_dir / "reg.csv").write_text("a,b,c,target\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f},{t:.4f}\n" for r, t in zip(x, y)))
+    spec = smoke_spec(data={"name": "csv", "path": "reg.csv", "task": "regression", "label_column": "target", "test_fraction": 0.2},
+                      train={"epochs": 60, "batch_size": 16, "optimizer": {"name": "adam", "learning_rate": 0.05}})
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "r.yaml", spec)), "--runs-dir", str(runs), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(runs)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "regression" and metrics["loss_function"] == "mean_squared_error"
+    assert set(metrics["test"]) == {"loss", "mae", "rmse", "r2"}
+    assert metrics["test"]["r2"] > 0.9  # a linear target: nearly all variance explained
+    assert metrics["data"]["test_size"] == 40 and "test_target" in metrics["data"]
+    document = json.loads((run / "preprocessing" / "preprocessing.json").read_text())
+    assert document["task"] == "regression" and document["class_names"] == []
+
+
+def test_messages_print_text_as_written_not_as_emoji(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "csv", "path": "no:x:.csv"}))
+    result = runner.invoke(app, ["train", str(spec), "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and f"looked for {tmp_path}/no:x:.csv" in result.output

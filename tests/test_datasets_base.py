@@ -1,11 +1,11 @@
 """The helpers every loader shares: the split rule, file descriptions, the missing-file message."""
 
+import hashlib
 import re
 
 import numpy as np
 import pytest
 
-from kexp import training
 from kexp.datasets.base import check_split, describe_files, find_file, split_indices
 from kexp.errors import DataError, SpecError
 from kexp.registry import DATASETS
@@ -42,46 +42,18 @@ def test_a_fraction_of_zero_asks_for_no_held_out_part():
     check_split(labels, labels[:0], ["a", "b"], "data.test_fraction", 0.0)
 
 
-def test_validation_split_leaving_no_training_rows_names_the_option():
-    x, y = np.arange(4).reshape(4, 1), np.array([0, 0, 1, 1])
-    message = "train.validation_split: 0.9 of 4 rows leaves the train split empty; use at most 0.5"
-    with pytest.raises(SpecError, match=re.escape(message)) as info:
-        training.split_validation(x, y, 0.9, seed=0, class_names=["no", "yes"])
-    assert info.value.exit_code == 2
-
-
-def test_validation_split_leaving_no_validation_rows_names_the_option():
-    x, y = np.arange(20).reshape(20, 1), np.arange(20) % 2
-    message = "train.validation_split: 0.01 of 20 rows leaves the validation split empty; use at least 0.1, or 0 for no validation split"
-    with pytest.raises(SpecError, match=re.escape(message)):
-        training.split_validation(x, y, 0.01, seed=0)
-
-
-def test_validation_split_is_stratified_so_every_class_stays_in_both_parts():
-    y = np.repeat([0, 1, 2], [90, 5, 5])
-    x = np.arange(len(y)).reshape(-1, 1)
-    for seed in range(20):
-        (_, y_train), (_, y_val) = training.split_validation(x, y, 0.2, seed=seed)
-        assert np.bincount(y_val).tolist() == [18, 1, 1]
-        assert np.bincount(y_train).tolist() == [72, 4, 4]
-
-
-def test_validation_split_names_a_class_too_small_to_hold_out():
-    y = np.repeat([0, 1], [30, 2])
-    x = np.zeros((len(y), 1))
-    message = "train.validation_split: class 'rare' (2 rows) has no row in the validation split at 0.2; use at least 0.5, or 0 for no validation split"
-    with pytest.raises(SpecError, match=re.escape(message)):
-        training.split_validation(x, y, 0.2, seed=0, class_names=["common", "rare"])
-
-
 def test_describe_files_gives_absolute_paths_and_sizes(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_bytes(b"12345")
     (tmp_path / "d" / "sub").mkdir()
     (tmp_path / "d" / "sub" / "b.txt").write_bytes(b"123")
     monkeypatch.chdir(tmp_path)
-    assert describe_files([tmp_path / "d" / "a.txt", tmp_path / "d" / "sub" / ".." / "a.txt"]) == [{"path": str(tmp_path / "d" / "a.txt"), "bytes": 5}] * 2
-    assert describe_files(["d"]) == [{"path": str(tmp_path / "d"), "bytes": 8}]  # a folder: the files in it
+    five = {"path": str(tmp_path / "d" / "a.txt"), "bytes": 5, "sha256": hashlib.sha256(b"12345").hexdigest()}
+    assert describe_files([tmp_path / "d" / "a.txt", tmp_path / "d" / "sub" / ".." / "a.txt"]) == [five] * 2
+    [folder] = describe_files(["d"])
+    assert folder["path"] == str(tmp_path / "d") and folder["bytes"] == 8  # a folder: the files in it
+    (tmp_path / "d" / "sub" / "b.txt").write_bytes(b"124")  # same size, other content
+    assert describe_files(["d"])[0]["sha256"] != folder["sha256"]
 
 
 @pytest.mark.parametrize("dataset, suggests_fetch", [("csv", False), ("text_csv", False), ("pima", True), ("sms_spam", True)])

@@ -165,8 +165,9 @@ def test_sequential_from_yaml_layers():
 
 
 def test_sequential_value_keras_refuses_names_the_layer():
-    with pytest.raises(ModelError, match=r"model.layers.0: Dropout\(\{'rate': 1.5\}\): Invalid value"):
-        build_model(spec_with({"name": "sequential", "layers": [{"Dropout": {"rate": 1.5}}, {"Dense": {"units": 1}}]}), (8,), 1)
+    # a value the catalog does not know the rules of (a regularizer name) is still caught when the layer is made
+    with pytest.raises(ModelError, match=r"model.layers.0: Dense\(\{'units': 4, 'kernel_regularizer': 'l3'\}\): Could not interpret regularizer identifier: l3"):
+        build_model(spec_with({"name": "sequential", "layers": [{"Dense": {"units": 4, "kernel_regularizer": "l3"}}, {"Dense": {"units": 1}}]}), (8,), 1)
 
 
 def test_sequential_layer_that_cannot_take_the_shape_names_it():
@@ -200,3 +201,18 @@ def test_load_model_reopens_a_plain_model_and_names_a_missing_file(tmp_path):
     assert load_model(path).count_params() == 8
     with pytest.raises(RunDirError, match="no saved model here"):
         load_model(tmp_path / "missing.keras")
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"Dense": {"units": "12"}}, "Dense units must be a positive whole number, got '12'"),
+    ({"Dense": {"units": 2.5}}, "Dense units must be a positive whole number, got 2.5"),
+    ({"Dropout": {"rate": 1.5}}, "Dropout rate must be a number in [0, 1), got 1.5"),
+])
+def test_sequential_sizes_and_rates_are_checked_at_validation(layer, message):
+    from pydantic import ValidationError
+
+    from kexp.models.sequential import SequentialOptions
+
+    with pytest.raises(ValidationError) as info:
+        SequentialOptions(layers=[layer])
+    assert message in str(info.value)

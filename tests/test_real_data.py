@@ -25,7 +25,7 @@ def needs(*names: str):
 
 @needs("pima-indians-diabetes.data.csv")
 def test_pima_file():
-    from kexp.experiment import load_dataset
+    from kexp.datasets.pipeline import load_dataset
 
     data = load_dataset(load_spec(Path("configs/pima.yaml")), DATA_DIR)
     assert data.train.x.shape == (768, 8) and np.bincount(data.train.y).tolist() == [500, 268]
@@ -33,9 +33,9 @@ def test_pima_file():
 
 @needs("mnist/train-images-idx3-ubyte.gz")
 def test_mnist_files():
-    from kexp.datasets.mnist import MnistOptions, load_mnist
+    from kexp.datasets.pipeline import load_dataset
 
-    data = load_mnist(MnistOptions(), DATA_DIR, seed=0)
+    data = load_dataset(load_spec(Path("configs/mnist_mlp.yaml")), DATA_DIR)
     assert data.train.x.shape == (60000, 784) and data.test.x.shape == (10000, 784)
     assert np.bincount(data.test.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -51,7 +51,7 @@ def test_sms_spam_file():
 @pytest.mark.slow
 @needs("aclImdb_v1.tar.gz")
 def test_imdb_archive():
-    from kexp.experiment import load_dataset
+    from kexp.datasets.pipeline import load_dataset
 
     data = load_dataset(load_spec(Path("configs/imdb.yaml")), DATA_DIR)
     assert len(data.train) == 25000 and len(data.test) == 25000
@@ -84,3 +84,4 @@ def test_sms_spam_tutorial_accuracy_and_recall(runner, tmp_path):
         pytest.skip(f"NLTK corpora missing: {exc}")
     metrics = train_config(runner, tmp_path, "configs/sms_spam.yaml")
     assert metrics["test"]["accuracy"] >= 0.98 and metrics["test"]["recall"] >= 0.90
+    assert metrics["positive_class"] == "spam"  # recall above is spam recall

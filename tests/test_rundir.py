@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 import re
 from unittest import mock
 
@@ -58,3 +59,13 @@ def test_check_runs_dir_accepts_a_new_folder_and_refuses_a_file(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(RunDirError, match=r"f is not a directory; choose another with --runs-dir"):
         check_runs_dir(tmp_path / "f" / "runs")
+
+
+def test_check_runs_dir_tries_for_real_where_permissions_do_not_tell(tmp_path):
+    from kexp.rundir import check_runs_dir
+
+    with pytest.raises(RunDirError, match=r"cannot create the runs directory /proc/kexp-runs: /proc is not writable"):
+        check_runs_dir(Path("/proc/kexp-runs"))  # root may "write" /proc by its permissions, yet nothing can be created there
+    assert [p.name for p in tmp_path.iterdir()] == []
+    check_runs_dir(tmp_path / "runs")
+    assert [p.name for p in tmp_path.iterdir()] == []  # the probe leaves nothing behind

@@ -117,7 +117,7 @@ def test_malformed_override():
 def test_override_through_a_scalar_is_refused(tmp_path):
     path = write_text(tmp_path, GOOD)
     [problem] = problems(path, ["seed.value=1"])
-    assert "'seed' is a int, not a mapping" in problem
+    assert "'seed' holds int 3, not a mapping" in problem
 
 
 def test_optimizer_argument_is_checked_per_optimizer(tmp_path):
@@ -213,11 +213,28 @@ def test_seed_must_fit_32_bits(tmp_path):
     assert problem.startswith("--set seed=99999999999: seed: Input should be less than 4294967296")
 
 
-@pytest.mark.parametrize("loss", ["mean_squared_error", "mean_absolute_error", "hinge"])
-def test_losses_that_cannot_classify_say_why(tmp_path, loss):
+@pytest.mark.parametrize("loss", ["mean_squared_error", "mean_absolute_error"])
+def test_regression_losses_on_a_classification_task_say_why(tmp_path, loss):
     [problem] = problems(write_text(tmp_path, GOOD), [f"train.loss={loss}"])
-    assert problem.startswith(f"--set train.loss={loss}: train.loss: '{loss}' is a ")
-    assert "every kexp dataset is a classification task; use auto" in problem
+    assert problem.startswith(f"--set train.loss={loss}: train.loss: '{loss}' is a regression loss and this is a classification task")
+
+
+def test_margin_losses_are_refused_with_the_reason(tmp_path):
+    [problem] = problems(write_text(tmp_path, GOOD), ["train.loss=hinge"])
+    assert problem.startswith("--set train.loss=hinge: train.loss: 'hinge' is a margin loss that needs -1/+1 targets and a linear output;")
+
+
+def test_regression_task_takes_regression_losses_and_metrics(tmp_path):
+    path = write_text(tmp_path, GOOD.replace("  name: pima\n", "  name: csv\n  path: y.csv\n  task: regression\n"))
+    spec = load_spec(path)
+    assert spec.train.metrics == ["mae", "rmse", "r2"]  # the task's default, written into the resolved spec
+    assert load_spec(path, ["train.loss=huber"]).train.loss == "huber"
+    [problem] = problems(path, ["train.loss=binary_crossentropy"])
+    assert "'binary_crossentropy' is a classification loss and this is a regression task" in problem
+    [problem] = problems(path, ["train.metrics=[accuracy]"])
+    assert "'accuracy' is not a regression metric; choose from mae, r2, rmse" in problem
+    [problem] = problems(path, ["data.class_names=[a, b]"])
+    assert "class_names" in problem
 
 
 def test_binary_metrics_refused_for_a_multiclass_dataset(tmp_path):
@@ -225,7 +242,7 @@ def test_binary_metrics_refused_for_a_multiclass_dataset(tmp_path):
     [problem] = problems(path, ["train.metrics=[accuracy, precision]"])
     assert problem == (
         "--set train.metrics=[accuracy, precision]: train.metrics: "
-        "'precision' needs a binary task with one sigmoid output, but this task has 10 classes; remove it or use loss auto"
+        "'precision' needs a binary task with one sigmoid output, but this task has 10 classes; remove it"
     )
     [problem] = problems(path, ["train.loss=binary_crossentropy"])
     assert "train.loss: binary_crossentropy needs 2 classes, the data has 10" in problem
@@ -265,3 +282,50 @@ def test_nested_option_typo_lists_that_sections_keys(tmp_path):
     path = write_text(tmp_path, GOOD.replace("name: pima", "name: imdb"))
     [problem] = problems(path, ["data.text.num_word=5"])
     assert "data.text.num_word: unknown key 'num_word' (did you mean 'num_words'?); valid keys: lowercase," in problem
+
+
+@pytest.mark.parametrize("text, value", [("032", 32), ("0o10", 8), ("0x10", 16), ("1e-3", 0.001), ("yes", "yes"), ("on", "on"), ("1:00", "1:00"), ("1_000", "1_000")])
+def test_yaml_1_2_scalars_no_octal_or_base_60_surprises(text, value):
+    from kexp.spec import parse_yaml
+
+    assert parse_yaml(f"a: {text}")[0] == {"a": value}
+
+
+def test_yaml_1_1_forms_are_refused_not_reinterpreted(tmp_path):
+    path = write_text(tmp_path, GOOD)
+    assert load_spec(path, ["train.epochs=010"]).train.epochs == 10
+    assert "train.shuffle: Input should be a valid boolean (got 'yes')" in problems(path, ["train.shuffle=yes"])[0]
+    assert "train.epochs: Input should be a valid integer (got '1:00')" in problems(path, ["train.epochs=1:00"])[0]
+
+
+def test_complex_and_merge_keys_are_one_line_errors(tmp_path):
+    [problem] = problems(write_text(tmp_path, GOOD + "? [a, b]\n: 1\n"))
+    assert problem == f"{tmp_path / 'spec.yaml'}:11: YAML error: a key must be a plain name, not a list or mapping"
+    [problem] = problems(write_text(tmp_path, GOOD.replace("train:\n", "train:\n  <<: {epochs: 2}\n")))
+    assert problem.endswith("YAML error: YAML merge keys (<<) are not allowed in a spec; write the keys out")
+
+
+def test_empty_spec_says_so(tmp_path):
+    assert problems(write_text(tmp_path, "# nothing yet\n")) == [f"{tmp_path / 'spec.yaml'}: the spec is empty; it needs at least name, data and model (see configs/ for examples)"]
+
+
+def test_union_field_gives_one_problem_without_pydantic_internals(tmp_path):
+    [problem] = problems(write_text(tmp_path, GOOD), ["model.dropout=true"])
+    assert problem.startswith("--set model.dropout=true: model.dropout: Input should be a valid number")
+    assert "list" in problem and ".float" not in problem and "instance of" not in problem
+
+
+def test_device_lists_the_choices(tmp_path):
+    [problem] = problems(write_text(tmp_path, GOOD), ["device=tpu"])
+    assert problem == "--set device=tpu: device: unknown device 'tpu'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...)"
+
+
+def test_duplicate_metrics_and_infinite_learning_rate_are_refused(tmp_path):
+    path = write_text(tmp_path, GOOD)
+    assert "'accuracy' is listed twice" in problems(path, ["train.metrics=[accuracy, accuracy]"])[0]
+    assert "train.optimizer.learning_rate" in problems(path, ["train.optimizer.learning_rate=.inf"])[0]
+
+
+def test_a_section_created_by_an_override_is_blamed_on_it(tmp_path):
+    [problem] = problems(write_text(tmp_path, GOOD), ["train.early_stopping.patience=2"])
+    assert problem.startswith("--set train.early_stopping.patience=2: train.early_stopping.monitor: 'val_loss' needs a validation split")

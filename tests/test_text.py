@@ -1,5 +1,6 @@
-"""Tokenizer options, vocabulary fitting, encodings, the cache and saved preprocessing."""
+"""Tokenizer options, vocabulary fitting, encodings, the cache key and the fitted state."""
 
+import json
 import zipfile
 
 import numpy as np
@@ -8,10 +9,10 @@ import pytest
 from kexp.errors import DataError
 from kexp.text import (
     FOLDED_NUMBER,
+    FittedText,
     TextOptions,
+    TextPreprocessor,
     cache_path,
-    fit_text,
-    load_text_preprocessing,
     make_tokenizer,
     require_nltk_corpus,
     tokenize_corpus,
@@ -92,9 +93,10 @@ CORPUS = ["good good film", "bad film", "good plot", "awful bad bad", "unseen wo
 
 
 def fitted(encoding: str, num_words: int = 10, **options):
-    corpus = tokenize_corpus(CORPUS, make_tokenizer(TextOptions()), progress=False)
-    text = fit_text(corpus, np.arange(4), TextOptions(num_words=num_words, encoding=encoding, **options))
-    return corpus, text
+    """The CORPUS tokenized, and text preprocessing fitted on its first four documents."""
+    text_options = TextOptions(num_words=num_words, encoding=encoding, **options)
+    corpus = tokenize_corpus(CORPUS, make_tokenizer(text_options), progress=False)
+    return corpus, TextPreprocessor(text_options).fit(corpus, np.arange(4))
 
 
 def test_vocabulary_is_fitted_on_train_only_by_frequency():
@@ -108,18 +110,18 @@ def test_vocabulary_is_fitted_on_train_only_by_frequency():
 
 def test_multi_hot_and_count_encodings():
     corpus, text = fitted("multi_hot")
-    x = text.encode(corpus)
+    x = text.transform(corpus)
     assert x.dtype == np.uint8 and x.shape == (5, 5)
     assert x[0].tolist() == [0, 1, 1, 0, 0]
     assert x[4].tolist() == [0, 0, 0, 0, 0]  # only out-of-vocabulary words
     corpus, text = fitted("count")
-    x = text.encode(corpus)
+    x = text.transform(corpus)
     assert x.dtype == np.uint16 and x[0].tolist() == [0, 2, 1, 0, 0] and x[3].tolist() == [2, 0, 0, 1, 0]
 
 
 def test_tfidf_uses_train_document_frequency():
     corpus, text = fitted("tfidf")
-    x = text.encode(corpus)
+    x = text.transform(corpus)
     assert x.dtype == np.float32
     # "good": in 2 of 4 train docs -> log(1 + 4/3); doc 0 has it twice
     assert x[0, 1] == pytest.approx(2 * np.log1p(4 / 3), rel=1e-6)
@@ -128,7 +130,7 @@ def test_tfidf_uses_train_document_frequency():
 
 def test_sequence_encoding_pads_truncates_and_marks_unknown():
     corpus, text = fitted("sequence", num_words=3, max_length=3)
-    x = text.encode(corpus)
+    x = text.transform(corpus)
     assert x.dtype == np.int32 and x.shape == (5, 3)
     # ids: bad 2, good 3, film 4; unknown 1; padding 0
     assert x[0].tolist() == [3, 3, 4]
@@ -138,15 +140,39 @@ def test_sequence_encoding_pads_truncates_and_marks_unknown():
     assert text.input_shape() == (3,)
 
 
-def test_saved_preprocessing_reloads_to_identical_encodings(tmp_path):
-    from kexp.rundir import write_json
+def test_transform_selects_rows_in_the_order_given():
+    corpus, text = fitted("count")
+    everything = text.transform(corpus)
+    np.testing.assert_array_equal(text.transform(corpus, np.array([3, 0])), everything[[3, 0]])
+    assert text.transform(corpus, np.array([], dtype=np.int64)).shape == (0, 5)
+    assert text.kind == "text" and text.input_shape() == (5,)
 
-    corpus, text = fitted("tfidf", fold_numbers=True)
-    (tmp_path / "preprocessing").mkdir()
-    write_json(tmp_path / "preprocessing" / "text.json", text.to_json())
-    again = load_text_preprocessing(tmp_path)
-    assert again.vocabulary == text.vocabulary
-    np.testing.assert_array_equal(again.encode_texts(CORPUS), text.encode(corpus))
+
+@pytest.mark.parametrize("encoding", ["multi_hot", "count", "tfidf", "sequence"])
+def test_state_rebuilds_a_preprocessor_that_encodes_raw_text_identically(encoding):
+    corpus, text = fitted(encoding, fold_numbers=True)
+    state = json.loads(json.dumps(text.state()))  # what the run store writes and reads back
+    again = FittedText.from_state(state)
+    assert again.vocabulary == text.vocabulary and again.options == text.options and again.kind == "text"
+    np.testing.assert_array_equal(again.encode_texts(CORPUS), text.encode_texts(CORPUS))
+    np.testing.assert_array_equal(again.encode_texts(CORPUS), text.transform(corpus))
+    assert again.encode_texts(CORPUS).dtype == text.transform(corpus).dtype
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda s: s.pop("vocabulary"), "missing vocabulary"),
+        (lambda s: s.update(idf=[1.0]), "tfidf needs one idf weight per vocabulary word"),
+        (lambda s: s["options"].update(encoding="bag"), "encoding"),
+    ],
+)
+def test_damaged_state_is_a_value_error_naming_the_problem(change, problem):
+    _, text = fitted("tfidf")
+    state = json.loads(json.dumps(text.state()))
+    change(state)
+    with pytest.raises(ValueError, match=problem):
+        FittedText.from_state(state)
 
 
 def test_cache_key_changes_with_tokenization_options_not_vocabulary(tmp_path, monkeypatch):
@@ -160,3 +186,13 @@ def test_cache_key_changes_with_tokenization_options_not_vocabulary(tmp_path, mo
     assert base != cache_path("k", [f], TextOptions())
     monkeypatch.setenv("KEXP_CACHE_DIR", "none")
     assert cache_path("k", [f], TextOptions()) is None
+
+
+def test_cache_key_includes_the_readers_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("KEXP_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "a.csv"
+    f.write_text("x")
+    base = cache_path("k", [f], TextOptions(), {"text_column": 0})
+    assert base == cache_path("k", [f], TextOptions(), {"text_column": 0})
+    assert base != cache_path("k", [f], TextOptions(), {"text_column": 1})
+    assert base != cache_path("k", [f], TextOptions())

@@ -20,17 +20,6 @@ def test_targets_in_the_form_the_loss_expects():
     assert training.make_targets(np.array([0, 1]), "binary_crossentropy", 2).dtype == np.float32
 
 
-def test_validation_split_is_seeded_shuffled_and_disjoint():
-    x, y = np.arange(100).reshape(100, 1), np.arange(100) % 2
-    (xt, _), (xv, _) = training.split_validation(x, y, 0.2, seed=3)
-    assert len(xv) == 20 and len(xt) == 80
-    assert not set(xt.ravel()) & set(xv.ravel())
-    assert xv.ravel().tolist() != list(range(80, 100))  # not Keras' "last rows" hold-out
-    (_, _), (xv2, _) = training.split_validation(x, y, 0.2, seed=3)
-    assert xv2.ravel().tolist() == xv.ravel().tolist()
-    assert training.split_validation(x, y, 0.0, seed=3)[1] is None
-
-
 def test_small_arrays_go_to_keras_as_they_are():
     x, y = np.zeros((10, 2), np.float32), np.zeros(10)
     feed = training.batches(x, y, 4)

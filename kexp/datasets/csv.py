@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from kexp.datasets.base import Dataset, Split, check_split, describe_files, find_file, split_indices
+from kexp.datasets.base import RawData, find_file
 from kexp.errors import DataError
-from kexp.registry import dataset
-from kexp.spec import Options
+from kexp.preprocessing import TablePreprocessor
+from kexp.registry import Options, dataset
 
 # pandas' default NA strings (STR_NA_VALUES): a label spelled like one of these is a missing
 # value, not a class of its own, unless the user lists it in class_names.
@@ -29,7 +29,14 @@ def numbers_as_strings(value: Any) -> Any:
     return value
 
 
-ClassNames = Annotated[list[str], BeforeValidator(numbers_as_strings)]
+def distinct_names(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class_names lists {', '.join(map(repr, repeated))} more than once; each class once, in class-id order")
+    return names
+
+
+ClassNames = Annotated[list[str], BeforeValidator(numbers_as_strings), AfterValidator(distinct_names)]
 
 
 class CsvOptions(Options):
@@ -40,10 +47,20 @@ class CsvOptions(Options):
     class_names: ClassNames | None = Field(default=None, description="label values in class-id order; default: sorted")
     standardize: bool = Field(default=False, description="scale features to mean 0, std 1 (fitted on train)")
     test_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
-    stratify: bool = True
+    stratify: bool = Field(default=True, description="keep each class's share in the test split (classification only)")
+    task: Literal["classification", "regression"] = Field(default="classification", description="regression: a numeric target, one linear output")
+
+    @model_validator(mode="after")
+    def _regression_has_no_classes(self) -> CsvOptions:
+        if self.task == "regression" and self.class_names is not None:
+            raise ValueError("class_names is for classification; a regression target is a number (remove class_names or set task: classification)")
+        return self
 
     def static_num_classes(self) -> int | None:
         return len(self.class_names) if self.class_names is not None else None
+
+    def static_task(self) -> str:
+        return self.task
 
 
 @dataclass
@@ -70,7 +87,10 @@ def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             return [(i, row) for i, row in enumerate(csvlib.reader(f, delimiter=delimiter), 1) if any(c.strip() for c in row)]
-    except (UnicodeDecodeError, csvlib.Error) as exc:
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
+    except csvlib.Error as exc:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from None
 
 
@@ -136,8 +156,10 @@ def detect_header(header: bool | str, first: list[str], label_column: int | str)
     return {"option": "auto", "detected": False, "reason": "first row's feature columns are all numbers"}
 
 
-def read_table(path: Path, header: bool | str, delimiter: str, label_column: int | str, class_names: list[str] | None) -> Table:
-    """Features float32 [n, d], class ids int32 [n], class and feature names from a CSV file."""
+def read_table(
+    path: Path, header: bool | str, delimiter: str, label_column: int | str, class_names: list[str] | None, task: str = "classification"
+) -> Table:
+    """Features float32 [n, d], class ids int32 [n] (float32 targets for regression), class and feature names."""
     rows = read_rows(path, delimiter)
     if not rows:
         raise DataError(f"{path}: the file is empty")
@@ -149,7 +171,9 @@ def read_table(path: Path, header: bool | str, delimiter: str, label_column: int
         raise DataError(f"{path}: no data rows")
     width = len(names) if names else len(body[0][1])
     if width < 2:
-        raise DataError(f"{path}: need at least one feature column and a label column, found {width} column(s)")
+        guess = next((d for d in ";\t|" if d in first[0]), None) if first else None
+        hint = f"; is the delimiter {guess!r}? set data.delimiter" if guess else ""
+        raise DataError(f"{path}: need at least one feature column and a label column, found {width} column(s){hint}")
     label_at = column_index(label_column, names, width, path)
     features = np.empty((len(body), width - 1), dtype=np.float32)
     labels, lines = [], []
@@ -167,48 +191,45 @@ def read_table(path: Path, header: bool | str, delimiter: str, label_column: int
     if not np.isfinite(features).all():
         line = lines[int(np.argwhere(~np.isfinite(features))[0][0])]
         raise DataError(f"{path}:{line}: feature value is NaN or infinite")
-    y, classes = class_ids(labels, lines, class_names, path, describe_column(label_at, names))
+    column = describe_column(label_at, names)
+    y, classes = regression_targets(labels, lines, path, column) if task == "regression" else class_ids(labels, lines, class_names, path, column)
     feature_names = [n for i, n in enumerate(names) if i != label_at] if names else [f"x{i}" for i in range(width - 1)]
     return Table(features, y, classes, feature_names, decided)
 
 
-def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std of the training split (std of a constant column is 1)."""
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    return mean, np.where(std > 0, std, 1.0).astype(np.float32)
+def regression_targets(labels: list[str], lines: list[int], path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+    """Numeric targets (float32) and no class names; a missing or non-numeric target names its line."""
+    check_labels_present(labels, lines, None, path, column)
+    targets = np.empty(len(labels), dtype=np.float32)
+    for i, (value, line) in enumerate(zip(labels, lines)):
+        if not _is_number(value) or not np.isfinite(float(value)):
+            raise DataError(f"{path}:{line}: target '{value}' in column {column} is not a finite number (task: regression)")
+        targets[i] = float(value)
+    return targets, []
 
 
-def build_table_dataset(table: Table, standardize: bool, test_fraction: float, stratify: bool, seed: int, source: Path) -> Dataset:
-    """Split (checked), fit the standardizer on train only, and describe the result."""
-    x, y, classes = table.x, table.y, table.class_names
-    train_idx, test_idx = split_indices(y, test_fraction, seed, stratify)
-    check_split(y[train_idx], y[test_idx], classes, "data.test_fraction", test_fraction, stratified=stratify, zero_allowed=True)
-    artifacts = {"features.json": {"feature_names": table.feature_names, "class_names": classes}}
-    if standardize:
-        mean, std = fit_standardizer(x[train_idx])
-        x = (x - mean) / std
-        artifacts["features.json"].update(mean=mean.tolist(), std=std.tolist())
-    test = Split(x[test_idx], y[test_idx]) if len(test_idx) else None
-    return Dataset(
-        train=Split(x[train_idx], y[train_idx]),
-        test=test,
-        input_shape=(x.shape[1],),
-        num_classes=len(classes),
-        class_names=classes,
-        artifacts=artifacts,
-        summary={"files": describe_files([source])},
+def table_data(table: Table, standardize: bool, test_fraction: float, stratify: bool, source: Path, task: str = "classification") -> RawData:
+    """The table as raw data; the standardizer (when asked for) is fitted later, on training rows only."""
+    return RawData(
+        inputs=table.x,
+        labels=table.y,
+        class_names=table.class_names,
+        preprocessor=TablePreprocessor(table.feature_names, standardize),
+        test_fraction=test_fraction,
+        stratify=stratify and task == "classification",
+        files=[source],
+        task=task,
     )
 
 
 @dataset("csv", CsvOptions)
-def load_csv(options: CsvOptions, data_dir: Path, seed: int) -> Dataset:
-    """Any CSV of numeric features with a class label column."""
+def load_csv(options: CsvOptions, data_dir: Path, seed: int) -> RawData:
+    """Any CSV of numeric features with a class label column (or, task: regression, a numeric target)."""
     path = find_file(data_dir, [options.path], "csv")
-    table = read_table(path, options.header, options.delimiter, options.label_column, options.class_names)
-    data = build_table_dataset(table, options.standardize, options.test_fraction, options.stratify, seed, path)
-    data.summary["header"] = table.header
-    return data
+    table = read_table(path, options.header, options.delimiter, options.label_column, options.class_names, options.task)
+    raw = table_data(table, options.standardize, options.test_fraction, options.stratify, path, options.task)
+    raw.summary["header"] = table.header
+    return raw
 
 
 PIMA_FILE = "pima-indians-diabetes.data.csv"
@@ -225,11 +246,11 @@ class PimaOptions(Options):
 
 
 @dataset("pima", PimaOptions)
-def load_pima(options: PimaOptions, data_dir: Path, seed: int) -> Dataset:
+def load_pima(options: PimaOptions, data_dir: Path, seed: int) -> RawData:
     """Pima Indians diabetes: 768 rows, 8 numeric features, 0/1 onset of diabetes."""
     path = find_file(data_dir, [options.path], "pima")
     table = read_table(path, False, ",", 8, ["0", "1"])
     if table.x.shape[1] != len(PIMA_FEATURES):
         raise DataError(f"{path}: expected {len(PIMA_FEATURES)} feature columns and the label, found {table.x.shape[1] + 1} columns")
     table.feature_names = PIMA_FEATURES
-    return build_table_dataset(table, options.standardize, options.test_fraction, True, seed, path)
+    return table_data(table, options.standardize, options.test_fraction, True, path)

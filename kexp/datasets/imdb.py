@@ -16,15 +16,15 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, check_official_split, check_split, describe_files, find_file, split_indices
-from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
+from kexp.datasets.base import RawData, find_file
+from kexp.datasets.textdata import reader_key, text_data, tokenized_corpus
 from kexp.errors import DataError
-from kexp.registry import dataset
-from kexp.spec import Options
+from kexp.registry import Options, dataset
 from kexp.text import Corpus, TextOptions
 
 CLASS_NAMES = ["neg", "pos"]
 REVIEW = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+NPZ_IS_IDS = "read from Keras' imdb.npz, whose words are ids of Keras' own index: new raw text cannot be encoded like it"
 
 
 class ImdbOptions(Options):
@@ -123,7 +123,7 @@ def read_keras_npz(path: Path) -> tuple[Corpus, dict[str, np.ndarray]]:
 
 
 @dataset("imdb", ImdbOptions)
-def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
+def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> RawData:
     """IMDB movie reviews, positive or negative; raw text from aclImdb, or Keras' imdb.npz."""
     folder = data_dir / "aclImdb"
     if (folder / "train").is_dir():
@@ -134,13 +134,12 @@ def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> Dataset:
     if source.name.endswith(".npz"):
         (corpus, arrays), cached = read_keras_npz(source), False
     else:
-        corpus, arrays, cached = tokenized_corpus("imdb", [source], options.text, read)
-    labels, is_test = arrays["labels"], arrays["is_test"]
+        corpus, arrays, cached = tokenized_corpus("imdb", [source], options.text, read, reader_key(options))
     if options.split == "official":
-        train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
-        check_official_split(len(train), len(test), str(source))
+        split = {"is_test": arrays["is_test"]}
     else:
-        train, test = split_indices(labels, options.test_fraction, seed)
-        check_split(labels[train], labels[test], CLASS_NAMES, "data.test_fraction", options.test_fraction)
-    summary = {"files": describe_files([source]), "tokens_from_cache": cached}
-    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, summary)
+        split = {"test_fraction": options.test_fraction, "stratify": True}
+    raw = text_data(corpus, arrays["labels"], CLASS_NAMES, options.text, [source], cached, **split)
+    if source.name.endswith(".npz"):
+        raw.raw_input_unsupported = NPZ_IS_IDS
+    return raw

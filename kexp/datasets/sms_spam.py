@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, check_split, describe_files, find_file, split_indices
-from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
+from kexp.datasets.base import RawData, find_file
+from kexp.datasets.textdata import reader_key, text_data, tokenized_corpus
 from kexp.errors import DataError
-from kexp.registry import dataset
-from kexp.spec import Options
+from kexp.registry import Options, dataset
 from kexp.text import TextOptions
 
 CLASS_NAMES = ["ham", "spam"]
@@ -49,11 +48,8 @@ def read_sms(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 @dataset("sms_spam", SmsSpamOptions)
-def load_sms_spam(options: SmsSpamOptions, data_dir: Path, seed: int) -> Dataset:
-    """SMS Spam Collection: ham or spam, stratified train/test split."""
+def load_sms_spam(options: SmsSpamOptions, data_dir: Path, seed: int) -> RawData:
+    """SMS Spam Collection: ham or spam, to be split stratified by test_fraction."""
     path = find_file(data_dir, [options.path, "SMSSpamCollection"], "sms_spam")
-    corpus, arrays, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path))
-    labels = arrays["labels"]
-    train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
-    check_split(labels[train], labels[test], CLASS_NAMES, "data.test_fraction", options.test_fraction)
-    return build_text_dataset(corpus, labels, train, test, options.text, CLASS_NAMES, {"files": describe_files([path]), "tokens_from_cache": cached})
+    corpus, arrays, cached = tokenized_corpus("sms_spam", [path], options.text, lambda: read_sms(path), reader_key(options))
+    return text_data(corpus, arrays["labels"], CLASS_NAMES, options.text, [path], cached, test_fraction=options.test_fraction, stratify=True)

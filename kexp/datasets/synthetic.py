@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
-from kexp.datasets.base import Dataset, Split, check_split, split_indices
-from kexp.registry import dataset
-from kexp.spec import Options
+from kexp.datasets.base import RawData
+from kexp.preprocessing import TablePreprocessor
+from kexp.registry import Options, dataset
 
 
 class SyntheticOptions(Options):
-    samples: PositiveInt = 400
-    features: PositiveInt = 8
+    # bounded so a typo cannot ask for tens of GB: 10 million x 1,000 features is already 40 GB
+    samples: int = Field(default=400, ge=1, le=10_000_000)
+    features: int = Field(default=8, ge=1, le=1_000)
     classes: int = Field(default=2, ge=2)
     separation: float = Field(default=2.0, gt=0, description="distance between class centres, in noise std units")
     test_fraction: float = Field(default=0.25, ge=0.0, lt=1.0)
@@ -24,20 +25,17 @@ class SyntheticOptions(Options):
 
 
 @dataset("synthetic", SyntheticOptions)
-def load_synthetic(options: SyntheticOptions, data_dir: Path, seed: int) -> Dataset:
+def load_synthetic(options: SyntheticOptions, data_dir: Path, seed: int) -> RawData:
     """Separable Gaussian blobs, one per class, drawn from the experiment seed."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(options.classes, options.features))
     centres *= options.separation / np.linalg.norm(centres, axis=1, keepdims=True)
     y = rng.integers(0, options.classes, size=options.samples).astype(np.int32)
     x = (centres[y] + rng.normal(scale=0.5, size=(options.samples, options.features))).astype(np.float32)
-    class_names = [f"class_{i}" for i in range(options.classes)]
-    train, test = split_indices(y, options.test_fraction, seed)
-    check_split(y[train], y[test], class_names, "data.test_fraction", options.test_fraction, zero_allowed=True)
-    return Dataset(
-        train=Split(x[train], y[train]),
-        test=Split(x[test], y[test]) if len(test) else None,
-        input_shape=(options.features,),
-        num_classes=options.classes,
-        class_names=class_names,
+    return RawData(
+        inputs=x,
+        labels=y,
+        class_names=[f"class_{i}" for i in range(options.classes)],
+        preprocessor=TablePreprocessor([f"x{i}" for i in range(options.features)]),
+        test_fraction=options.test_fraction,
     )

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from kexp.datasets.base import Dataset, check_split, describe_files, find_file, split_indices
+from kexp.datasets.base import RawData, find_file
 from kexp.datasets.csv import ClassNames, class_ids, column_index, describe_column, read_rows
-from kexp.datasets.textdata import build_text_dataset, tokenized_corpus
+from kexp.datasets.textdata import reader_key, text_data, tokenized_corpus
 from kexp.errors import DataError
-from kexp.registry import dataset
-from kexp.spec import Options
+from kexp.registry import Options, dataset
 from kexp.text import TextOptions
 
 
@@ -51,12 +50,11 @@ def read_text_csv(path: Path, options: TextCsvOptions) -> tuple[list[str], list[
 
 
 @dataset("text_csv", TextCsvOptions)
-def load_text_csv(options: TextCsvOptions, data_dir: Path, seed: int) -> Dataset:
-    """Any labelled text corpus in a CSV file; stratified train/test split."""
+def load_text_csv(options: TextCsvOptions, data_dir: Path, seed: int) -> RawData:
+    """Any labelled text corpus in a CSV file, to be split stratified by test_fraction."""
     path = find_file(data_dir, [options.path], "text_csv")
     texts, label_strings, lines, label_column = read_text_csv(path, options)
     labels, class_names = class_ids(label_strings, lines, options.class_names, path, label_column)
-    train, test = split_indices(labels, options.test_fraction, seed, stratify=True)
-    check_split(labels[train], labels[test], class_names, "data.test_fraction", options.test_fraction)
-    corpus, _, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, {"labels": labels}))
-    return build_text_dataset(corpus, labels, train, test, options.text, class_names, {"files": describe_files([path]), "tokens_from_cache": cached})
+    # The labels are checked on every read, so only the tokens come from the cache.
+    corpus, _, cached = tokenized_corpus("text_csv", [path], options.text, lambda: (texts, {"labels": labels}), reader_key(options))
+    return text_data(corpus, labels, class_names, options.text, [path], cached, test_fraction=options.test_fraction, stratify=True)

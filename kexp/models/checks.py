@@ -81,8 +81,18 @@ def check_saved_model(filepath: Any) -> None:
         raise ValueError(f"TFSMLayer filepath {filepath!r} is not an existing SavedModel folder (relative to {Path.cwd()})")
 
 
+# Arguments whose type and range Keras checks only when the layer is made (after the data
+# has loaded): sizes are positive whole numbers, rates fractions in [0, 1).
+POSITIVE_INTEGER_ARGUMENTS = {"units", "filters", "output_dim", "input_dim", "num_heads", "key_dim", "depth_multiplier"}
+RATE_ARGUMENTS = {"rate", "dropout", "recurrent_dropout"}
+
+
 def check_argument_value(class_name: str, key: str, value: Any) -> None:
-    """Names given as strings to `*activation` and `*_initializer` arguments."""
+    """Sizes and rates by type and range; names given as strings to `*activation` and `*_initializer`."""
+    if key in POSITIVE_INTEGER_ARGUMENTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{class_name} {key} must be a positive whole number, got {value!r}")
+    if key in RATE_ARGUMENTS and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+        raise ValueError(f"{class_name} {key} must be a number in [0, 1), got {value!r}")
     if not isinstance(value, str):
         return
     try:

@@ -6,8 +6,7 @@ from pydantic import Field, PositiveInt
 
 from kexp.models.checks import Activation
 from kexp.models.heads import dense_output
-from kexp.registry import model
-from kexp.spec import Options
+from kexp.registry import Options, model
 
 
 class ConvBlock(Options):
@@ -29,7 +28,7 @@ class CnnOptions(Options):
 
 
 @model("cnn", CnnOptions)
-def build_cnn(options: CnnOptions, input_shape: tuple[int, ...], num_outputs: int):
+def build_cnn(options: CnnOptions, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
     """Conv2D blocks (optional max-pool and dropout each), flatten, Dense head."""
     import keras
 
@@ -48,4 +47,4 @@ def build_cnn(options: CnnOptions, input_shape: tuple[int, ...], num_outputs: in
         x = keras.layers.Dense(units, activation=options.dense_activation, name=f"dense_{i}")(x)
         if options.dense_dropout:
             x = keras.layers.Dropout(options.dense_dropout, name=f"dense_dropout_{i}")(x)
-    return keras.Model(inputs, dense_output(num_outputs, options.output_activation)(x), name="cnn")
+    return keras.Model(inputs, dense_output(num_outputs, options.output_activation, task)(x), name="cnn")

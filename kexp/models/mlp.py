@@ -6,8 +6,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from kexp.models.checks import Activation
 from kexp.models.heads import dense_output
-from kexp.registry import model
-from kexp.spec import Options
+from kexp.registry import Options, model
 
 
 class MlpOptions(Options):
@@ -32,7 +31,7 @@ def dropout_rates(dropout: float | list[float], layers: int) -> list[float]:
 
 
 @model("mlp", MlpOptions)
-def build_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_outputs: int):
+def build_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
     """Dense layers with optional dropout; inputs of any shape are flattened."""
     import keras
 
@@ -43,4 +42,4 @@ def build_mlp(options: MlpOptions, input_shape: tuple[int, ...], num_outputs: in
         x = keras.layers.Dense(units, activation=options.activation, name=f"dense_{i}")(x)
         if rate > 0:
             x = keras.layers.Dropout(rate, name=f"dropout_{i}")(x)
-    return keras.Model(inputs, dense_output(num_outputs, options.output_activation)(x), name="mlp")
+    return keras.Model(inputs, dense_output(num_outputs, options.output_activation, task)(x), name="mlp")

@@ -6,6 +6,7 @@ function), and a run directory may come from someone else; safe mode refuses to 
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from kexp.errors import RunDirError
@@ -20,7 +21,7 @@ def load_model(path: Path | str):
         raise RunDirError(f"{path}: no saved model here")
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as exc:
         # Keras explains a refusal in several sentences, the last suggesting safe_mode=False,
         # which kexp never uses: keep the first, which says what the file holds.
         reason = " ".join(str(exc).split()).split(". ")[0].rstrip(".")

@@ -20,8 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from kexp.models.checks import LayerItem
-from kexp.registry import model
-from kexp.spec import Options
+from kexp.registry import Options, model
 
 
 class SequentialOptions(Options):
@@ -41,7 +40,7 @@ class SequentialOptions(Options):
 
 
 @model("sequential", SequentialOptions)
-def build_sequential(options: SequentialOptions, input_shape: tuple[int, ...], num_outputs: int):
+def build_sequential(options: SequentialOptions, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
     """A keras.Sequential of the listed layers, e.g. `- Dense: {units: 12, activation: relu}`."""
     import keras
 

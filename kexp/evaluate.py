@@ -1,0 +1,198 @@
+"""evaluate_run: a finished run's model on its own data parts, without training or refitting anything.
+
+    open the run -> re-read the data and check it is what the run read -> rebuild the same
+    parts -> transform with the run's saved preprocessing -> Keras metrics (model.evaluate,
+    as training did) and per-class numbers from predictions -> <run>/evaluations/<UTC>.json
+
+The run's training files are only read; each evaluation adds a JSON file (and a confusion
+matrix PNG per part) under <run>/evaluations/, named by the UTC time it was made.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import kexp
+from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, changed_files
+from kexp.datasets.pipeline import prepare_dataset, read_data, split_rows
+from kexp.errors import DataError, RunDirError, SpecError
+from kexp.preprocessing import from_document
+from kexp.reports import classification_report, regression_report
+from kexp.rundir import PREPROCESSING_FILE, RunRecord, now_iso, open_run, write_json
+
+PARTS = ("train", "validation", "test")
+SPLIT_CHOICES = (*PARTS, "all")
+# What makes a part absent, for the message when one is asked for.
+PART_OPTION = {"train": "the data", "validation": "train.validation_split", "test": "data.test_fraction"}
+EVALUATIONS_DIR = "evaluations"
+
+
+def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = None, allow_changed_data: bool = False) -> dict[str, Any]:
+    """Evaluate a run's model on `split` (train, validation, test or all) and write the evaluation JSON.
+
+    `data_dir` None: $KEXP_DATA_DIR, else the folder the run read its data from. Data files
+    that differ from the run's fingerprint are a DataError unless `allow_changed_data`, which
+    records a warning instead. Returns the evaluation document plus "path", the JSON written.
+    """
+    if split not in SPLIT_CHOICES:
+        raise SpecError([f"--split {split}: choose from {', '.join(SPLIT_CHOICES)}"])
+    record = open_run(Path(run_dir))
+    choose_parts(split, None, record)
+    fitted = from_document(record.preprocessing, source=str(record.path / PREPROCESSING_FILE))
+    warnings = list(record.warnings)
+    folder = choose_data_dir(data_dir, record)
+    raw = read_data(record.spec, folder)
+    warnings += check_data(record, raw.summary.get("files", []), raw.class_names, allow_changed_data)
+    rows = split_rows(raw, record.spec.seed, record.spec.train.validation_split)
+    names = choose_parts(split, rows, record)
+    empty = np.array([], dtype=np.int64)
+    data = prepare_dataset(raw, {part: rows[part] if part in names else empty for part in PARTS}, fitted)
+    results = score_parts(record, {part: getattr(data, part) for part in names})
+    document = {
+        "kexp": kexp.__version__,
+        "run": str(record.path.resolve()),
+        "created": now_iso(),
+        "split": split,
+        "task": record.preprocessing.get("task", "classification"),
+        "class_names": record.preprocessing.get("class_names", []),
+        "positive_class": record.preprocessing.get("positive_class"),
+        **results,
+        "warnings": warnings,
+        "data": {"data_dir": str(folder.resolve()), "files": raw.summary.get("files", [])},
+    }
+    return write_evaluation(record.path, document)
+
+
+def choose_data_dir(data_dir: Path | None, record: RunRecord) -> Path:
+    """--data-dir, then $KEXP_DATA_DIR, then the folder the run read (env.json), then ./data."""
+    if data_dir is not None:
+        return Path(data_dir)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    return Path(record.env.get("data_dir") or DEFAULT_DATA_DIR)
+
+
+def check_data(record: RunRecord, current: list[dict[str, Any]], class_names: list[str], allow_changed: bool) -> list[str]:
+    """Warnings about the data; DataError when it is not what the run read (unless allowed)."""
+    if class_names != record.preprocessing.get("class_names", class_names):
+        # Different classes make the model's outputs mean something else: never allowed.
+        raise DataError(f"{record.path / PREPROCESSING_FILE}: the run's classes are {record.preprocessing['class_names']}, the data now has {class_names}")
+    recorded = record.env["data_files"] if "data_files" in record.env else (record.metrics or {}).get("data", {}).get("files")
+    if recorded is None:
+        return [f"{record.path / 'env.json'} records no data fingerprint, so the data cannot be checked against what the run read"]
+    changes = changed_files(recorded, current)
+    if not changes:
+        return []
+    more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+    if not allow_changed:
+        raise DataError(f"{changes[0]}{more}; the run's metrics came from other data: point --data-dir at the run's data, or pass --allow-changed-data")
+    return [f"data changed since training: {change}" for change in changes]
+
+
+def choose_parts(split: str, rows: dict[str, np.ndarray] | None, record: RunRecord) -> list[str]:
+    """The parts to evaluate; a part the run does not have is an error naming the option.
+
+    With `rows` None only what the spec alone decides is checked (no validation part), so that
+    mistake is reported before minutes of data reading.
+    """
+    if rows is None:
+        present = [part for part in PARTS if part != "validation" or record.spec.train.validation_split > 0]
+    else:
+        present = [part for part in PARTS if len(rows[part])]
+    if split == "all":
+        return present
+    if split not in present:
+        raise SpecError([f"--split {split}: run {record.path.name} has no {split} part ({absent_because(split, record)}); choose from {', '.join([*present, 'all'])}"])
+    return [split]
+
+
+def absent_because(part: str, record: RunRecord) -> str:
+    if part == "validation":
+        return f"train.validation_split is {record.spec.train.validation_split:g}"
+    if part == "test":
+        return f"data.test_fraction is {record.spec.data.options().get('test_fraction', 0):g}"
+    return "the data has no training rows"
+
+
+def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
+    """Keras metrics (model.evaluate, as training computed them) and prediction reports of each part."""
+    from kexp import training
+    from kexp.models.saving import load_model
+
+    document = record.preprocessing
+    task, class_names = document.get("task", "classification"), document.get("class_names", [])
+    loss = (record.metrics or {}).get("loss_function") or training.resolve_loss(record.spec.train.loss, len(class_names), task)
+    batch_size = max(record.spec.train.batch_size, 256)  # kexp.training.evaluate_splits' batch size
+    training.start_tensorflow()
+    model = load_model(record.model_path)
+    if not model.compiled:
+        raise RunDirError(f"{record.model_path}: saved without its loss and metrics; kexp evaluates compiled models only")
+    results = {}
+    for name, part in parts.items():
+        targets = training.make_targets(part.y, loss, len(class_names))
+        metrics = training.evaluate_splits(model, {name: (part.x, targets)}, record.spec.train.batch_size)[name]
+        outputs = predict(model, part.x, targets, batch_size)
+        report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
+        results[name] = {"metrics": metrics, "recorded_metrics": (record.metrics or {}).get(name), **report}
+    return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}
+
+
+def predict(model, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
+    """Model outputs as a 2-D array, fed like evaluate (batch by batch from numpy when the inputs are large)."""
+    from kexp import training
+
+    feed = training.batches(x, targets, batch_size)
+    if "y" in feed:
+        return np.asarray(model.predict(feed["x"], batch_size=batch_size, verbose=0)).reshape(len(x), -1)
+    return np.asarray(model.predict(feed["x"], verbose=0)).reshape(len(x), -1)
+
+
+def to_classes(outputs: np.ndarray) -> np.ndarray:
+    """Class ids: one sigmoid unit means class 1 above 0.5 (Keras' binary accuracy rule), else the largest unit."""
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0.5).astype(np.int64)
+    return outputs.argmax(axis=1)
+
+
+def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """<run>/evaluations/<UTC stamp>.json (a second one in the same second gets -2, -3, ...) and its confusion PNGs."""
+    folder = run_dir / EVALUATIONS_DIR
+    folder.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(1, 1000):
+        stem = stamp if attempt == 1 else f"{stamp}-{attempt}"
+        plots = {name: f"{stem}-confusion-{name}.png" for name, result in document["results"].items() if "confusion_matrix" in result}
+        full = {**document, "plots": plots}
+        path = folder / f"{stem}.json"
+        if claim(path, full):
+            draw_confusion_plots(folder, full, plots)
+            return {**full, "path": str(path)}
+    raise RunDirError(f"{folder}: could not pick a new evaluation file name")
+
+
+def claim(path: Path, document: dict[str, Any]) -> bool:
+    """Write `document` to `path` only if no file is there: written aside, then hard-linked (which never replaces)."""
+    aside = path.with_name(f".{path.name}.new")
+    write_json(aside, document)
+    try:
+        os.link(aside, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def draw_confusion_plots(folder: Path, document: dict[str, Any], plots: dict[str, str]) -> None:
+    from kexp.plots import plot_confusion_matrix
+
+    run = Path(document["run"]).name
+    for name, filename in plots.items():
+        result = document["results"][name]
+        title = f"{run}\n{name}: {result['rows']:,} rows, accuracy {result['accuracy']:.4f}"
+        plot_confusion_matrix(result["confusion_matrix"], document["class_names"], folder / filename, title)

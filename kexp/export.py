@@ -1,0 +1,207 @@
+"""Export a run's model for serving: a TensorFlow SavedModel or a TFLite flatbuffer, checked.
+
+    kexp export RUN_DIR --format saved_model   ->  RUN_DIR/export/saved_model/ + saved_model.json
+    kexp export RUN_DIR --format tflite        ->  RUN_DIR/export/model.tflite + model.tflite.json
+
+The model is reopened in Keras safe mode, exported into a hidden folder beside the target,
+run on a few generated input rows and compared with `model.keras`; only an artifact that
+agrees is renamed into place, so a failed export leaves nothing behind. The JSON beside it
+tells a server what the model takes and what its outputs mean (class names, task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp.errors import RunDirError
+from kexp.rundir import RunRecord, open_run, write_json
+
+FORMATS = ("saved_model", "tflite")
+DEFAULT_NAMES = {"saved_model": "saved_model", "tflite": "model.tflite"}
+CHECK_ROWS = 8
+CHECK_SEED = 0
+TOLERANCE = 1e-5  # float32 kernels may sum in another order (~1e-7 seen); more means a different computation
+
+
+def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) -> dict[str, Any]:
+    """Export the run's model as `fmt`, check it against model.keras, write its JSON; returns that JSON's dict."""
+    if fmt not in FORMATS:
+        raise RunDirError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    record = open_run(Path(run_dir))
+    # absolute, so the JSON still says where things are when read from another folder
+    target = (Path(output) if output is not None else record.path / "export" / DEFAULT_NAMES[fmt]).absolute()
+    info_path = target.with_name(target.name + ".json")
+    for path in (target, info_path):
+        if path.exists() or path.is_symlink():
+            raise RunDirError(f"{path}: already exists; kexp export never overwrites (remove it or pass --output)")
+
+    from kexp.models.saving import load_model
+
+    model = load_model(record.model_path)
+    x = sample_inputs(model, record.preprocessing)
+    started = time.perf_counter()
+    with staging_beside(target) as staged:
+        check = write_artifact(model, fmt, staged, x, record.path)
+        move_into_place(staged, target)
+    info = describe_export(record, fmt, target, model, x, check, time.perf_counter() - started)
+    info.update(json=str(info_path), warnings=record.warnings)
+    write_json(info_path, info)
+    return info
+
+
+def write_artifact(model, fmt: str, staged: Path, x: np.ndarray, run: Path) -> dict[str, Any]:
+    """Write the artifact at `staged` and compare it with the Keras model on `x`."""
+    saved_model = staged if fmt == "saved_model" else staged.with_name(".saved_model")  # TFLite converts from it
+    convert(run, fmt, lambda: model.export(str(saved_model), format="tf_saved_model", verbose=False))
+    if fmt == "tflite":
+        staged.write_bytes(convert(run, fmt, lambda: tflite_bytes(saved_model)))
+        outputs, signature = run_tflite(staged, x)
+    else:
+        outputs, signature = run_saved_model(saved_model, x)
+    expected = np.asarray(model(x, training=False), dtype=np.float64)
+    difference = float(np.max(np.abs(expected - np.asarray(outputs, dtype=np.float64)))) if expected.shape == outputs.shape else float("inf")
+    if not difference <= TOLERANCE:  # NaN fails too
+        raise RunDirError(
+            f"{run}: the {fmt} export disagrees with model.keras on {len(x)} generated rows: "
+            f"max abs difference {difference:.3g} > {TOLERANCE:g} (outputs {outputs.shape}, expected {expected.shape}); nothing was written"
+        )
+    return {"rows": len(x), "seed": CHECK_SEED, "max_abs_difference": difference, "tolerance": TOLERANCE, "signature": signature}
+
+
+def convert(run: Path, fmt: str, step):
+    """Run one TensorFlow export step; its failure becomes one line naming the run and TF's reason."""
+    try:
+        return step()
+    except Exception as exc:  # TF raises ConverterError, ValueError, TypeError, ... with pages of detail
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        raise RunDirError(f"{run}: cannot export as {fmt}: {reason}") from None
+
+
+def tflite_bytes(saved_model: Path) -> bytes:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+
+
+def run_saved_model(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Outputs of the SavedModel's serving signature, loaded as a server would (no Keras)."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (input_name,) = serve.structured_input_signature[1]
+    (output_name,) = serve.structured_outputs
+    outputs = serve(**{input_name: tf.constant(x)})[output_name].numpy()
+    return outputs, {"name": "serving_default", "input": input_name, "output": output_name}
+
+
+def run_tflite(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Outputs of the TFLite interpreter, resized to the batch of `x`."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns that it moves to ai_edge_litert; it is what TF 2.21 ships
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    (given,) = interpreter.get_input_details()
+    (result,) = interpreter.get_output_details()
+    interpreter.resize_tensor_input(given["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], x.astype(given["dtype"]))
+    interpreter.invoke()
+    return interpreter.get_tensor(result["index"]), {"input": given["name"], "output": result["name"]}
+
+
+def sample_inputs(model, preprocessing: dict[str, Any], rows: int = CHECK_ROWS, seed: int = CHECK_SEED) -> np.ndarray:
+    """Deterministic rows like the run's inputs, so export never needs the data directory.
+
+    Images are in [0, 1] and bag-of-words inputs 0/1, as the preprocessing makes them; word-id
+    sequences stay inside the vocabulary; tables are standard normal.
+    """
+    if len(model.inputs) != 1:
+        raise RunDirError(f"kexp export handles models with one input; this one has {len(model.inputs)}")
+    shape = (rows, *model.inputs[0].shape[1:])
+    dtype = np.dtype(model.inputs[0].dtype)
+    rng = np.random.default_rng(seed)
+    state = preprocessing.get("state") or {}
+    kind = preprocessing.get("kind")
+    if kind == "text" and (state.get("options") or {}).get("encoding") == "sequence":
+        return rng.integers(0, id_limit(model, len(state.get("vocabulary", [])) + 2), size=shape).astype(dtype)
+    if kind == "text" or np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    if kind == "images":
+        return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+    return rng.standard_normal(size=shape).astype(dtype)
+
+
+def id_limit(model, vocabulary_ids: int) -> int:
+    """Word ids the model can look up: the vocabulary's (+ padding and unknown), within its first Embedding."""
+    import keras
+
+    embeddings = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+    return max(1, min([vocabulary_ids, *(layer.input_dim for layer in embeddings[:1])]))
+
+
+def describe_export(record: RunRecord, fmt: str, target: Path, model, x: np.ndarray, check: dict, seconds: float) -> dict[str, Any]:
+    """What a server needs beside the artifact: inputs, what the outputs mean, and how it was checked."""
+    import keras
+    import tensorflow as tf
+
+    import kexp
+
+    document = record.preprocessing
+    return {
+        "format": fmt,
+        "path": str(target),
+        "run": str(record.path.absolute()),
+        "input": {"shape": [None, *x.shape[1:]], "dtype": str(x.dtype)},
+        "output": {"shape": list(model.outputs[0].shape), "dtype": str(np.dtype(model.outputs[0].dtype))},
+        "signature": check.pop("signature"),
+        "task": document.get("task"),
+        "class_names": document.get("class_names"),
+        "positive_class": document.get("positive_class"),
+        "check": check,
+        "seconds": round(seconds, 3),
+        "versions": {"kexp": kexp.__version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+
+
+@contextlib.contextmanager
+def staging_beside(target: Path):
+    """A path in a hidden folder next to `target` (same filesystem, so the final rename is atomic), removed afterwards."""
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # innermost first
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{target.parent}: cannot create the export folder: {exc.strerror}") from None
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield folder / target.name
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        for path in created:  # the folders this export made, so a failure leaves none behind
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def move_into_place(staged: Path, target: Path) -> None:
+    """Rename the finished artifact to `target`, refusing (not replacing) anything that appeared there meanwhile."""
+    try:
+        if staged.is_dir():
+            os.rename(staged, target)  # fails on an existing non-empty folder
+            return
+        os.link(staged, target)  # fails on an existing file, unlike os.replace
+    except OSError as exc:
+        raise RunDirError(f"{target}: cannot write the export: {exc.strerror}") from None
