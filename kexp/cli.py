@@ -84,6 +84,7 @@ def train(
     set_: SetOption = [],
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = Path("runs"),
+    repeat: Annotated[int | None, typer.Option("--repeat", min=1, max=100, help="Train N times with seeds seed, seed+1, ... and report mean, std and 95% CI (sets `seeds`)")] = None,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory."""
     from kexp.datasets.base import resolve_data_dir
@@ -91,6 +92,8 @@ def train(
 
     with exit_on_error():
         spec = load_spec(config, set_)
+        if repeat is not None:
+            spec = load_spec(config, [*set_, f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]"])
         from kexp.experiment import run_experiment
 
         result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, console)
@@ -99,16 +102,36 @@ def train(
 
 
 def print_metrics(metrics: dict) -> None:
-    table = Table(title="final metrics (also in metrics.json)")
+    aggregate = metrics.get("aggregate")
+    title = "final metrics (also in metrics.json)"
+    if aggregate:
+        title = f"{metrics['protocol']}: mean ± std [95% CI] over {len(metrics['members'])} members (also in metrics.json)"
+    elif metrics.get("protocol") == "train":
+        title += ": scored on the training rows, not an estimate for new data"
+    table = Table(title=title)
     splits = [s for s in ("train", "validation", "test") if metrics.get(s)]
     names = list(dict.fromkeys(k for s in splits for k in metrics[s]))
     table.add_column("metric")
     for split in splits:
         table.add_column(split, justify="right")
     for name in names:
-        table.add_row(name, *(f"{metrics[s].get(name, float('nan')):.4f}" for s in splits))
+        table.add_row(name, *(describe_value(metrics, aggregate, s, name) for s in splits))
     console.print(table)
+    report = metrics.get("report")
+    if report and "balanced_accuracy" in report:
+        console.print(f"balanced accuracy {report['balanced_accuracy']:.4f}" + (f" ({report['part']} part)" if "part" in report else ""), highlight=False)
     console.print(f"epochs {metrics['epochs_completed']}  fit {metrics['fit_seconds']:.1f}s  total {metrics['wall_seconds']:.1f}s", highlight=False)
+
+
+def describe_value(metrics: dict, aggregate: dict | None, split: str, name: str) -> str:
+    value = metrics[split].get(name)
+    summary = (aggregate or {}).get(split, {}).get(name)
+    if value is None:
+        return "-"
+    if not summary or summary["n"] < 2:
+        return f"{value:.4f}"
+    low, high = summary["ci95"]
+    return f"{value:.4f} ± {summary['std']:.4f} [{low:.4f}, {high:.4f}]"
 
 
 @app.command()
@@ -225,6 +248,84 @@ def print_evaluation(split: str, result: dict) -> None:
     console.print(classes)
 
 
+FormatOption = Annotated[str, typer.Option("--format", help="table, csv, json or markdown")]
+
+
+def check_format(fmt: str) -> None:
+    from kexp.compare import FORMATS
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="'--format'")
+
+
+@app.command("runs")
+def runs_command(
+    runs_dir: Annotated[Path, typer.Argument(help="The runs directory `kexp train --runs-dir` wrote to")] = Path("runs"),
+    status: Annotated[list[str], typer.Option("--status", help="Only runs in this state: running, completed, failed, interrupted, damaged. Repeatable.")] = [],
+    name: Annotated[str | None, typer.Option("--name", help="Only runs whose spec name contains this, or matches it as a glob (pima*)")] = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Sort by a column (id, name, dataset, model, status, epochs, measured, metric, duration, age, note); -column for descending [default: newest first]")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N runs")] = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """List run directories: name, data, model, status, epochs, main metric (mean ± std for folds and seeds), duration, age."""
+    from kexp.compare import RUN_COLUMNS, STATES, list_runs, render_runs, select_runs
+
+    check_format(fmt)
+    for state in status:
+        if state not in STATES:
+            raise typer.BadParameter(f"{state!r} is not one of {', '.join(STATES)}", param_hint="'--status'")
+    if sort and sort.removeprefix("-") not in RUN_COLUMNS:
+        raise typer.BadParameter(f"{sort!r}: sort by one of {', '.join(RUN_COLUMNS)} (prefix - for descending)", param_hint="'--sort'")
+    with exit_on_error():
+        rows = select_runs(list_runs(runs_dir), status, name, sort, limit)
+    if not rows and fmt == "table":
+        console.print(f"no runs in {runs_dir}{' match --status/--name' if status or name else ''}", highlight=False, markup=False)
+        return
+    print(render_runs(rows, fmt), end="")
+
+
+def print_wide(table: Table) -> None:
+    """A wide table at its natural width when piped (rich would squeeze it to 80 columns and cut run ids)."""
+    if console.is_terminal:
+        console.print(table, highlight=False, markup=False)
+        return
+    width = max(console.width, console.measure(table, options=console.options.update_width(10_000)).maximum)
+    Console(width=width, soft_wrap=True, emoji=False).print(table, highlight=False, markup=False)
+
+
+@app.command("compare")
+def compare_command(
+    run_dirs: Annotated[list[str], typer.Argument(help="Run directories, or a quoted glob such as 'runs/*pima*'", show_default=False)],
+    fmt: FormatOption = "table",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the learning-curve PNG; compare.json goes beside it")] = Path("compare.png"),
+) -> None:
+    """Set runs side by side: the spec keys that differ, final metrics, seed-only differences as mean ± std, and learning curves."""
+    from kexp.compare import compare_runs, compare_table, expand_run_paths, group_table, render_compare, write_compare
+
+    check_format(fmt)
+    with exit_on_error():
+        result = compare_runs(expand_run_paths(run_dirs))
+        written = write_compare(result, output)
+    done = f"learning curves: {written['png']}  every number: {written['json']}"
+    if fmt != "table":
+        print(render_compare(result, fmt), end="")
+        err_console.print(done, highlight=False, markup=False)
+        return
+    for title, (header, rows) in (
+        (f"{len(result['runs'])} run{'s' * (len(result['runs']) != 1)}: spec keys that differ, final metrics", compare_table(result)),
+        ("runs that differ only in seed: mean ± std over their n trainings", group_table(result) if result["groups"] else ([], [])),
+    ):
+        if not rows:
+            continue
+        table = Table(title=title)
+        for i, column in enumerate(header):
+            table.add_column(column, justify="right" if i >= len(header) - len(result["metric_columns"]) else "left")
+        for row in rows:
+            table.add_row(*row)
+        print_wide(table)
+    console.print(done, highlight=False, markup=False)
+
+
 @app.command()
 def datasets(as_json: JsonOption = False) -> None:
     """List the registered datasets with their options and defaults."""
@@ -330,6 +431,7 @@ def export(
     """Export a run's model for serving, checked against model.keras on generated rows; never overwrites."""
     from kexp.export import FORMATS, export_run
 
+    fmt = fmt.lower()
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="'--format'")
     with exit_on_error():
@@ -343,6 +445,7 @@ def export(
         highlight=False,
     )
     console.print(f"details (inputs, class names, versions): {info['json']}", highlight=False, markup=False)
+    console.print(f"note: the model takes {info['preprocessing']['kind']} inputs already preprocessed by the run; its preprocessing is in that JSON", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import numpy as np
 
 import kexp
 from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, changed_files
-from kexp.datasets.pipeline import prepare_dataset, read_data, split_rows
+from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
 from kexp.preprocessing import from_document
-from kexp.reports import classification_report, regression_report
+from kexp.reports import classification_report, regression_report, to_classes
 from kexp.rundir import PREPROCESSING_FILE, RunRecord, now_iso, open_run, write_json
 
 PARTS = ("train", "validation", "test")
@@ -48,7 +48,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = Non
     folder = choose_data_dir(data_dir, record)
     raw = read_data(record.spec, folder)
     warnings += check_data(record, raw.summary.get("files", []), raw.class_names, allow_changed_data)
-    rows = split_rows(raw, record.spec.seed, record.spec.train.validation_split)
+    rows = plan_members(raw, record.spec)[0].rows  # the single member's rows: same split seed, same protocol
     names = choose_parts(split, rows, record)
     empty = np.array([], dtype=np.int64)
     data = prepare_dataset(raw, {part: rows[part] if part in names else empty for part in PARTS}, fitted)
@@ -150,13 +150,6 @@ def predict(model, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.nd
     if "y" in feed:
         return np.asarray(model.predict(feed["x"], batch_size=batch_size, verbose=0)).reshape(len(x), -1)
     return np.asarray(model.predict(feed["x"], verbose=0)).reshape(len(x), -1)
-
-
-def to_classes(outputs: np.ndarray) -> np.ndarray:
-    """Class ids: one sigmoid unit means class 1 above 0.5 (Keras' binary accuracy rule), else the largest unit."""
-    if outputs.shape[1] == 1:
-        return (outputs[:, 0] > 0.5).astype(np.int64)
-    return outputs.argmax(axis=1)
 
 
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:

@@ -42,10 +42,12 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) 
     info_path = target.with_name(target.name + ".json")
     for path in (target, info_path):
         if path.exists() or path.is_symlink():
-            raise RunDirError(f"{path}: already exists; kexp export never overwrites (remove it or pass --output)")
+            raise RunDirError(f"{path}: already exists; kexp export never overwrites (remove it, or choose a new path with --output)")
 
     from kexp.models.saving import load_model
+    from kexp.training import start_tensorflow
 
+    start_tensorflow()  # without its start-up chatter, as `kexp train` does
     model = load_model(record.model_path)
     x = sample_inputs(model, record.preprocessing)
     started = time.perf_counter()
@@ -53,7 +55,11 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) 
         check = write_artifact(model, fmt, staged, x, record.path)
         move_into_place(staged, target)
     info = describe_export(record, fmt, target, model, x, check, time.perf_counter() - started)
-    info.update(json=str(info_path), warnings=record.warnings)
+    # The model takes preprocessed inputs (standardized features, word counts, scaled pixels);
+    # a server must apply the run's preprocessing first, so say so and carry it along.
+    info.update(json=str(info_path), warnings=record.warnings,
+                inputs="preprocessed: apply the run's preprocessing (below, also in preprocessing/preprocessing.json) to raw inputs first",
+                preprocessing=record.preprocessing)
     write_json(info_path, info)
     return info
 

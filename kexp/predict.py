@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def read_inputs(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> Ra
     if not inputs:
         raise DataError("no inputs given")
     if fitted.kind == "text":
-        raw = read_texts(inputs)
+        raw = read_texts(inputs, warn)
     elif fitted.kind == "table":
         raw = read_table_inputs([Path(i) for i in inputs], fitted.feature_names, spec)
     elif fitted.kind == "images":
@@ -93,33 +94,55 @@ def read_inputs(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> Ra
     return raw
 
 
-def read_texts(inputs: Sequence[str]) -> RawInputs:
-    """Literal strings, or one example per non-blank line of `@file` / an existing `.txt` file."""
+# An argument that ends like a file name is meant as a file: predicting on the name itself
+# ("new_reviews.csv" as a review) would answer a question nobody asked.
+FILE_LIKE = re.compile(r"^[^\s]+\.(txt|csv|tsv|json|jsonl|text|lst)$", re.IGNORECASE)
+
+
+def read_texts(inputs: Sequence[str], warn: Warn | None = None) -> RawInputs:
+    """Literal strings, or one example per line of `@file` / a `.txt` file (blank lines skipped, with a warning)."""
+    names: list[str] = []
     texts: list[str] = []
     for item in inputs:
         path = text_file(item)
-        texts.extend([item] if path is None else read_lines(path))
-    return RawInputs([excerpt(t) for t in texts], texts)
+        if path is None:
+            names.append(excerpt(item))
+            texts.append(item)
+            continue
+        lines = read_lines(path)
+        kept = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        if len(kept) < len(lines) and warn is not None:
+            warn(f"{path}: skipped {len(lines) - len(kept)} blank line(s); inputs are named file:line so results match lines")
+        names.extend(f"{path.name}:{n} {excerpt(line)}" for n, line in kept)
+        texts.extend(line for _, line in kept)
+    return RawInputs(names, texts)
 
 
 def text_file(item: str) -> Path | None:
-    """The file an input names (`@file`, or an existing `.txt` path), or None for a literal string."""
+    """The file an input names (`@file`, or a path ending in .txt), or None for a literal string."""
     if item.startswith("@"):
         path = Path(item[1:])
         if not path.is_file():
             raise DataError(f"{path}: not found (an input starting with @ names a file of one example per line; put text that starts with @ in a .txt file)")
         return path
-    return Path(item) if item.endswith(".txt") and Path(item).is_file() else None
+    if FILE_LIKE.match(item):
+        path = Path(item)
+        if not path.is_file():
+            raise DataError(f"{path}: not found (an input ending like a file name is read as a file; to predict that text itself, put it in a .txt file)")
+        if path.suffix.lower() != ".txt":
+            raise DataError(f"{path}: a text run reads plain text, one example per line (.txt, or @{path} to read any file's lines as text)")
+        return path
+    return None
 
 
 def read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is not part of the first line
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    return [line for line in text.splitlines() if line.strip()]
+    return text.splitlines()
 
 
 def excerpt(text: str) -> str:
@@ -256,7 +279,15 @@ def pixels_as_uint8(path: Path, array: np.ndarray) -> np.ndarray:
 
 
 def check_image_shape(path: Path, images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """[n, h, w] images of the run's shape (one [h, w] image is a batch of one), else a DataError with both shapes."""
+    """[n, h, w] images of the run's shape (one [h, w] image is a batch of one), else a DataError with both shapes.
+
+    Arrays shaped as the model takes them are accepted too: [n, h*w] (flattened) and [n, h, w, 1].
+    """
+    pixels = int(np.prod(shape))
+    if images.ndim == 2 and images.shape[1] == pixels and tuple(images.shape) != shape:
+        images = images.reshape(len(images), *shape)
+    elif images.ndim == len(shape) + 2 and images.shape[-1] == 1:
+        images = images[..., 0]
     if images.ndim == len(shape):
         images = images[np.newaxis]
     if images.ndim != len(shape) + 1 or tuple(images.shape[1:]) != shape:

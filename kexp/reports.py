@@ -14,6 +14,14 @@ from typing import Any
 import numpy as np
 
 
+def to_classes(outputs: np.ndarray) -> np.ndarray:
+    """Class ids from model outputs: one sigmoid unit means class 1 above 0.5 (Keras' binary accuracy rule), else the largest unit."""
+    outputs = np.asarray(outputs).reshape(len(outputs), -1)
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0.5).astype(np.int64)
+    return outputs.argmax(axis=1)
+
+
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """Confusion matrix, per-class precision/recall/F1/support, accuracy and balanced accuracy.
 

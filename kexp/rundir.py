@@ -22,6 +22,7 @@ import re
 import secrets
 import string
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,17 +180,24 @@ def open_run(run_dir: Path) -> RunRecord:
     from kexp.spec import load_spec
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir}: not a kexp run directory (no config.yaml)")
     env = read_json(run_dir / "env.json")
     check_made_by_older_kexp(run_dir / "env.json", env)
     status = read_json(run_dir / "status.json")
     warnings = usable_state(run_dir / "status.json", status)
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
+    if metrics and metrics.get("members"):
+        raise RunDirError(f"{run_dir}: a {metrics.get('protocol')} run of {len(metrics['members'])} members has no single model; "
+                          "its metrics.json holds each member's numbers and their mean, std and 95% CI")
     if not (run_dir / "model.keras").is_file():
         raise RunDirError(f"{run_dir / 'model.keras'}: not found; the run saved no model")
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
+    if not zipfile.is_zipfile(run_dir / "model.keras"):  # checked here, before TensorFlow takes seconds to start
+        raise RunDirError(f"{run_dir / 'model.keras'}: damaged or not a Keras model (not a .keras zip archive)")
     if not (run_dir / PREPROCESSING_FILE).exists():
-        raise RunDirError(f"{run_dir / PREPROCESSING_FILE}: not found (runs made before kexp 0.2 cannot be reopened; train again)")
+        raise RunDirError(f"{run_dir / PREPROCESSING_FILE}: not found; the run directory is incomplete (or made before kexp 0.2): train again")
     return RunRecord(run_dir, load_spec(run_dir / "config.yaml"), status, env, metrics, read_preprocessing(run_dir), warnings)
 
 

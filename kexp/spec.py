@@ -14,7 +14,7 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -38,6 +38,17 @@ class ComponentSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
     name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataSpec(ComponentSpec):
+    """The data section: a dataset by name, its options, and the seed that splits it."""
+
+    # None: the experiment's `seed`. Repeats with other seeds then share one split, so their
+    # spread measures initialization and shuffling alone.
+    split_seed: int | None = Field(default=None, ge=0, lt=2**32)
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -135,6 +146,8 @@ class TrainSpec(BaseModel):
     # Batches per TensorFlow call: >1 cuts Python overhead for small models; same updates, same result.
     steps_per_execution: PositiveInt = 1
     early_stopping: EarlyStoppingSpec | None = None
+    # balanced: weight each class by n / (classes x its count) in the loss (SMS is 13% spam).
+    class_weight: Literal["balanced"] | None = None
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -165,14 +178,29 @@ class TrainSpec(BaseModel):
         return metrics
 
 
+class EvaluationSpec(BaseModel):
+    """How the model is scored: one hold-out, k folds, or (as the tutorials do) its training data."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # holdout: the dataset's official split or data.test_fraction; kfold: every row is a test
+    # row once per repeat; train: score on the rows trained on (labelled so everywhere).
+    protocol: Literal["holdout", "kfold", "train"] = "holdout"
+    k: int = Field(default=5, ge=2, le=100)
+    repeats: int = Field(default=1, ge=1, le=100)
+    save_models: bool = Field(default=False, description="keep each fold's model.keras")
+
+
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     # NumPy and TensorFlow take 32-bit seeds; a larger one would fail after the data loads.
     seed: int = Field(default=0, ge=0, lt=2**32)
-    data: ComponentSpec
+    # Train once per seed and aggregate (mean, std, 95% CI); `kexp train --repeat N` fills it in.
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] | None = Field(default=None, min_length=1, max_length=100)
+    data: DataSpec
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     # auto = first GPU when TensorFlow sees one, else CPU.
     device: str = "auto"
 
@@ -187,6 +215,21 @@ class ExperimentSpec(BaseModel):
     @classmethod
     def _component_from_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds} repeat a seed; repeats need distinct seeds")
+        return seeds
+
+    def member_seeds(self) -> list[int]:
+        """The seed of each training run this spec asks for (one unless `seeds` lists several)."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    @property
+    def split_seed(self) -> int:
+        return self.data.split_seed if self.data.split_seed is not None else self.seed
 
     def to_yaml(self) -> str:
         """Every option, unset ones as null, so the saved spec shows all there is to set."""
@@ -429,7 +472,7 @@ def resolve_components(spec: ExperimentSpec) -> ExperimentSpec:
     metrics = spec.train.metrics if spec.train.metrics is not None else DEFAULT_METRICS[data.static_task()]
     return spec.model_copy(
         update={
-            "data": ComponentSpec(name=spec.data.name, **data.model_dump(mode="json")),
+            "data": DataSpec(name=spec.data.name, split_seed=spec.data.split_seed, **data.model_dump(mode="json")),
             "model": ComponentSpec(name=spec.model.name, **model.model_dump(mode="json")),
             "train": spec.train.model_copy(update={"metrics": list(metrics)}),
         }

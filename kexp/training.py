@@ -258,6 +258,23 @@ def make_progress(epochs: int, steps_per_epoch: int, console):
     return Progress()
 
 
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """`balanced`: n / (classes x count) per class, scikit-learn's and Keras' usual weighting."""
+    counts = np.bincount(y.astype(np.int64), minlength=num_classes)
+    return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def class_report(model, data, splits: dict[str, tuple | None], batch_size: int) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, confusion matrix and balanced accuracy of the test part (else train)."""
+    from kexp.reports import classification_report, to_classes
+
+    part = "test" if splits.get("test") is not None else "train"
+    x, y = getattr(data, part).x, getattr(data, part).y
+    feed = batches(x, splits[part][1], max(batch_size, 256))
+    outputs = model.predict(feed["x"], batch_size=feed.get("batch_size"), verbose=0)
+    return {"part": part, **classification_report(y, to_classes(outputs), data.class_names)}
+
+
 def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
     """Keras metrics of the final model on each split (dropout off), as plain floats."""
     results = {}

@@ -336,3 +336,57 @@ def test_messages_print_text_as_written_not_as_emoji(runner, tmp_path):
     spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "csv", "path": "no:x:.csv"}))
     result = runner.invoke(app, ["train", str(spec), "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1 and f"looked for {tmp_path}/no:x:.csv" in result.output
+
+
+# --- issue 8: evaluation protocols and repeats -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_kfold_run_keeps_each_fold_and_aggregates_them(runner, tmp_path):
+    import statistics
+
+    spec = smoke_spec(data={"name": "synthetic", "samples": 120, "features": 4, "classes": 3, "test_fraction": 0.0},
+                      train={"epochs": 1, "batch_size": 16}, evaluation={"protocol": "kfold", "k": 3, "save_models": True})
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "k.yaml", spec)), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert "kfold: mean ± std [95% CI] over 3 members" in result.output
+    [run] = run_dirs(runs)
+    metrics = json.loads((run / "metrics.json").read_text())
+    folds = [json.loads((run / "folds" / str(i) / "metrics.json").read_text()) for i in range(3)]
+    accuracies = [fold["test"]["accuracy"] for fold in folds]
+    summary = metrics["aggregate"]["test"]["accuracy"]
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(statistics.mean(accuracies))
+    assert summary["std"] == pytest.approx(statistics.stdev(accuracies))
+    assert metrics["test"]["accuracy"] == pytest.approx(summary["mean"]) and metrics["protocol"] == "kfold"
+    assert sum(fold["data"]["test_size"] for fold in folds) == 120  # every row tested once
+    assert all((run / "folds" / str(i) / name).exists() for i in range(3) for name in ("history.json", "model.keras", "preprocessing"))
+    assert not (run / "model.keras").exists()  # no single model for a k-fold run
+    assert "balanced_accuracy" in metrics["aggregate"]["report"]
+    reuse = runner.invoke(app, ["evaluate", str(run)])
+    assert reuse.exit_code == 1 and "a kfold run of 3 members has no single model" in reuse.output
+
+
+@pytest.mark.slow
+def test_repeat_trains_distinct_seeds_on_one_split(runner, tmp_path):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "s.yaml", smoke_spec(train={"epochs": 1}))), "--repeat", "3", "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    [run] = run_dirs(runs)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [m["seed"] for m in metrics["members"]] == [0, 1, 2] and metrics["protocol"] == "holdout"
+    assert sorted(p.name for p in (run / "repeats").iterdir()) == ["0", "1", "2"]
+    assert "seeds:\n- 0\n- 1\n- 2" in (run / "config.yaml").read_text()  # the saved spec repeats the run exactly
+
+
+@pytest.mark.slow
+def test_score_on_training_rows_is_labelled_and_balanced_weights_train(runner, tmp_path, data_dir):
+    write_pima_csv(data_dir / "pima-indians-diabetes.data.csv", rows=60)
+    spec = smoke_spec(data={"name": "pima"}, train={"epochs": 1, "batch_size": 8, "class_weight": "balanced"}, evaluation={"protocol": "train"})
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_spec(tmp_path / "p.yaml", spec)), "--runs-dir", str(runs), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "scored on its training rows" in result.output and "scored on the training rows, not an estimate" in result.output
+    metrics = json.loads(next(runs.iterdir()).joinpath("metrics.json").read_text())
+    assert metrics["protocol"] == "train" and metrics["test"] is None and metrics["report"]["part"] == "train"
+    assert set(metrics["report"]["per_class"]) == {"0", "1"}

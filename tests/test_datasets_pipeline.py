@@ -79,3 +79,76 @@ def test_validation_split_names_a_class_too_small_to_hold_out():
         split_rows(raw_of(y, ["common", "rare"]), 0, 0.2)
 
 
+
+
+# --- evaluation protocols: members --------------------------------------------------------
+
+
+def spec_for(protocol: str = "holdout", k: int = 5, repeats: int = 1, seeds=None, validation_split: float = 0.0, split_seed=None):
+    from kexp.spec import validate_spec
+
+    raw = {"name": "p", "seed": 3, "data": {"name": "synthetic", "split_seed": split_seed}, "model": "mlp",
+           "train": {"validation_split": validation_split}, "evaluation": {"protocol": protocol, "k": k, "repeats": repeats}}
+    if seeds:
+        raw["seeds"] = seeds
+    return validate_spec(raw)
+
+
+def test_kfold_folds_are_stratified_disjoint_and_cover_every_row_once():
+    from kexp.datasets.pipeline import plan_members
+
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    members = plan_members(raw_of(y), spec_for("kfold", k=5))
+    assert [m.name for m in members] == [f"fold-{i}" for i in range(5)]
+    tests = [m.rows["test"] for m in members]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(100))  # each row tested exactly once
+    for m in members:
+        assert not set(m.rows["train"]) & set(m.rows["test"])
+        assert np.bincount(y[m.rows["test"]]).tolist() == [10, 6, 4]  # every class keeps its share
+
+
+def test_kfold_repeats_reshuffle_the_folds():
+    from kexp.datasets.pipeline import plan_members
+
+    y = np.repeat([0, 1], 40)
+    members = plan_members(raw_of(y), spec_for("kfold", k=4, repeats=2))
+    assert len(members) == 8 and members[0].name == "fold-0-0" and members[4].name == "fold-1-0"
+    assert sorted(members[0].rows["test"].tolist()) != sorted(members[4].rows["test"].tolist())
+
+
+def test_each_fold_fits_its_preprocessing_on_its_own_training_rows():
+    from kexp.datasets.pipeline import plan_members
+
+    y = np.repeat([0, 1], 30)
+    raw = raw_of(y, standardize=True)
+    for member in plan_members(raw, spec_for("kfold", k=3, validation_split=0.2)):
+        data = prepare_dataset(raw, member.rows)
+        train_rows = member.rows["train"].astype(np.float32)  # the feature is the row number
+        assert data.preprocessing.mean == pytest.approx([train_rows.mean()])
+        assert not set(member.rows["test"]) & set(member.rows["train"]) and not set(member.rows["validation"]) & set(member.rows["train"])
+
+
+def test_a_class_smaller_than_k_is_an_error_naming_evaluation_k():
+    from kexp.datasets.pipeline import plan_members
+
+    y = np.repeat([0, 1], [40, 3])
+    with pytest.raises(SpecError, match=re.escape("evaluation.k: class 'c1' has 3 rows, fewer than the 5 folds; set evaluation.k to at most 3")):
+        plan_members(raw_of(y), spec_for("kfold", k=5))
+
+
+def test_repeats_share_the_split_and_differ_in_seed():
+    from kexp.datasets.pipeline import plan_members
+
+    y = np.repeat([0, 1], 30)
+    members = plan_members(raw_of(y, test_fraction=0.25), spec_for(seeds=[1, 2, 3]))
+    assert [(m.name, m.seed) for m in members] == [("seed-1", 1), ("seed-2", 2), ("seed-3", 3)]
+    assert all(m.rows["test"].tolist() == members[0].rows["test"].tolist() for m in members)
+    other = plan_members(raw_of(y, test_fraction=0.25), spec_for(seeds=[1, 2, 3], split_seed=9))
+    assert other[0].rows["test"].tolist() != members[0].rows["test"].tolist()  # data.split_seed moves the split
+
+
+def test_protocol_train_scores_on_every_row_it_trains_on():
+    from kexp.datasets.pipeline import plan_members
+
+    [member] = plan_members(raw_of(np.repeat([0, 1], 10), test_fraction=0.5), spec_for("train"))
+    assert member.name is None and len(member.rows["train"]) == 20 and len(member.rows["test"]) == 0

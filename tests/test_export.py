@@ -77,7 +77,7 @@ def test_export_never_overwrites(runner, run_copy, tmp_path):
     before = target.read_bytes()
     result = runner.invoke(app, ["export", str(run_copy), "--format", "tflite", "--output", str(target)])
     assert result.exit_code == 1
-    assert result.output.strip() == f"kexp: error: {target}: already exists; kexp export never overwrites (remove it or pass --output)"
+    assert result.output.strip() == f"kexp: error: {target}: already exists; kexp export never overwrites (remove it, or choose a new path with --output)"
     assert target.read_bytes() == before
 
 

@@ -237,6 +237,10 @@ def test_png_npy_and_idx_files_give_the_labels_of_the_idx_rows_they_came_from(mn
     assert predicted[3]["input"] == "t10k-images-idx3-ubyte.gz:3"
     np.save(tmp_path / "one.npy", images[4])  # one [28, 28] image
     assert [p["label"] for p in predict_run(mnist_run, [str(tmp_path / "one.npy")])] == expected[4:5]
+    np.save(tmp_path / "flat.npy", images.reshape(len(images), -1))  # as a dense model takes them
+    np.save(tmp_path / "nhwc.npy", images[..., np.newaxis])  # as a CNN takes them
+    for source in (tmp_path / "flat.npy", tmp_path / "nhwc.npy"):
+        assert [p["label"] for p in predict_run(mnist_run, [str(source)])] == expected, source
 
 
 def test_a_larger_image_is_resized_with_a_warning(mnist_run, tmp_path):
@@ -309,3 +313,18 @@ def test_a_fresh_process_tokenizes_in_a_worker_and_gives_the_same_answers(text_r
     result = subprocess.run([sys.executable, "-m", "kexp", "predict", str(text_run), f"@{tmp_path / 'new.txt'}", "--json"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == expected
+
+
+def test_file_like_text_inputs_are_files_never_predicted_as_their_names(text_run, tmp_path):
+    line = one_error_line(invoke(text_run, tmp_path / "missing.txt"))
+    assert "missing.txt: not found (an input ending like a file name is read as a file" in line
+    (tmp_path / "rows.csv").write_text("id,text\n1,good\n")
+    assert "rows.csv: a text run reads plain text, one example per line" in one_error_line(invoke(text_run, tmp_path / "rows.csv"))
+
+
+def test_blank_lines_are_skipped_with_a_warning_and_inputs_keep_their_line_numbers(text_run, tmp_path):
+    (tmp_path / "m.txt").write_text("\ufeffgood film\n\nbad film\n   \n", encoding="utf-8")
+    warnings: list[str] = []
+    rows = predict_run(text_run, [str(tmp_path / "m.txt")], warn=warnings.append)
+    assert [r["input"] for r in rows] == ["m.txt:1 good film", "m.txt:3 bad film"]  # the byte-order mark is gone
+    assert any("skipped 2 blank line(s)" in w for w in warnings)

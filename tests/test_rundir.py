@@ -69,3 +69,18 @@ def test_check_runs_dir_tries_for_real_where_permissions_do_not_tell(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == []
     check_runs_dir(tmp_path / "runs")
     assert [p.name for p in tmp_path.iterdir()] == []  # the probe leaves nothing behind
+
+
+def test_open_run_names_a_missing_directory_and_a_damaged_model(tmp_path):
+    from kexp.rundir import open_run
+
+    with pytest.raises(RunDirError, match=r"nope: no such run directory"):
+        open_run(tmp_path / "nope")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: x\ndata: synthetic\nmodel: mlp\n")
+    write_json(run / "env.json", {"kexp": "0.2.0"})
+    write_json(run / "status.json", {"state": "completed"})
+    (run / "model.keras").write_text("hello")
+    with pytest.raises(RunDirError, match=r"model.keras: damaged or not a Keras model \(not a .keras zip archive\)"):
+        open_run(run)

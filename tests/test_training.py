@@ -58,3 +58,10 @@ def test_cpu_always_works_and_missing_gpu_is_a_device_error():
         assert training.select_device("auto") == "/CPU:0"
         with pytest.raises(DeviceError, match="device 'gpu:1' was requested but TensorFlow .* sees no GPU"):
             training.select_device("gpu:1")
+
+
+def test_balanced_class_weights_equalize_each_class_total():
+    y = np.array([0] * 90 + [1] * 10)
+    weights = training.class_weights(y, 2)
+    assert weights == {0: pytest.approx(100 / 180), 1: pytest.approx(5.0)}
+    assert weights[0] * 90 == pytest.approx(weights[1] * 10)

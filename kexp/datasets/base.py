@@ -183,10 +183,10 @@ def split_indices(
     return train, test
 
 
-def summarize(dataset: Dataset) -> dict[str, Any]:
-    """Sizes and class balance of each part, for the console and metrics.json."""
+def summarize(dataset: Dataset, sizes: bool = True) -> dict[str, Any]:
+    """Sizes and class balance of each part (unless `sizes` is False), for the console and metrics.json."""
     summary: dict[str, Any] = {"task": dataset.task, "class_names": dataset.class_names, "positive_class": dataset.positive_class}
-    for name in ("train", "validation", "test"):
+    for name in ("train", "validation", "test") if sizes else ():
         part = getattr(dataset, name)
         if part is not None:
             summary[f"{name}_size"] = len(part)

@@ -11,27 +11,28 @@ never see a validation or test row, and validation metrics are as honest as test
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kexp.datasets.base import Dataset, RawData, Split, check_official_split, check_split, describe_files, split_indices
+from kexp.errors import SpecError
 from kexp.registry import DATASETS
 
 
 def read_data(spec: Any, data_dir: Path) -> RawData:
     """The `data` section's dataset, read (no split, nothing fitted)."""
     entry = DATASETS.get(spec.data.name)
-    raw = entry.fn(entry.options.model_validate(spec.data.options()), data_dir, spec.seed)
+    raw = entry.fn(entry.options.model_validate(spec.data.options()), data_dir, spec.split_seed)
     raw.summary.setdefault("files", describe_files(raw.files))
     return raw
 
 
 def split_rows(raw: RawData, seed: int, validation_split: float = 0.0) -> dict[str, np.ndarray]:
     """Row indices of train, validation and test (empty arrays for absent parts), checked."""
-    # Regression splits like one class, unstratified: the checks then only find empty parts.
-    classes, names = (raw.labels, raw.class_names) if raw.task == "classification" else (np.zeros(len(raw), np.int32), ["all"])
+    classes, names = class_ids_for_splitting(raw)
     stratify = raw.stratify and raw.task == "classification"
     if raw.is_test is not None:
         train, test = np.flatnonzero(~raw.is_test), np.flatnonzero(raw.is_test)
@@ -39,14 +40,77 @@ def split_rows(raw: RawData, seed: int, validation_split: float = 0.0) -> dict[s
     else:
         train, test = split_indices(classes, raw.test_fraction, seed, stratify)
         check_split(classes[train], classes[test], names, "data.test_fraction", raw.test_fraction, stratified=stratify, zero_allowed=raw.test_optional)
-    validation = np.array([], dtype=np.int64)
-    if validation_split > 0:
-        # Stratified, so no class drops out of either part by chance (the test split's rule).
-        keep, held = split_indices(classes[train], validation_split, seed, stratify=stratify or raw.task == "classification")
-        check_split(classes[train][keep], classes[train][held], names, "train.validation_split", validation_split,
-                    part="validation", stratified=raw.task == "classification", zero_allowed=True)
-        train, validation = train[keep], train[held]
+    train, validation = hold_out_validation(raw, train, validation_split, seed)
     return {"train": train, "validation": validation, "test": test}
+
+
+def class_ids_for_splitting(raw: RawData) -> tuple[np.ndarray, list[str]]:
+    """Classification splits by class; regression splits like one class, unstratified, so the checks only find empty parts."""
+    if raw.task == "classification":
+        return raw.labels, raw.class_names
+    return np.zeros(len(raw), np.int32), ["all"]
+
+
+def hold_out_validation(raw: RawData, train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) rows out of `train`: seeded and, for classification, stratified (no class drops out by chance)."""
+    if fraction <= 0:
+        return train, np.array([], dtype=np.int64)
+    classes, names = class_ids_for_splitting(raw)
+    keep, held = split_indices(classes[train], fraction, seed, stratify=raw.task == "classification")
+    check_split(classes[train][keep], classes[train][held], names, "train.validation_split", fraction,
+                part="validation", stratified=raw.task == "classification", zero_allowed=True)
+    return train[keep], train[held]
+
+
+@dataclass
+class Member:
+    """One training run inside an experiment: a fold, a repeat, or the only one."""
+
+    name: str | None  # None for a plain single run; fold-0, seed-3, fold-1-seed-3 otherwise
+    seed: int  # initialization and shuffling
+    rows: dict[str, np.ndarray]
+
+
+def plan_members(raw: RawData, spec: Any) -> list[Member]:
+    """Every member's rows, checked before anything trains, for the spec's evaluation protocol and seeds."""
+    evaluation, seeds = spec.evaluation, spec.member_seeds()
+    if evaluation.protocol == "kfold":
+        parts = kfold_parts(raw, evaluation.k, evaluation.repeats, spec.split_seed)
+    elif evaluation.protocol == "train":
+        parts = [(None, np.arange(len(raw)), np.array([], dtype=np.int64))]  # scored on the rows it trains on
+    else:
+        rows = split_rows(raw, spec.split_seed)
+        parts = [(None, rows["train"], rows["test"])]
+    members = []
+    for part_name, train, test in parts:
+        train, validation = hold_out_validation(raw, train, spec.train.validation_split, spec.split_seed)
+        for seed in seeds:
+            names = [n for n in (part_name, f"seed-{seed}" if len(seeds) > 1 else None) if n]
+            members.append(Member("-".join(names) or None, seed, {"train": train, "validation": validation, "test": test}))
+    return members
+
+
+def kfold_parts(raw: RawData, k: int, repeats: int, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, train rows, test rows) of each fold: stratified for classification (scikit-learn's splitters)."""
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
+    if raw.is_test is None and raw.test_fraction > 0 and raw.test_optional:
+        raise SpecError([f"evaluation.protocol: kfold tests on every row in turn, so data.test_fraction must be 0 (it is {raw.test_fraction:g})"])
+    if raw.is_test is not None or raw.test_fraction > 0:  # a split the dataset cannot turn off: say it is not used
+        raw.summary["kfold_note"] = "every row is a test row once per repeat; the dataset's own split / test_fraction is not used"
+    if raw.task == "classification":
+        counts = np.bincount(raw.labels, minlength=len(raw.class_names))
+        if counts.min() < k:
+            small = raw.class_names[int(counts.argmin())]
+            fix = f"set evaluation.k to at most {int(counts.min())}" if counts.min() >= 2 else "add rows of that class"
+            raise SpecError([f"evaluation.k: class '{small}' has {int(counts.min())} rows, fewer than the {k} folds; {fix}"])
+        splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    else:
+        if len(raw) < k:
+            raise SpecError([f"evaluation.k: {len(raw)} rows cannot make {k} folds; lower evaluation.k"])
+        splitter = RepeatedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    folds = splitter.split(np.zeros(len(raw)), raw.labels)
+    return [(f"fold-{i}" if repeats == 1 else f"fold-{i // k}-{i % k}", train, test) for i, (train, test) in enumerate(folds)]
 
 
 def prepare_dataset(raw: RawData, rows: dict[str, np.ndarray], fitted: Any = None) -> Dataset:
@@ -78,6 +142,6 @@ def fitted_summary(fitted: Any) -> dict[str, Any]:
 
 
 def load_dataset(spec: Any, data_dir: Path) -> Dataset:
-    """read -> split -> fit -> transform for a spec, as `kexp train` does."""
+    """read -> split -> fit -> transform for a spec, as `kexp train` does for its (first) member."""
     raw = read_data(spec, data_dir)
-    return prepare_dataset(raw, split_rows(raw, spec.seed, spec.train.validation_split))
+    return prepare_dataset(raw, plan_members(raw, spec)[0].rows)

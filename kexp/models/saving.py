@@ -19,6 +19,8 @@ def load_model(path: Path | str):
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path}: no saved model here")
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive; say so before Keras' own "File not found"
+        raise RunDirError(f"{path}: damaged or not a Keras model (not a .keras zip archive); train the run again")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as exc:
