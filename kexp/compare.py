@@ -388,6 +388,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
     names = {}
     for key in keys:
         parts = key.split(".")
+        names[key] = key  # a top-level key (name) can be the tail of others (data.name): then it stays whole
         for size in range(1, len(parts) + 1):
             tail = ".".join(parts[-size:])
             if sum(1 for other in keys if other == tail or other.endswith("." + tail)) == 1:
@@ -573,7 +574,7 @@ def plot_compare(result: dict[str, Any], path: Path) -> Path:
     metrics = ["loss"] + ([result["curve_metric"]] if result["curve_metric"] else [])
     runs = result["runs"]
     colours = colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
-    legend_inches = 0.3 + 0.23 * math.ceil((len(runs) + 2) / 2)  # two columns of entries below the plots
+    legend_inches = 0.3 + 0.2 * (len(runs) + 2)  # one column of entries below the plots: long labels stay whole
     height = 4.4 + legend_inches
     fig = Figure(figsize=(12, height))
     axes = fig.subplots(1, len(metrics), squeeze=False)
@@ -591,7 +592,7 @@ def plot_compare(result: dict[str, Any], path: Path) -> Path:
     handles += [Line2D([], [], color="black", linestyle="-"), Line2D([], [], color="black", linestyle="--")]
     labels = [run["label"] + (f" (mean of {run['curves_averaged_over']} members)" if run["curves_averaged_over"] else "") for run in runs]
     labels += ["train (solid)", "validation (dashed)"]
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=9, frameon=False)
     # fixed margins in inches: tight_layout would draw the figure once more (a third of the time)
     fig.subplots_adjust(left=0.8 / 12, right=1 - 0.25 / 12, top=1 - 0.4 / height, bottom=(legend_inches + 0.6) / height, wspace=0.18)
     fig.savefig(path, dpi=100)

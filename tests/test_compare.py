@@ -392,3 +392,9 @@ def test_compare_shows_failed_running_and_damaged_runs(runner, runs, tmp_path):
     failed = next(r for r in result["runs"] if r["id"].endswith("cccc"))
     assert all(cell["value"] is None for cell in failed["metrics"].values())
     assert result["curves"]["20261123-110000-pima-cccc"]["loss"] == history_for(2)["loss"]  # its finished epochs still drawn
+
+
+def test_short_names_keep_a_top_level_key_that_is_the_tail_of_others():
+    from kexp.compare import short_names
+
+    assert short_names(["name", "data.name", "model.hidden_units"]) == {"name": "name", "data.name": "data.name", "model.hidden_units": "hidden_units"}
