@@ -136,20 +136,10 @@ def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
     for name, part in parts.items():
         targets = training.make_targets(part.y, loss, len(class_names))
         metrics = training.evaluate_splits(model, {name: (part.x, targets)}, record.spec.train.batch_size)[name]
-        outputs = predict(model, part.x, targets, batch_size)
+        outputs = training.predict_outputs(model, part.x, targets, batch_size)
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
         results[name] = {"metrics": metrics, "recorded_metrics": (record.metrics or {}).get(name), **report}
     return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}
-
-
-def predict(model, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
-    """Model outputs as a 2-D array, fed like evaluate (batch by batch from numpy when the inputs are large)."""
-    from kexp import training
-
-    feed = training.batches(x, targets, batch_size)
-    if "y" in feed:
-        return np.asarray(model.predict(feed["x"], batch_size=batch_size, verbose=0)).reshape(len(x), -1)
-    return np.asarray(model.predict(feed["x"], verbose=0)).reshape(len(x), -1)
 
 
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:

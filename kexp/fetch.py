@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kexp.datasets.base import sha256_file
 from kexp.errors import DataError
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist"
@@ -65,14 +66,6 @@ SOURCES: dict[str, list[Source]] = {
 }
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(url: str, sha256: str, target: Path, console: Console) -> Path:
     """Stream `url` to `target` with a progress bar; keep it only if its SHA-256 matches."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -107,7 +100,7 @@ def fetch(name: str, data_dir: Path, console: Console) -> list[Path]:
     paths = []
     for source in SOURCES[name]:
         target = data_dir / source.target
-        if not (target.is_file() and sha256_of(target) == source.sha256):
+        if not (target.is_file() and sha256_file(target) == source.sha256):
             download(source.url, source.sha256, target, console)
         if source.member:
             target = extract_member(target, source.member, data_dir / source.extract_to)

@@ -22,13 +22,14 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kexp.datasets.csv import PIMA_LABEL_COLUMN
 from kexp.errors import DataError, KexpError, RunDirError
 
 # Examples per preprocessing + model step: bounds memory (a 10,000-word count matrix of 1,024
@@ -194,7 +195,7 @@ def positional_columns(path: Path, width: int, feature_names: list[str], spec: A
             f"({', '.join(feature_names)}), optionally with its label column"
         )
     options = spec.data.options()
-    label = 8 if spec.data.name == "pima" else options.get("label_column", -1)
+    label = PIMA_LABEL_COLUMN if spec.data.name == "pima" else options.get("label_column", -1)
     if isinstance(label, str):
         raise DataError(
             f"{path}: {width} columns and no header: one is the label, but the run named its label column '{label}' "

@@ -66,9 +66,15 @@ class Registry:
         return [self._entries[n] for n in self.names()]
 
     def unknown_name_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        close = closest(name, self.names())
+        hint = f" Did you mean '{close}'?" if close else ""
         return f"Unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}"
+
+
+def closest(name: str, choices) -> str | None:
+    """The choice most like `name` (difflib), or None when nothing is close: every did-you-mean uses it."""
+    close = difflib.get_close_matches(str(name), sorted(str(c) for c in choices), n=1)
+    return close[0] if close else None
 
 
 DATASETS = Registry("dataset")
@@ -76,7 +82,7 @@ MODELS = Registry("model")
 
 
 def dataset(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
-    """Register a dataset loader: `fn(options, data_dir) -> Dataset`."""
+    """Register a dataset reader: `fn(options, data_dir, seed) -> RawData` (read only; kexp/datasets/pipeline.py splits and fits)."""
     return DATASETS.register(name, options)
 
 

@@ -185,7 +185,7 @@ def open_run(run_dir: Path) -> RunRecord:
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{run_dir}: not a kexp run directory (no config.yaml)")
     env = read_json(run_dir / "env.json")
-    check_made_by_older_kexp(run_dir / "env.json", env)
+    check_not_from_newer_kexp(run_dir / "env.json", env)
     status = read_json(run_dir / "status.json")
     warnings = usable_state(run_dir / "status.json", status)
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
@@ -201,7 +201,7 @@ def open_run(run_dir: Path) -> RunRecord:
     return RunRecord(run_dir, load_spec(run_dir / "config.yaml"), status, env, metrics, read_preprocessing(run_dir), warnings)
 
 
-def check_made_by_older_kexp(source: Path, env: dict[str, Any]) -> None:
+def check_not_from_newer_kexp(source: Path, env: dict[str, Any]) -> None:
     import kexp
 
     made_by = str(env.get("kexp", "0"))

@@ -9,7 +9,6 @@ pass, so they are validated exactly like the file. No TensorFlow is imported her
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import typing
@@ -29,7 +28,7 @@ from pydantic import (
 )
 
 from kexp.errors import SpecError
-from kexp.registry import DATASETS, MODELS, Options, Registry, load_components  # noqa: F401  (Options: re-exported)
+from kexp.registry import DATASETS, MODELS, Options, Registry, closest, load_components  # noqa: F401  (Options: re-exported)
 from kexp.task import CLASSIFICATION, DEFAULT_METRICS, LOSSES, METRICS, task_problems, unknown_loss_message, unknown_metric_message
 
 
@@ -49,9 +48,6 @@ class DataSpec(ComponentSpec):
     # None: the experiment's `seed`. Repeats with other seeds then share one split, so their
     # spread measures initialization and shuffling alone.
     split_seed: int | None = Field(default=None, ge=0, lt=2**32)
-
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 # Keyword arguments each Keras optimizer accepts besides the common ones, so a typo
@@ -74,8 +70,8 @@ NON_NEGATIVE_OPTIMIZER_ARGS = {"epsilon", "weight_decay", "clipnorm", "clipvalue
 
 def did_you_mean(name: str, choices: Any) -> str:
     """ " (did you mean 'x'?)" for the closest choice, or "" when nothing is close."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    close = closest(name, choices)
+    return f" (did you mean '{close}'?)" if close else ""
 
 
 class OptimizerSpec(BaseModel):

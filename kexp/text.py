@@ -203,6 +203,16 @@ def _with_progress(items: Iterable[str], total: int | None, show: bool) -> Itera
                 bar.update(task, completed=i)
 
 
+def file_identity(path: Path) -> tuple[str, int, int]:
+    """(path, size, newest mtime) of a file, or of the files in a folder: a folder's own mtime
+    does not change when a file inside it is edited (aclImdb/), so its own stat is no key."""
+    if not path.is_dir():
+        stat = path.stat()
+        return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+    stats = [os.stat(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names]
+    return str(path.resolve()), sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
 def cache_path(kind: str, files: list[Path], options: TextOptions, reader_key: dict[str, Any] | None = None) -> Path | None:
     """Where a tokenized corpus is cached; None when caching is off.
 
@@ -213,7 +223,7 @@ def cache_path(kind: str, files: list[Path], options: TextOptions, reader_key: d
     root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "kexp"))
     if root.lower() in {"", "none", "off"}:
         return None
-    identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    identity = [file_identity(f) for f in files]
     key = json.dumps(
         {"kind": kind, "files": identity, "options": options.tokenization_key(), "reader": reader_key or {}, "format": 2}, sort_keys=True
     )

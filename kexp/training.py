@@ -269,10 +269,14 @@ def class_report(model, data, splits: dict[str, tuple | None], batch_size: int) 
     from kexp.reports import classification_report, to_classes
 
     part = "test" if splits.get("test") is not None else "train"
-    x, y = getattr(data, part).x, getattr(data, part).y
-    feed = batches(x, splits[part][1], max(batch_size, 256))
-    outputs = model.predict(feed["x"], batch_size=feed.get("batch_size"), verbose=0)
-    return {"part": part, **classification_report(y, to_classes(outputs), data.class_names)}
+    outputs = predict_outputs(model, *splits[part], max(batch_size, 256))
+    return {"part": part, **classification_report(getattr(data, part).y, to_classes(outputs), data.class_names)}
+
+
+def predict_outputs(model, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
+    """Model outputs [rows, units], fed as evaluate feeds them (batch by batch from numpy when the inputs are large)."""
+    feed = batches(x, targets, batch_size)
+    return np.asarray(model.predict(feed["x"], batch_size=feed.get("batch_size"), verbose=0)).reshape(len(x), -1)
 
 
 def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:

@@ -196,3 +196,20 @@ def test_cache_key_includes_the_readers_options(tmp_path, monkeypatch):
     assert base == cache_path("k", [f], TextOptions(), {"text_column": 0})
     assert base != cache_path("k", [f], TextOptions(), {"text_column": 1})
     assert base != cache_path("k", [f], TextOptions())
+
+
+def test_cache_key_of_a_folder_changes_when_a_file_inside_changes(tmp_path, monkeypatch):
+    import os
+
+    from kexp.text import TextOptions, cache_path
+
+    monkeypatch.setenv("KEXP_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "aclImdb" / "train" / "pos"
+    folder.mkdir(parents=True)
+    review = folder / "0_9.txt"
+    review.write_text("a fine film")
+    before = cache_path("imdb", [tmp_path / "aclImdb"], TextOptions())
+    stat = (tmp_path / "aclImdb").stat()
+    review.write_text("a dull film, longer")
+    os.utime(tmp_path / "aclImdb", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the folder's own stat is unchanged
+    assert cache_path("imdb", [tmp_path / "aclImdb"], TextOptions()) != before

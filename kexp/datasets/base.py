@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import DataError, SpecError
+from kexp.preprocessing import Fitted, Preprocessor
 
 DATA_DIR_ENV = "KEXP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -31,7 +32,7 @@ class RawData:
     inputs: Any  # np.ndarray (tables, images) or text.Corpus; the preprocessor's transform takes rows of it
     labels: np.ndarray  # int32 class ids
     class_names: list[str]
-    preprocessor: Any  # unfitted: .fit(inputs, train_rows) -> a fitted preprocessor (kexp.preprocessing)
+    preprocessor: Preprocessor  # unfitted: .fit(inputs, train_rows) -> a Fitted one
     # The data set's own split (mnist, imdb official); None: hold out `test_fraction`, seeded.
     is_test: np.ndarray | None = None
     test_fraction: float = 0.0
@@ -67,9 +68,7 @@ class Dataset:
     validation: Split | None
     test: Split | None
     class_names: list[str]
-    preprocessing: Any  # the fitted preprocessor (kexp.preprocessing.Fitted)
-    # Rows of the RawData in each part, so a later command rebuilds exactly these parts.
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    preprocessing: Fitted
     positive_class: str | None = None
     raw_input_unsupported: str | None = None
     task: str = "classification"
@@ -132,15 +131,26 @@ def count_bytes(path: Path) -> int:
 
 
 def hash_content(path: Path) -> str:
+    """A file's SHA-256; for a folder, the SHA-256 of its files' relative paths and contents in order."""
+    if not path.is_dir():
+        return sha256_file(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        add_file(digest, file)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of one file, read in 1 MiB blocks (also how `kexp data fetch` verifies downloads)."""
+    return add_file(hashlib.sha256(), path).hexdigest()
+
+
+def add_file(digest: Any, path: Path) -> Any:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest
 
 
 def changed_files(recorded: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[str]:

@@ -233,6 +233,7 @@ def load_csv(options: CsvOptions, data_dir: Path, seed: int) -> RawData:
 
 
 PIMA_FILE = "pima-indians-diabetes.data.csv"
+PIMA_LABEL_COLUMN = 8  # the 0/1 onset, after the 8 features
 PIMA_FEATURES = ["pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi", "pedigree", "age"]
 
 
@@ -249,7 +250,7 @@ class PimaOptions(Options):
 def load_pima(options: PimaOptions, data_dir: Path, seed: int) -> RawData:
     """Pima Indians diabetes: 768 rows, 8 numeric features, 0/1 onset of diabetes."""
     path = find_file(data_dir, [options.path], "pima")
-    table = read_table(path, False, ",", 8, ["0", "1"])
+    table = read_table(path, False, ",", PIMA_LABEL_COLUMN, ["0", "1"])
     if table.x.shape[1] != len(PIMA_FEATURES):
         raise DataError(f"{path}: expected {len(PIMA_FEATURES)} feature columns and the label, found {table.x.shape[1] + 1} columns")
     table.feature_names = PIMA_FEATURES

@@ -73,20 +73,19 @@ class Member:
 
 def plan_members(raw: RawData, spec: Any) -> list[Member]:
     """Every member's rows, checked before anything trains, for the spec's evaluation protocol and seeds."""
-    evaluation, seeds = spec.evaluation, spec.member_seeds()
-    if evaluation.protocol == "kfold":
-        parts = kfold_parts(raw, evaluation.k, evaluation.repeats, spec.split_seed)
-    elif evaluation.protocol == "train":
-        parts = [(None, np.arange(len(raw)), np.array([], dtype=np.int64))]  # scored on the rows it trains on
+    evaluation, seeds, fraction = spec.evaluation, spec.member_seeds(), spec.train.validation_split
+    if evaluation.protocol == "holdout":
+        row_sets = [(None, split_rows(raw, spec.split_seed, fraction))]
     else:
-        rows = split_rows(raw, spec.split_seed)
-        parts = [(None, rows["train"], rows["test"])]
+        parts = kfold_parts(raw, evaluation.k, evaluation.repeats, spec.split_seed) if evaluation.protocol == "kfold" else \
+            [(None, np.arange(len(raw)), np.array([], dtype=np.int64))]  # protocol train: scored on the rows it trains on
+        row_sets = [(name, dict(zip(("train", "validation"), hold_out_validation(raw, train, fraction, spec.split_seed)), test=test))
+                    for name, train, test in parts]
     members = []
-    for part_name, train, test in parts:
-        train, validation = hold_out_validation(raw, train, spec.train.validation_split, spec.split_seed)
+    for part_name, rows in row_sets:
         for seed in seeds:
             names = [n for n in (part_name, f"seed-{seed}" if len(seeds) > 1 else None) if n]
-            members.append(Member("-".join(names) or None, seed, {"train": train, "validation": validation, "test": test}))
+            members.append(Member("-".join(names) or None, seed, rows))
     return members
 
 
@@ -125,7 +124,6 @@ def prepare_dataset(raw: RawData, rows: dict[str, np.ndarray], fitted: Any = Non
         test=parts.get("test"),
         class_names=raw.class_names,
         preprocessing=fitted,
-        rows=rows,
         positive_class=raw.class_names[1] if len(raw.class_names) == 2 else None,
         raw_input_unsupported=raw.raw_input_unsupported,
         task=raw.task,

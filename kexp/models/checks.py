@@ -8,11 +8,12 @@ with one line; pydantic puts the option's key in front (`model.layers.1: ...`).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
+
+from kexp.registry import closest
 
 # Lambda wraps arbitrary Python: YAML cannot express the function, and a saved model holding
 # one cannot be reopened in Keras safe mode, the only way kexp loads models (saving.py).
@@ -29,9 +30,9 @@ def _catalog() -> dict[str, Any]:
 
 def suggest(name: str, choices: list[str] | set[str], otherwise: str | None = None) -> str:
     """The message's tail: "; did you mean 'x'?", else `otherwise`, else every choice."""
-    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    close = closest(name, choices)
     if close:
-        return f"; did you mean '{close[0]}'?"
+        return f"; did you mean '{close}'?"
     return f"; {otherwise or 'choose from ' + ', '.join(sorted(choices))}"
 
 
