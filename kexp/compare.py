@@ -87,6 +87,12 @@ def run_protocol(metrics: dict) -> str:
     return "repeats" if protocol == "holdout" and metrics.get("members") else protocol
 
 
+def task_metrics(metrics: dict) -> tuple[str, ...]:
+    """The metrics a run is judged by, best first: R², MAE, RMSE for regression, else accuracy."""
+    task = metrics.get("task") or (metrics.get("data") or {}).get("task")
+    return ("r2", "mae", "rmse") if task == "regression" else ("accuracy",)
+
+
 def main_metric(metrics: dict) -> dict[str, Any]:
     """The one number a run is known by: {"measured", "value", "std", "n"} (value None if it has none).
 
@@ -94,8 +100,7 @@ def main_metric(metrics: dict) -> dict[str, Any]:
     A run with several members (folds, seeds) gives its mean, std and member count; a number
     scored on training rows says so in "measured".
     """
-    task = metrics.get("task") or (metrics.get("data") or {}).get("task")
-    wanted = ("r2", "mae", "rmse") if task == "regression" else ("accuracy",)
+    wanted = task_metrics(metrics)
     aggregate = metrics.get("aggregate") or {}
     for split in SPLITS:
         part = metrics.get(split) or {}
@@ -496,8 +501,7 @@ def curve_metric(runs: list[dict[str, Any]]) -> str | None:
     """The metric drawn beside the loss: accuracy, or R² for regression, whichever most runs recorded."""
     found = Counter()
     for run in runs:
-        task = run["metrics"].get("task")
-        for name in ("r2", "mae", "rmse") if task == "regression" else ("accuracy",):
+        for name in task_metrics(run["metrics"]):
             if name in run["history"]:
                 found[name] += 1
                 break

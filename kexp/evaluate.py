@@ -27,8 +27,6 @@ from kexp.rundir import PREPROCESSING_FILE, RunRecord, now_iso, open_run, write_
 
 PARTS = ("train", "validation", "test")
 SPLIT_CHOICES = (*PARTS, "all")
-# What makes a part absent, for the message when one is asked for.
-PART_OPTION = {"train": "the data", "validation": "train.validation_split", "test": "data.test_fraction"}
 EVALUATIONS_DIR = "evaluations"
 
 
@@ -159,16 +157,14 @@ def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
 
 
 def claim(path: Path, document: dict[str, Any]) -> bool:
-    """Write `document` to `path` only if no file is there: written aside, then hard-linked (which never replaces)."""
-    aside = path.with_name(f".{path.name}.new")
-    write_json(aside, document)
+    """Write `document` to `path` only if no file is there: reserve the name by exclusive create
+    (never replaces, on any filesystem, unlike a hard link), then write it atomically."""
     try:
-        os.link(aside, path)
-        return True
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         return False
-    finally:
-        aside.unlink(missing_ok=True)
+    write_json(path, document)
+    return True
 
 
 def draw_confusion_plots(folder: Path, document: dict[str, Any], plots: dict[str, str]) -> None:
