@@ -80,16 +80,27 @@ def main_options(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment spec (YAML), e.g. configs/pima.yaml or runs/<id>/config.yaml")],
+    config: Annotated[Path | None, typer.Argument(help="Experiment spec (YAML), e.g. configs/pima.yaml or runs/<id>/config.yaml")] = None,
     set_: SetOption = [],
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     repeat: Annotated[int | None, typer.Option("--repeat", min=1, max=100, help="Train N times with seeds seed, seed+1, ... and report mean, std and 95% CI (sets `seeds`)")] = None,
+    resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)")] = None,
 ) -> None:
-    """Train the experiment in CONFIG and write a new run directory."""
+    """Train the experiment in CONFIG and write a new run directory.
+
+    Exit codes: 0 completed, 1 failed, 2 invalid spec or usage, 3 diverged (NaN loss),
+    130 / 138 / 143 stopped by SIGINT / SIGUSR1 / SIGTERM after saving a checkpoint.
+    """
     from kexp.datasets.base import resolve_data_dir
     from kexp.spec import load_spec
 
+    if resume_dir is not None:
+        if config is not None or set_ or repeat is not None:
+            usage_error("--resume continues a run as it was: give no CONFIG, --set or --repeat with it")
+        return resume(resume_dir, data_dir)
+    if config is None:
+        usage_error("missing CONFIG: kexp train configs/<name>.yaml (or --resume RUN_DIR)")
     with exit_on_error():
         spec = load_spec(config, set_)
         if repeat is not None:
@@ -97,6 +108,36 @@ def train(
         from kexp.experiment import run_experiment
 
         result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, console)
+    show_result(result)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory that was interrupted, failed or crashed: runs/<id>")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Continue a stopped run in the same directory from its last checkpoint (a completed run is left unchanged).
+
+    Refused when config.yaml was edited or the data changed since the run started, when
+    another process holds the run, or when it diverged. Exit codes as for `kexp train`.
+    """
+    from kexp.datasets.base import resolve_data_dir
+
+    with exit_on_error():
+        from kexp.experiment import resume_experiment
+
+        result = resume_experiment(run_dir, resolve_data_dir(data_dir), console)
+    show_result(result)
+
+
+def usage_error(message: str) -> None:
+    err_console.print(f"kexp: error: {message}", highlight=False, markup=False)
+    raise typer.Exit(2)
+
+
+def show_result(result) -> None:
+    if result.note:
+        console.print(result.note, highlight=False)
     print_metrics(result.metrics)
     console.print(f"run directory: {result.run_dir}", highlight=False)
 
@@ -120,7 +161,9 @@ def print_metrics(metrics: dict) -> None:
     report = metrics.get("report")
     if report and "balanced_accuracy" in report:
         console.print(f"balanced accuracy {report['balanced_accuracy']:.4f}" + (f" ({report['part']} part)" if "part" in report else ""), highlight=False)
-    console.print(f"epochs {metrics['epochs_completed']}  fit {metrics['fit_seconds']:.1f}s  total {metrics['wall_seconds']:.1f}s", highlight=False)
+    attempts = metrics.get("attempts", 1)
+    this_attempt = f" (attempt {attempts} of the run; fit time counts all {attempts})" if attempts > 1 else ""
+    console.print(f"epochs {metrics['epochs_completed']}  fit {metrics['fit_seconds']:.1f}s  total {metrics['wall_seconds']:.1f}s{this_attempt}", highlight=False)
 
 
 def describe_value(metrics: dict, aggregate: dict | None, split: str, name: str) -> str:

@@ -25,9 +25,11 @@ import yaml
 
 from kexp.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, summarize_values
 from kexp.errors import RunDirError
+from kexp.lifecycle import STATES as RECORDED_STATES, effective_state
 from kexp.rundir import write_json
 
-STATES = ("running", "completed", "failed", "interrupted", "damaged")
+# recorded states, `crashed` (running, but its process is gone: kexp.lifecycle) and `damaged` (unreadable files)
+STATES = (*RECORDED_STATES, "crashed", "damaged")
 FORMATS = ("table", "csv", "json", "markdown")
 RUN_FILES = ("config.yaml", "status.json", "env.json", "metrics.json", "history.json")
 # What `kexp runs` shows, in order; each is also a --sort key.
@@ -138,7 +140,7 @@ def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
     problems += [problem] if problem else []
     status = status if isinstance(status, dict) else {}
     state = status.get("state")
-    if status and state not in STATES[:-1]:
+    if status and state not in RECORDED_STATES:
         problems.append(f"status.json has state {state!r}")
     metrics, problem = read_small_json(run_dir / "metrics.json")
     if problem and (state == "completed" or "missing" not in problem):  # only a completed run must have metrics
@@ -153,15 +155,19 @@ def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
         duration = float(metrics["wall_seconds"])
     headline = main_metric(metrics or {})
     notes = list(problems)
-    if state in ("failed", "interrupted") and status.get("error"):
+    if state in ("failed", "interrupted", "diverged") and status.get("error"):
         notes.append(str(status["error"]))
+    shown = state
+    if not problems and effective_state(status) == "crashed":
+        shown = "crashed"
+        notes.append(f"process {status.get('pid')} on {status.get('host')} is gone (last heartbeat {status.get('heartbeat')}); kexp resume {run_dir}")
     return {
         "id": run_dir.name,
         "path": str(run_dir),
         "name": (spec or {}).get("name"),
         "dataset": component_name(spec, "data"),
         "model": component_name(spec, "model"),
-        "status": "damaged" if problems else state,
+        "status": "damaged" if problems else shown,
         "recorded_status": state,
         "epochs": count_epochs(run_dir, metrics),
         "measured": headline["measured"],
@@ -342,7 +348,7 @@ def read_compared_run(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{run_dir}: not a kexp run directory ({problem}){hint}")
     status, status_problem = read_small_json(run_dir / "status.json")
     metrics, metrics_problem = read_small_json(run_dir / "metrics.json")
-    state = status.get("state") if isinstance(status, dict) else None
+    state = effective_state(status) if isinstance(status, dict) else None
     notes = [status_problem] if status_problem else []
     if metrics_problem and (state == "completed" or not metrics_problem.endswith("missing")):  # as in `kexp runs`
         notes.append(metrics_problem)

@@ -33,6 +33,18 @@ class TrainingError(KexpError):
     """Training stopped for a reason the user should see (e.g. NaN loss)."""
 
 
+class Diverged(TrainingError):
+    """The loss became NaN or infinite: the run stops and keeps its last good checkpoint."""
+
+    exit_code = 3
+
+
+class ResumeRefused(KexpError):
+    """`kexp resume` cannot continue this run as it is (edited config, changed data, diverged)."""
+
+    exit_code = 2
+
+
 class RunDirError(KexpError):
     """A run directory is missing or not a kexp run."""
 
@@ -49,4 +61,8 @@ class Interrupted(KexpError):
     def __init__(self, signal_name: str, exit_code: int):
         self.signal_name = signal_name
         self.exit_code = exit_code
+        self.detail = ""  # what was saved, and how to continue: filled in when the run records the stop
         super().__init__(f"interrupted by {signal_name}")
+
+    def __str__(self) -> str:
+        return f"interrupted by {self.signal_name}{self.detail}"

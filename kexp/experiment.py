@@ -20,9 +20,11 @@ import kexp
 from kexp.datasets.base import Dataset, class_balance, summarize
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.preprocessing import to_document
-from kexp.errors import Interrupted, ModelError
+from kexp.checkpoint import Checkpoint, latest_checkpoint
+from kexp.errors import Interrupted, ModelError, ResumeRefused
+from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, record_attempt, reopen_run
 from kexp.registry import MODELS
-from kexp.rundir import check_runs_dir, create_run_dir, now_iso, write_json, write_preprocessing, write_status, write_text_atomic
+from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec, check_task
 
@@ -31,6 +33,7 @@ from kexp.spec import ExperimentSpec, check_task
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
+    note: str = ""  # e.g. "the run had already completed": the CLI shows it
 
 
 def describe_data(data: Dataset) -> str:
@@ -55,51 +58,129 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
 def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None) -> RunResult:
     """Train one experiment and leave a complete run directory; errors before training leave none."""
     with stop_on_signals() as guard:
-        return _run(spec, data_dir, runs_dir, console or Console(soft_wrap=True), guard)
+        result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, runs_dir=runs_dir)
+    return noted_late_signal(result, guard)
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console, guard: SignalGuard) -> RunResult:
+def resume_experiment(run_dir: Path, data_dir: Path, console: Console | None = None) -> RunResult:
+    """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
+    from kexp.rundir import read_json
+
+    with stop_on_signals() as guard:
+        run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
+        try:
+            if status.get("state") == "completed":
+                return RunResult(run.path, read_json(run.path / "metrics.json"), note="the run had already completed: nothing was changed")
+            spec = check_resumable(run.path, status)
+            result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, run=run)
+        finally:
+            run.release()
+    return noted_late_signal(result, guard)
+
+
+def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
+    if guard.pending is not None:  # it arrived while the last files were written: the run completed all the same
+        result.note = f"{guard.pending.name} arrived while the run was finishing; the run completed"
+    return result
+
+
+def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None) -> RunResult:
     from kexp import training
 
-    started, clock = now_iso(), time.perf_counter()
-    check_runs_dir(runs_dir)  # before minutes of data loading, not after
+    clock = time.perf_counter()
+    fresh = run is None
+    if fresh:
+        check_runs_dir(runs_dir)  # before minutes of data loading, not after
     raw = read_data(spec, data_dir)
     check_task(spec, len(raw.class_names), raw.task)
     # every member's split is checked here: one that leaves a part or a class empty is a spec error, before any run directory exists
     members = plan_members(raw, spec)
     data = prepare_dataset(raw, members[0].rows)
+    if not fresh:
+        check_same_data(run.path, data)
     loss = training.resolve_loss(spec.train.loss, data.num_classes, data.task)
     outputs = training.count_outputs(loss, data.num_classes, data.task)
     console.print(f"data: {spec.data.name}  {describe_data(data)}{protocol_note(spec, members)}", highlight=False)
     training.start_tensorflow()
+    training.set_determinism(spec.train.deterministic)
     device = training.select_device(spec.device)
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
-    run_dir = create_run_dir(runs_dir, spec.name)
-    console.print(f"run: {run_dir}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
-    write_run_start(run_dir, spec, data, device, data_dir, started, with_preprocessing=len(members) == 1)
-    results = []
+    if fresh:
+        with guard.deferred():  # a signal now waits for the guarded block, which records it
+            run = create_run(runs_dir, spec.name)
+    action = "run" if fresh else f"resuming (attempt {run.attempt})"
+    console.print(f"{action}: {run.path}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
     try:
-        for i, member in enumerate(members):
-            if i:
-                data = prepare_dataset(raw, member.rows)  # preprocessing refitted on this member's training rows
-                model = new_model(spec, data, member.seed, device, loss, outputs)
-            if member.name is not None:
-                console.print(f"{member.name} ({i + 1}/{len(members)}): {describe_data(data)}", highlight=False)
-            with device_scope(device), guard.deferred():
-                metrics = fit_and_evaluate(model, data, loss, spec, member.seed, member_dir(run_dir, spec, member), console, guard.keras_callback())
-            results.append(finish_member(run_dir, spec, member, model, data, metrics) if member.name else metrics)
-    except BaseException as exc:
-        record_stop(run_dir, exc, model if len(members) == 1 else None, started)
-        raise
-    extra = {"wall_seconds": time.perf_counter() - clock, "loss_function": loss, "num_params": model.count_params(),
-             "task": data.task, "positive_class": data.positive_class, "protocol": spec.evaluation.protocol}
-    if len(members) == 1:
-        metrics = {**results[0], **extra, "data": summarize(data)}
-        finish_run(run_dir, model, metrics, started)
-    else:
-        metrics = {**aggregate_results(results), **extra, "data": summarize(data, sizes=False)}
-        finish_run(run_dir, None, metrics, started)
-    return RunResult(run_dir, metrics)
+        with run.guarded(guard):
+            if fresh:
+                write_run_start(run.path, spec, data, device, data_dir, run.started, with_preprocessing=len(members) == 1)
+            else:
+                record_attempt(run, sys.argv)
+            run.begin(epochs=spec.train.epochs, members=len(members))
+            results = []
+            for i, member in enumerate(members):
+                guard.raise_if_pending()
+                folder = member_dir(run.path, spec, member)
+                if member.name is not None and (folder / "metrics.json").is_file():  # finished in an earlier attempt
+                    console.print(f"{member.name} ({i + 1}/{len(members)}): finished in an earlier attempt", highlight=False)
+                    results.append(read_member_result(folder))
+                    continue
+                if i:
+                    data = prepare_dataset(raw, member.rows)  # preprocessing refitted on this member's training rows
+                    model = new_model(spec, data, member.seed, device, loss, outputs)
+                if member.name is not None:
+                    console.print(f"{member.name} ({i + 1}/{len(members)}): {describe_data(data)}", highlight=False)
+                run.progress(member=member.name, epoch=0)
+                resume = None if fresh else latest_checkpoint(folder)
+                for warning in resume.warnings if resume else ():
+                    console.print(f"warning: {warning}", highlight=False)
+                    run.log(f"warning: {warning}")
+                model_path = run.path / "model.keras" if len(members) == 1 else None
+                with device_scope(device):
+                    metrics = fit_and_evaluate(model, data, loss, spec, member.seed, folder, console, guard, run, resume, model_path)
+                results.append(finish_member(run.path, spec, member, model, data, metrics) if member.name else metrics)
+            extra = {"wall_seconds": time.perf_counter() - clock, "loss_function": loss, "num_params": model.count_params(),
+                     "task": data.task, "positive_class": data.positive_class, "protocol": spec.evaluation.protocol,
+                     "attempts": run.attempt}
+            if len(members) == 1:
+                metrics = {**results[0], **extra, "data": summarize(data)}
+                finish_run(run, model, metrics)
+            else:
+                metrics = {**aggregate_results(results), **extra, "data": summarize(data, sizes=False)}
+                finish_run(run, None, metrics)
+    finally:
+        run.release()
+    remove_checkpoints(run.path, spec, members)
+    return RunResult(run.path, metrics)
+
+
+def check_same_data(run_dir: Path, data: Dataset) -> None:
+    """A resumed run must read the very files it started on (their SHA-256 is in env.json)."""
+    from kexp.datasets.base import changed_files
+    from kexp.rundir import read_json
+
+    recorded = read_json(run_dir / "env.json").get("data_files", [])
+    changes = changed_files(recorded, data.summary.get("files", []))
+    if changes:
+        raise ResumeRefused(f"{run_dir}: the data changed since the run started: {'; '.join(changes)}; train a new run")
+
+
+def read_member_result(folder: Path) -> dict[str, Any]:
+    from kexp.rundir import read_json
+
+    result = read_json(folder / "metrics.json")
+    result["report"] = flat_report(result.get("report"))
+    return result
+
+
+def remove_checkpoints(run_dir: Path, spec: ExperimentSpec, members: list) -> None:
+    """A completed run keeps its model, not its checkpoints (MBs per member)."""
+    import shutil
+
+    from kexp.checkpoint import CHECKPOINTS
+
+    for member in members:
+        shutil.rmtree(member_dir(run_dir, spec, member) / CHECKPOINTS, ignore_errors=True)
 
 
 def protocol_note(spec: ExperimentSpec, members: list) -> str:
@@ -180,27 +261,64 @@ def prepare_splits(data: Dataset, loss: str) -> dict[str, Any]:
     return {name: None if part is None else (part.x, training.make_targets(part.y, loss, data.num_classes)) for name, part in parts.items()}
 
 
-def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, seed: int, out_dir: Path, console: Console, stop_callback) -> dict[str, Any]:
-    """model.fit with kexp's callbacks, then the final metrics of every part and a per-class report."""
+def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, seed: int, out_dir: Path, console: Console,
+                     guard: SignalGuard, run: Run, resume: Checkpoint | None = None, model_path: Path | None = None) -> dict[str, Any]:
+    """model.fit with kexp's callbacks (from `resume` on), then the final metrics of every part and a per-class report.
+
+    Stopped by anything, it first keeps its last whole epoch as a checkpoint (see keep_on_stop).
+    """
+    import keras
+
     from kexp import training
+    from kexp.checkpoint import restore
 
     splits = prepare_splits(data, loss)
     train, validation = splits["train"], splits["validation"]
     steps = -(-len(train[1]) // spec.train.batch_size)
-    fit_start = time.perf_counter()
-    history = model.fit(
-        **training.batches(*train, spec.train.batch_size, spec.train.shuffle, seed),
-        validation_data=None if validation is None else training.validation_batches(*validation, spec.train.batch_size),
-        epochs=spec.train.epochs,
-        shuffle=spec.train.shuffle,
-        class_weight=training.class_weights(data.train.y, data.num_classes) if spec.train.class_weight else None,
-        callbacks=[stop_callback, *training.make_callbacks(out_dir, spec.train, steps, console)],
-        verbose=0,
-    )
-    fit_seconds = time.perf_counter() - fit_start
-    results = training.evaluate_splits(model, splits, spec.train.batch_size, [stop_callback])
-    report = training.class_report(model, data, splits, spec.train.batch_size) if data.task == "classification" else None
-    return {**results, "report": report, "epochs_completed": len(history.epoch), "fit_seconds": fit_seconds}
+    def on_checkpoint(c): run.progress(checkpoint={"epoch": c.epoch, "path": str(c.path.relative_to(run.path))})
+    callbacks = training.make_callbacks(out_dir, spec.train, steps, console, resume, on_checkpoint)
+    history, checkpointer = callbacks[0], callbacks[-1]
+    status = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.progress(epoch=epoch + 1))
+    try:
+        if resume is not None and resume.state.get("fit_done"):
+            restore(model, resume)  # fit had finished: only the evaluation is left
+        else:
+            model.fit(
+                **training.batches(*train, spec.train.batch_size, spec.train.shuffle, seed),
+                validation_data=None if validation is None else training.validation_batches(*validation, spec.train.batch_size),
+                epochs=spec.train.epochs,
+                initial_epoch=resume.epoch if resume is not None else 0,
+                shuffle=spec.train.shuffle,
+                class_weight=training.class_weights(data.train.y, data.num_classes) if spec.train.class_weight else None,
+                callbacks=[guard.keras_callback(), *callbacks, status],
+                verbose=0,
+            )
+            checkpointer.finish_fit(len(history.epoch_seconds))
+        guard.raise_if_pending()
+        results = training.evaluate_splits(model, splits, spec.train.batch_size, [guard.keras_callback()])
+        report = training.class_report(model, data, splits, spec.train.batch_size) if data.task == "classification" else None
+    except BaseException as exc:
+        keep_on_stop(exc, checkpointer, model, model_path)
+        raise
+    return {**results, "report": report, "epochs_completed": len(history.epoch_seconds), "fit_seconds": checkpointer.latest.state["fit_seconds"]}
+
+
+def keep_on_stop(exc: BaseException, checkpointer, model, model_path: Path | None) -> None:
+    """Save the last whole epoch as a checkpoint (a diverged run's last good one); an interrupted
+    single run also gets model.keras at that epoch, for `kexp evaluate`. The outcome goes in the status."""
+    from kexp.checkpoint import restore
+
+    latest = checkpointer.latest
+    try:
+        path = checkpointer.write()
+        if path is not None and model_path is not None and isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            restore(model, latest)
+            save_model(model, model_path)
+        note = f"; checkpoint saved after epoch {latest.epoch}" if path is not None else "; no epoch had finished, so there was nothing to save"
+    except Exception as problem:  # the stop is reported either way; this says what was kept
+        note = f"; the checkpoint could not be saved ({type(problem).__name__}: {problem})"
+    with contextlib.suppress(AttributeError):
+        exc.kexp_checkpoint = note
 
 
 @contextlib.contextmanager
@@ -216,6 +334,10 @@ def current_user() -> str | None:
         return getpass.getuser()
     except (KeyError, OSError):  # containers may run as a uid with no passwd entry
         return None
+
+
+REPRODUCIBILITY_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "CUDA_VISIBLE_DEVICES",
+                             "PYTHONHASHSEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "KERAS_BACKEND")
 
 
 def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
@@ -234,6 +356,10 @@ def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
         "user": current_user(),
         "device": device,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        # settings that change numbers or placement, as they were for this run
+        "environment_variables": {k: v for k, v in os.environ.items() if k in REPRODUCIBILITY_VARIABLES},
         "seed": seed,
         "data_dir": str(data_dir.resolve()),
         "argv": sys.argv,
@@ -243,32 +369,19 @@ def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
 def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device: str, data_dir: Path, started: str, with_preprocessing: bool = True) -> None:
     header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
     write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
-    write_status(run_dir, "running", started=started)
-    # the data's fingerprint goes in at the start, so even an interrupted run can be checked later
-    env = {**environment(device, spec.seed, data_dir), "data_files": data.summary.get("files", []), "started": started, "ended": None}
+    # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
+    env = {**environment(device, spec.seed, data_dir), "deterministic": spec.train.deterministic, "spec": spec.model_dump(mode="json"),
+           "data_files": data.summary.get("files", []), "started": started, "ended": None}
     write_json(run_dir / "env.json", env)
     if with_preprocessing:  # folds and repeats each fit their own (kept with save_models)
         write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
 
 
-def record_stop(run_dir: Path, exc: BaseException, model, started: str) -> None:
-    """Mark a run that did not complete, keeping the model as it was when it stopped."""
-    if isinstance(exc, (Interrupted, KeyboardInterrupt)):
-        if model is not None:
-            with contextlib.suppress(Exception):
-                save_model(model, run_dir / "model.keras")
-        signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-        write_status(run_dir, "interrupted", started=started, ended=now_iso(), error=f"interrupted by {signal_name}", signal=signal_name)
-    else:
-        write_status(run_dir, "failed", started=started, ended=now_iso(), error=f"{type(exc).__name__}: {exc}")
-    _set_env_end(run_dir)
-
-
 def save_model(model, path: Path) -> None:
-    """Save beside the target and rename, so a kill mid-save never leaves half a model.keras."""
+    """Save beside the target, fsync, rename: a kill or power loss mid-save never leaves half a model.keras."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def _set_env_end(run_dir: Path) -> None:
@@ -279,14 +392,15 @@ def _set_env_end(run_dir: Path) -> None:
     write_json(run_dir / "env.json", env)
 
 
-def finish_run(run_dir: Path, model, metrics: dict[str, Any], started: str) -> None:
+def finish_run(run: Run, model, metrics: dict[str, Any]) -> None:
     """The run's last files, then `completed`; a run of several members (model None) keeps no single model."""
     from kexp.plots import plot_history
 
+    pause_for_tests("finish")
     if model is not None:
-        save_model(model, run_dir / "model.keras")
-    write_json(run_dir / "metrics.json", metrics)
-    if (run_dir / "history.json").exists():
-        plot_history(run_dir)
-    _set_env_end(run_dir)
-    write_status(run_dir, "completed", started=started, ended=now_iso())
+        save_model(model, run.path / "model.keras")
+    write_json(run.path / "metrics.json", metrics)
+    if (run.path / "history.json").exists():
+        plot_history(run.path)
+    _set_env_end(run.path)
+    run.complete()

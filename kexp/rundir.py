@@ -2,8 +2,11 @@
 
     runs/<YYYYMMDD-HHMMSS>-<name>-<4 random chars>/
       config.yaml     the resolved spec; `kexp train <run>/config.yaml` repeats the run
-      status.json     running -> completed | failed | interrupted (with the error)
-      env.json        versions, device, host, seed, start and end time
+      status.json     running -> completed | failed | interrupted | diverged, with pid, host,
+                      attempt, last epoch and heartbeat (kexp.lifecycle owns it)
+      env.json        versions, device, host, seed, the resolved spec, data checksums, attempts
+      log.txt         one line per start, resume and stop; the traceback of a failure
+      checkpoints/    the last two resumable states (kexp.checkpoint)
       history.json    Keras history, one value per finished epoch
       metrics.json    final train/validation/test metrics and timings
       model.keras     the trained model
@@ -96,17 +99,51 @@ def _umask() -> int:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    """Temp file in the same folder, flush, fsync, rename, fsync the folder: after a crash or
+    power loss a reader finds the old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes 0600 files; colleagues on a shared server should read metrics like the model
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """fsync a finished temp file (or folder of files), rename it over `path`, fsync the parent."""
+    for file in [tmp] if tmp.is_file() else [p for p in tmp.iterdir() if p.is_file()] + [tmp]:
+        fsync_file(file) if file.is_file() else fsync_dir(file)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def finite_or_none(value: Any, path: str = "", found: dict[str, str] | None = None) -> Any:
@@ -222,7 +259,14 @@ def usable_state(source: Path, status: dict[str, Any]) -> list[str]:
         return [f"{source.parent.name} was interrupted ({status.get('error', 'by a signal')}): using the model as it was then"]
     if state == "failed":
         raise RunDirError(f"{source}: the run failed ({status.get('error', 'no reason recorded')}); its model is not a trained one")
-    raise RunDirError(f"{source}: the run is '{state}' (still training, or its process died); it has no final model yet")
+    if state == "diverged":
+        raise RunDirError(f"{source}: the run diverged ({status.get('error', 'NaN loss')}); it has no usable model")
+    from kexp.lifecycle import effective_state
+
+    if effective_state(status) == "crashed":
+        raise RunDirError(f"{source}: the run crashed (its process {status.get('pid')} on {status.get('host')} is gone); "
+                          f"continue it with: kexp resume {source.parent}")
+    raise RunDirError(f"{source}: the run is '{state}' (still training); it has no final model yet")
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:

@@ -1,34 +1,55 @@
-"""SIGTERM (schedulers, preemption) and Ctrl-C become `Interrupted`, so the run is recorded.
+"""SIGTERM and SIGUSR1 (schedulers, preemption) and Ctrl-C become `Interrupted`, so the run is recorded.
 
 Raising from a signal handler in the middle of a TensorFlow step can leave the step
-half-done and deadlock the next one. So while Keras is fitting or evaluating, a signal
-only marks the run as stopping, and a callback raises at the next batch boundary;
-anywhere else (loading data, building the model) it raises at once.
+half-done and deadlock the next one, and raising in the middle of a checkpoint write
+would lose it. So once a run directory exists a signal only marks the run as stopping:
+a Keras callback raises at the next batch boundary (the end of the current TensorFlow
+call, i.e. of `steps_per_execution` batches), and the run saves its checkpoint before
+exiting. Before that (loading data, building the model) it raises at once.
+
+Schedulers send SIGTERM and SIGKILL ~30 s later; people press Ctrl-C again when a save
+looks slow. A second signal is refused with a message (the save is completing); a third
+exits at once, after `on_abandon` has written a truthful status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kexp.errors import Interrupted
 
-HANDLED = (signal.SIGTERM, signal.SIGINT)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class SignalGuard:
     def __init__(self) -> None:
         self.deferring = False
         self.pending: signal.Signals | None = None
+        self.received = 0
+        # Called (from the handler) before a third signal exits at once.
+        self.on_abandon: Callable[[signal.Signals], None] | None = None
 
     def handle(self, signum: int, frame) -> None:
         received = signal.Signals(signum)
-        if self.deferring:
-            self.pending = self.pending or received
-            return
-        raise Interrupted(received.name, 128 + received)
+        self.received += 1
+        if not self.deferring:
+            raise Interrupted(received.name, 128 + received)
+        if self.pending is None:
+            self.pending = received
+            say(f"{received.name}: stopping after the current batch and saving a checkpoint (a third signal quits at once, without saving)")
+        elif self.received == 2:
+            say(f"{received.name}: already stopping; the checkpoint is being saved. Send one more to quit at once without it")
+        else:
+            with contextlib.suppress(Exception):
+                if self.on_abandon is not None:
+                    self.on_abandon(received)
+            say(f"{received.name}: quitting at once; the last checkpoint on disk is kept")
+            os._exit(128 + self.pending)
 
     def raise_if_pending(self) -> None:
         if self.pending is not None:
@@ -36,13 +57,12 @@ class SignalGuard:
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
-        """Within this block signals wait for raise_if_pending (called from a Keras callback)."""
-        self.deferring = True
+        """Within this block signals only wait for raise_if_pending (called from a Keras callback)."""
+        outer, self.deferring = self.deferring, True
         try:
             yield
         finally:
-            self.deferring = False
-        self.raise_if_pending()
+            self.deferring = outer
 
     def keras_callback(self):
         import keras
@@ -56,7 +76,16 @@ class SignalGuard:
             def on_test_batch_end(self, batch, logs=None):
                 guard.raise_if_pending()
 
+            def on_predict_batch_end(self, batch, logs=None):
+                guard.raise_if_pending()
+
         return StopOnSignal()
+
+
+def say(message: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"kexp: {message}\n")
+        sys.stderr.flush()
 
 
 @contextlib.contextmanager

@@ -144,6 +144,11 @@ class TrainSpec(BaseModel):
     early_stopping: EarlyStoppingSpec | None = None
     # balanced: weight each class by n / (classes x its count) in the loss (SMS is 13% spam).
     class_weight: Literal["balanced"] | None = None
+    # Write a resumable checkpoint every N epochs; auto: at an epoch end once 30 s have passed
+    # since the last one (so short runs write none); 0: only when stopped by a signal.
+    checkpoint_every: NonNegativeInt | Literal["auto"] = "auto"
+    # TensorFlow op determinism: two runs of one spec on one machine give identical history and weights.
+    deterministic: bool = False
 
     @field_validator("optimizer", mode="before")
     @classmethod

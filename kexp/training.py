@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kexp.errors import DeviceError, SpecError, TrainingError
+from kexp.errors import DeviceError, Diverged, SpecError
 from kexp.rundir import write_json
 from kexp.spec import TrainSpec
 from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
@@ -121,6 +121,14 @@ def select_device(device: str) -> str:
     return f"/GPU:{index}"
 
 
+def set_determinism(enabled: bool) -> None:
+    """train.deterministic: TensorFlow picks deterministic kernels (slower on GPU; identical runs on one machine)."""
+    if enabled:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow in one call."""
     import keras
@@ -174,16 +182,23 @@ def plain(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 
 
-def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, console) -> list:
+def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, console, resume=None, on_checkpoint=None) -> list:
+    """kexp's callbacks for model.fit; the last one is the Checkpointer (kexp.checkpoint).
+
+    `resume` (a kexp.checkpoint.Checkpoint) continues history and early stopping where it ended.
+    """
     import keras
+
+    from kexp.checkpoint import make_checkpointer
 
     class HistoryFile(keras.callbacks.Callback):
         """history.json holds one value per finished epoch, rewritten atomically each epoch."""
 
         def __init__(self):
             super().__init__()
-            self.history: dict[str, list[float]] = {}
-            self.epoch_seconds: list[float] = []
+            previous = resume.state if resume is not None and resume.arrays else {}
+            self.history: dict[str, list[float]] = {k: list(v) for k, v in (previous.get("history") or {}).items()}
+            self.epoch_seconds: list[float] = list(previous.get("epoch_seconds") or [])
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -195,21 +210,26 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, consol
             write_json(run_dir / "history.json", {"epochs": len(self.epoch_seconds), "epoch_seconds": self.epoch_seconds, **self.history})
 
     class NanGuard(keras.callbacks.Callback):
-        """Stop with a clear error when the loss stops being a number (checked per epoch: no per-batch sync)."""
+        """Stop as `diverged` when the loss stops being a number (checked per epoch: no per-batch sync).
+
+        It raises before the Checkpointer sees the epoch, so the last checkpoint stays a good one.
+        """
 
         def on_epoch_end(self, epoch, logs=None):
             loss = plain(logs).get("loss")
             if loss is not None and not math.isfinite(loss):
-                raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
+                raise Diverged(f"loss became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
 
-    callbacks = [HistoryFile(), NanGuard(), make_progress(train.epochs, steps_per_epoch, console)]
+    history = HistoryFile()
+    callbacks = [history, NanGuard(), make_progress(train.epochs, steps_per_epoch, console)]
+    early_stopping = None
     if train.early_stopping:
         es = train.early_stopping
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode=es.mode, restore_best_weights=es.restore_best_weights
-            )
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode=es.mode, restore_best_weights=es.restore_best_weights
         )
+        callbacks.append(early_stopping)
+    callbacks.append(make_checkpointer(run_dir, train.checkpoint_every, history, early_stopping, resume, on_checkpoint or (lambda c: None)))
     return callbacks
 
 

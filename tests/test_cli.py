@@ -15,7 +15,7 @@ from kexp.cli import app
 from kexp.spec import load_spec
 from tests.conftest import smoke_spec, write_pima_csv, write_spec
 
-RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots", "preprocessing"}
+RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots", "preprocessing", "log.txt", ".lock"}
 
 
 def run_dirs(runs: Path) -> list[Path]:
@@ -140,17 +140,18 @@ def test_pima_csv_with_sequential_model_and_data_dir(runner, tmp_path, data_dir)
 
 
 @pytest.mark.slow
-def test_nan_loss_fails_the_run_with_a_clear_message(runner, tmp_path):
+def test_nan_loss_stops_the_run_as_diverged_with_exit_3(runner, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "huge.csv").write_text("\n".join(f"{3e38 * (i % 2 * 2 - 1)},{i % 2}" for i in range(40)))
     spec = smoke_spec(data={"name": "csv", "path": "huge.csv"}, train={"epochs": 3, "optimizer": {"name": "sgd", "learning_rate": 1e6}})
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["train", str(write_spec(tmp_path / "n.yaml", spec)), "--runs-dir", str(runs), "--data-dir", str(tmp_path / "data")])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "kexp: error: loss became nan in epoch 1" in result.output
     [run] = run_dirs(runs)
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "failed" and "loss became nan" in status["error"]
+    assert status["state"] == "diverged" and "loss became nan" in status["error"] and status["exit_code"] == 3
+    assert not (run / "model.keras").exists()  # no model from NaN weights
     # strict JSON: a reader that refuses NaN/Infinity (as RFC 8259 does) still parses every file
     for path in run.glob("*.json"):
         json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path.name} holds {name}"))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from kexp.cli import app
+from kexp.lifecycle import process_start_ticks
 from kexp.compare import compare_runs, list_runs, render_runs, select_runs, write_compare
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -68,6 +71,8 @@ def write_run(
     status = {"state": state, "updated": started.isoformat(), "started": started.isoformat()}
     if state != "running":
         status["ended"] = (started + timedelta(seconds=seconds)).isoformat()
+    else:  # alive: this very process, on this host
+        status.update(pid=os.getpid(), pid_started=process_start_ticks(os.getpid()), host=socket.gethostname())
     if error:
         status["error"] = error
     (run / "status.json").write_text(json.dumps(status))

@@ -1,5 +1,8 @@
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -7,21 +10,24 @@ from kexp.errors import Interrupted
 from kexp.signals import SignalGuard, stop_on_signals
 
 
-def test_signal_outside_training_raises_at_once_with_exit_code():
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
+def test_signal_before_the_run_exists_raises_at_once_with_exit_code(sig, code):
     with pytest.raises(Interrupted) as info, stop_on_signals():
-        os.kill(os.getpid(), signal.SIGTERM)
-    assert info.value.signal_name == "SIGTERM" and info.value.exit_code == 143
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+        os.kill(os.getpid(), sig)
+    assert info.value.signal_name == sig.name and info.value.exit_code == code
+    assert signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler)  # handlers restored
 
 
-def test_signal_during_fit_waits_for_the_next_batch_boundary():
+def test_signal_during_a_run_waits_for_the_next_batch_boundary(capsys):
     guard = SignalGuard()
-    with pytest.raises(Interrupted) as info, guard.deferred():
+    with guard.deferred():
         guard.handle(signal.SIGINT, None)  # arrives mid-step: only recorded
-        guard.handle(signal.SIGTERM, None)  # the first signal is the one reported
-        with pytest.raises(Interrupted):
+        guard.handle(signal.SIGTERM, None)  # the second is refused, not acted on
+        with pytest.raises(Interrupted) as info:
             guard.raise_if_pending()  # what the Keras callback does after each batch
     assert info.value.signal_name == "SIGINT" and info.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert "stopping after the current batch and saving a checkpoint" in err and "already stopping" in err
 
 
 def test_no_signal_no_interruption():
@@ -29,3 +35,24 @@ def test_no_signal_no_interruption():
     with guard.deferred():
         guard.raise_if_pending()
     assert guard.pending is None
+
+
+def test_third_signal_exits_at_once_after_recording_it(tmp_path):
+    """The third Ctrl-C does not wait for a save: on_abandon runs, then the process exits 130."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from kexp.signals import stop_on_signals
+        with stop_on_signals() as guard, guard.deferred():
+            guard.on_abandon = lambda sig: Path({str(tmp_path / 'abandoned')!r}).write_text(sig.name)
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            time.sleep(5)  # a long save: the third signal must not wait for it
+        print("not reached")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 130
+    assert "not reached" not in done.stdout
+    assert (tmp_path / "abandoned").read_text() == "SIGINT"
+    assert "quitting at once" in done.stderr

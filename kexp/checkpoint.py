@@ -1,0 +1,216 @@
+"""Resumable training state, as it was at the end of an epoch.
+
+    <member dir>/checkpoints/epoch-0007/state.npz   every model and optimizer variable (the dropout
+                                                    RNG state included), early stopping's best weights
+                                        state.json  epoch, history so far, early-stopping and NumPy/Python
+                                                    RNG state, the SHA-256 of state.npz
+
+Why not Keras' BackupAndRestore: its weights file leaves out the dropout RNG state, a
+truncated metadata file makes resume fail outright, early stopping's state is lost, and
+after TerminateOnNaN it deletes its backup of a diverged run.
+
+The state at the end of every epoch is kept in memory (a copy of the variables: a few
+MB for these models), so a signal mid-epoch saves the last whole epoch and a resumed run
+continues exactly where that epoch ended: no epoch is trained twice or skipped. A
+checkpoint appears by one rename when complete and the previous one is kept until then,
+so `kill -9` at any moment leaves at least one whole checkpoint (or none yet).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kexp.datasets.base import sha256_file
+from kexp.lifecycle import pause_for_tests
+from kexp.rundir import finite_or_none, replace_durably
+
+CHECKPOINTS = "checkpoints"
+KEEP = 2
+# train.checkpoint_every: auto writes at an epoch end once this long has passed since the last write.
+AUTO_SECONDS = 30.0
+_NAME = re.compile(r"^epoch-(\d{4,})(-done)?$")
+
+
+@dataclass
+class Checkpoint:
+    epoch: int  # epochs completed
+    arrays: dict[str, np.ndarray]
+    state: dict[str, Any]  # history, epoch_seconds, fit_seconds, fit_done, early_stopping, rng
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def capture(model, epoch: int, state: dict[str, Any], best_weights: list | None = None) -> Checkpoint:
+    """A copy of the model's and optimizer's variables now, with the state that goes with them."""
+    arrays = {f"model/{i}": np.array(v.numpy()) for i, v in enumerate(model.variables)}
+    if model.optimizer is not None and model.optimizer.built:
+        arrays.update({f"optimizer/{i}": np.array(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
+    for i, w in enumerate(best_weights or ()):
+        arrays[f"best/{i}"] = np.array(w)
+    numpy_rng = np.random.get_state()
+    arrays["rng/numpy"] = numpy_rng[1]
+    rng = {"numpy": [numpy_rng[0], int(numpy_rng[2]), int(numpy_rng[3]), float(numpy_rng[4])], "python": random.getstate()}
+    return Checkpoint(epoch, arrays, {**state, "epoch": epoch, "rng": rng})
+
+
+def restore(model, checkpoint: Checkpoint) -> list | None:
+    """Put the variables back (optimizer too, building it if needed); returns early stopping's best weights."""
+    arrays = checkpoint.arrays
+    assign(model.variables, arrays, "model")
+    if any(key.startswith("optimizer/") for key in arrays) and model.optimizer is not None:
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        assign(model.optimizer.variables, arrays, "optimizer")
+    rng = checkpoint.state.get("rng") or {}
+    if "numpy" in rng and "rng/numpy" in arrays:
+        kind, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, arrays["rng/numpy"], pos, has_gauss, cached))
+    if "python" in rng:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+    best = sorted((int(k.split("/")[1]), v) for k, v in arrays.items() if k.startswith("best/"))
+    return [v for _, v in best] or None
+
+
+def assign(variables, arrays: dict[str, np.ndarray], prefix: str) -> None:
+    saved = sum(1 for key in arrays if key.startswith(prefix + "/"))
+    if saved != len(variables):
+        raise ValueError(f"the checkpoint has {saved} {prefix} variables, the {prefix} has {len(variables)}")
+    for i, variable in enumerate(variables):
+        value = arrays[f"{prefix}/{i}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"{prefix} variable {variable.path}: checkpoint shape {value.shape}, model shape {tuple(variable.shape)}")
+        variable.assign(value)
+
+
+def checkpoint_name(checkpoint: Checkpoint) -> str:
+    return f"epoch-{checkpoint.epoch:04d}" + ("-done" if checkpoint.state.get("fit_done") else "")
+
+
+def write_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
+    """checkpoints/epoch-NNNN/ written in a temp folder, fsynced, renamed; then all but the newest KEEP removed."""
+    root = folder / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    final = root / checkpoint_name(checkpoint)
+    if final.exists():
+        return final  # this very state is already on disk
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        np.savez(tmp / "state.npz", **checkpoint.arrays)
+        state = {**checkpoint.state, "npz_sha256": sha256_file(tmp / "state.npz"), "saved": time.time()}
+        (tmp / "state.json").write_text(json.dumps(finite_or_none(state), indent=1) + "\n", encoding="utf-8")
+        pause_for_tests("checkpoint")
+        replace_durably(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(folder)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # left by a process killed mid-write (we hold the run's lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    checkpoint.path = final
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint folders, newest first (a fit that finished sorts after its last epoch)."""
+    root = folder / CHECKPOINTS
+    found = [(int(m[1]), bool(m[2]), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()] if root.is_dir() else []
+    return [p for *_, p in sorted(found, reverse=True)]
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """One checkpoint folder, checked against its recorded SHA-256; ValueError saying what is wrong."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError("state.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"state.json is damaged ({exc})") from None
+    npz = path / "state.npz"
+    if not npz.is_file() or sha256_file(npz) != state.get("npz_sha256"):
+        raise ValueError("state.npz is missing or does not match its recorded SHA-256")
+    with np.load(npz, allow_pickle=False) as loaded:
+        arrays = {key: loaded[key] for key in loaded.files}
+    return Checkpoint(int(state["epoch"]), arrays, state, path)
+
+
+def latest_checkpoint(folder: Path) -> Checkpoint | None:
+    """The newest checkpoint that reads back whole; damaged newer ones are skipped, with a warning each."""
+    warnings = []
+    for path in list_checkpoints(folder):
+        try:
+            checkpoint = read_checkpoint(path)
+        except (ValueError, OSError, KeyError) as exc:
+            warnings.append(f"{path}: {exc}; using an older checkpoint")
+            continue
+        checkpoint.warnings = warnings
+        return checkpoint
+    if warnings:
+        return Checkpoint(0, {}, {}, None, warnings + [f"{folder}: no usable checkpoint; this part starts again from epoch 1"])
+    return None
+
+
+def make_checkpointer(folder: Path, every: int | str, history, early_stopping, resume: Checkpoint | None, on_write):
+    """A Keras callback that captures the state after every epoch and writes it when due.
+
+    `history` is the HistoryFile callback (history so far), `early_stopping` Keras' callback
+    or None; `on_write(checkpoint)` tells the run's status. Must come after both in the list.
+    """
+    import keras
+
+    class Checkpointer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.latest: Checkpoint | None = resume if resume and resume.arrays else None
+            self.last_write = time.monotonic()
+            self.fit_seconds = float((resume.state if resume else {}).get("fit_seconds", 0.0))
+
+        def on_train_begin(self, logs=None):
+            self._start = time.perf_counter()
+            if self.latest is not None:
+                best = restore(self.model, self.latest)
+                if early_stopping is not None:
+                    es = self.latest.state.get("early_stopping") or {}
+                    early_stopping.wait = int(es.get("wait", 0))
+                    early_stopping.best = es.get("best")
+                    early_stopping.best_epoch = int(es.get("best_epoch", 0))
+                    early_stopping.best_weights = best
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.latest = self.capture(epoch + 1, fit_done=False)
+            due = every != "auto" and every > 0 and (epoch + 1) % every == 0
+            if due or (every == "auto" and time.monotonic() - self.last_write >= AUTO_SECONDS):
+                self.write()
+
+        def capture(self, epoch: int, fit_done: bool) -> Checkpoint:
+            es = None
+            if early_stopping is not None:
+                es = {"wait": early_stopping.wait, "best": early_stopping.best, "best_epoch": early_stopping.best_epoch}
+            state = {"history": history.history, "epoch_seconds": history.epoch_seconds, "fit_done": fit_done,
+                     "fit_seconds": self.fit_seconds + time.perf_counter() - self._start, "early_stopping": es}
+            return capture(self.model, epoch, state, early_stopping.best_weights if early_stopping is not None else None)
+
+        def finish_fit(self, epochs: int) -> None:
+            """fit returned (early stopping may have put the best weights back): that is the state to keep."""
+            self.latest = self.capture(epochs, fit_done=True)
+
+        def write(self) -> Path | None:
+            if self.latest is None:
+                return None
+            path = write_checkpoint(folder, self.latest)
+            self.last_write = time.monotonic()
+            on_write(self.latest)
+            return path
+
+    return Checkpointer()

@@ -1,0 +1,260 @@
+"""One owner for a run directory's life: create or reopen it, hold its lock, keep status.json true.
+
+    running -> completed | failed | interrupted | diverged
+
+Every transition happens inside `Run.guarded`, so no failure path leaves `running`
+behind; a third signal, which exits at once, writes its status through `abandon`.
+While a run is `running` its process rewrites a heartbeat every HEARTBEAT_SECONDS, and
+status.json names the pid and host: a reader (`effective_state`) reports a `running`
+run whose process is gone as `crashed`, which `kexp resume` continues.
+
+A second process on the same run is refused by an flock on <run>/.lock; the kernel drops
+the lock when its holder dies, so a dead process's lock is reclaimed without a trace.
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError
+from kexp.rundir import create_run_dir, now_iso, read_json, write_json, write_status
+
+HEARTBEAT_SECONDS = 30.0
+# A `running` run on another host whose heartbeat is older than this is presumed dead
+# (on this host the pid answers that directly).
+STALE_SECONDS = 180.0
+LOCK_FILE = ".lock"
+STATES = ("running", "completed", "failed", "interrupted", "diverged")
+
+
+class Run:
+    """A run directory held by this process: its lock, its status and its heartbeat."""
+
+    def __init__(self, path: Path, lock_fd: int | None, attempt: int, started: str) -> None:
+        self.path = path
+        self.lock_fd = lock_fd
+        self.attempt = attempt
+        self.started = started
+        self.state: str | None = None
+        self.fields: dict[str, Any] = {}
+        self._mutex = threading.RLock()  # re-entrant: a signal handler may write while the main thread is writing
+        self._stop = threading.Event()
+
+    def set_status(self, state: str, **fields: Any) -> None:
+        with self._mutex:
+            self.state = state
+            self.fields.update(fields)
+            now = now_iso()
+            write_status(self.path, state, started=self.started, attempt=self.attempt, pid=os.getpid(),
+                         pid_started=process_start_ticks(os.getpid()), host=socket.gethostname(), heartbeat=now, **self.fields)
+
+    def begin(self, **fields: Any) -> None:
+        self.set_status("running", attempt_started=now_iso(), ended=None, error=None, signal=None, exit_code=None, **fields)
+        self.log(f"attempt {self.attempt} started by pid {os.getpid()} on {socket.gethostname()}")
+
+    def progress(self, **fields: Any) -> None:
+        """Record progress (member, epoch, checkpoint) in status.json; only while running."""
+        with self._mutex:
+            if self.state == "running":
+                self.set_status("running", **fields)
+
+    def complete(self) -> None:
+        self.set_status("completed", ended=now_iso(), exit_code=0)
+        self.log("completed")
+
+    def abandon(self, signal) -> None:
+        """A third signal: exit now, but not with `running` on disk."""
+        self.set_status("interrupted", ended=now_iso(), signal=signal.name, exit_code=128 + signal,
+                        error=f"quit at once by a repeated {signal.name}; the last checkpoint on disk is kept")
+
+    def record_stop(self, exc: BaseException) -> None:
+        """The one place that turns an exception into interrupted, diverged or failed."""
+        ended = now_iso()
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+            code = exc.exit_code if isinstance(exc, Interrupted) else 130
+            note = getattr(exc, "kexp_checkpoint", "")
+            self.set_status("interrupted", ended=ended, signal=name, exit_code=code, error=f"interrupted by {name}{note}")
+            if isinstance(exc, Interrupted):
+                exc.detail = f"{note}; continue with: kexp resume {self.path}"
+        elif isinstance(exc, Diverged):
+            self.set_status("diverged", ended=ended, exit_code=exc.exit_code, error=str(exc))
+        else:
+            code = getattr(exc, "exit_code", 1)
+            self.set_status("failed", ended=ended, exit_code=code, error=f"{type(exc).__name__}: {exc}")
+            self.log("".join(traceback.format_exception(exc)).rstrip())
+        self.log(f"{self.state}: {self.fields.get('error')}")
+
+    def log(self, message: str) -> None:
+        with contextlib.suppress(OSError), open(self.path / "log.txt", "a", encoding="utf-8") as f:
+            f.write(f"{now_iso()} {message}\n")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):
+                self.progress()
+
+    @contextlib.contextmanager
+    def guarded(self, guard) -> Iterator[Run]:
+        """Signals wait for a batch boundary; any way out of the block leaves a final status."""
+        guard.on_abandon = self.abandon
+        beat = threading.Thread(target=self._beat, name="kexp-heartbeat", daemon=True)
+        beat.start()
+        try:
+            with guard.deferred():
+                yield self
+                if self.state == "running":
+                    raise RuntimeError("the run ended without a final status")  # a bug in kexp, never a success
+        except BaseException as exc:
+            with guard.deferred():
+                self.record_stop(exc)
+            raise
+        finally:
+            self._stop.set()
+            guard.on_abandon = None
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+_PAUSES: dict[str, int] = {}
+
+
+def pause_for_tests(point: str) -> None:
+    """KEXP_TEST_PAUSE=<point>[@<n>]:<file> makes the run create <file> the n-th time (default
+    1st) it reaches <point> and wait 2 s there, so a test can send a signal or SIGKILL at
+    exactly that moment. Points: checkpoint (files written, not yet renamed), finish."""
+    setting, _, marker = os.environ.get("KEXP_TEST_PAUSE", "").partition(":")
+    name, _, nth = setting.partition("@")
+    if name != point or not marker:
+        return
+    _PAUSES[point] = _PAUSES.get(point, 0) + 1
+    if _PAUSES[point] == int(nth or 1):
+        Path(marker).touch()
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # short sleeps: a deferred signal handler runs between them
+            time.sleep(0.05)
+
+
+def create_run(runs_dir: Path, name: str) -> Run:
+    path = create_run_dir(runs_dir, name)
+    return Run(path, lock_run(path), attempt=1, started=now_iso())
+
+
+def reopen_run(run_dir: Path) -> tuple[Run, dict[str, Any]]:
+    """Lock an existing run for another attempt; its status as it was (before this process)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "status.json").is_file():
+        raise RunDirError(f"{run_dir}: not a kexp run directory (no config.yaml or status.json)")
+    lock = lock_run(run_dir)
+    status = read_json(run_dir / "status.json")
+    return Run(run_dir, lock, attempt=int(status.get("attempt") or 1) + 1, started=status.get("started") or now_iso()), status
+
+
+def lock_run(run_dir: Path) -> int | None:
+    """An exclusive flock on <run>/.lock, held until this process exits; RunDirError if another holds it."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunDirError(f"{run_dir}: in use by another kexp process ({holder(run_dir)}); wait for it to end, or stop it first") from None
+        return None  # a filesystem without locks: run unlocked rather than not at all
+    return fd
+
+
+def holder(run_dir: Path) -> str:
+    with contextlib.suppress(Exception):
+        status = read_json(run_dir / "status.json")
+        return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {status.get('heartbeat')}"
+    return "status unknown"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), so a reused pid is not mistaken for the run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_alive(pid: int, started_ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    now_ticks = process_start_ticks(pid)
+    return started_ticks is None or now_ticks is None or now_ticks == started_ticks
+
+
+def effective_state(status: dict[str, Any], now: datetime | None = None) -> str | None:
+    """The recorded state, except that `running` whose process is gone is `crashed`."""
+    state = status.get("state")
+    if state != "running":
+        return state
+    pid = status.get("pid")
+    if status.get("host") == socket.gethostname() and isinstance(pid, int):
+        return "running" if process_alive(pid, status.get("pid_started")) else "crashed"
+    beat = parse_time(status.get("heartbeat") or status.get("updated"))
+    if beat is not None and ((now or datetime.now(timezone.utc)) - beat).total_seconds() > STALE_SECONDS:
+        return "crashed"
+    return "running"
+
+
+def parse_time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def check_resumable(run_dir: Path, status: dict[str, Any]):
+    """The run's spec, if it can be continued; ResumeRefused saying why not."""
+    from kexp.spec import ExperimentSpec, load_spec
+
+    state = effective_state(status)
+    if state == "diverged":
+        raise ResumeRefused(f"{run_dir}: the run diverged ({status.get('error')}); the same spec would diverge again: "
+                            "train a new run with a lower train.optimizer.learning_rate")
+    spec = load_spec(run_dir / "config.yaml")
+    env = read_json(run_dir / "env.json")
+    if "spec" in env:
+        original = ExperimentSpec.model_validate(env["spec"])
+        changes = spec_changes(original, spec)
+        if changes:
+            raise ResumeRefused(f"{run_dir / 'config.yaml'} was edited since the run started ({'; '.join(changes)}); "
+                                "a resumed run must continue the same experiment: undo the edit, or train a new run")
+    return spec
+
+
+def spec_changes(before, after) -> list[str]:
+    from kexp.aggregate import flatten_spec
+
+    old, new = flatten_spec(before.model_dump(mode="json")), flatten_spec(after.model_dump(mode="json"))
+    return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def record_attempt(run: Run, argv: list[str]) -> None:
+    """env.json lists every attempt (host, pid, time, command) of a resumed run."""
+    env = read_json(run.path / "env.json")
+    env.setdefault("attempts", []).append({"attempt": run.attempt, "started": now_iso(), "host": socket.gethostname(), "pid": os.getpid(), "argv": argv})
+    env["ended"] = None
+    write_json(run.path / "env.json", env)
