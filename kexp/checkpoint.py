@@ -103,11 +103,16 @@ def write_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
     root.mkdir(exist_ok=True)
     final = root / checkpoint_name(checkpoint)
     if final.exists():
-        return final  # this very state is already on disk
+        try:
+            read_checkpoint(final)
+            checkpoint.path = final
+            return final  # this very state is already on disk
+        except (ValueError, OSError, KeyError):
+            shutil.rmtree(final)  # a damaged copy of this epoch: replaced below
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         np.savez(tmp / "state.npz", **checkpoint.arrays)
-        state = {**checkpoint.state, "npz_sha256": sha256_file(tmp / "state.npz"), "saved": time.time()}
+        state = {**checkpoint.state, "epoch": checkpoint.epoch, "npz_sha256": sha256_file(tmp / "state.npz"), "saved": time.time()}
         (tmp / "state.json").write_text(json.dumps(finite_or_none(state), indent=1) + "\n", encoding="utf-8")
         pause_for_tests("checkpoint")
         replace_durably(tmp, final)

@@ -75,9 +75,9 @@ class Run:
         self.log("completed")
 
     def abandon(self, signal) -> None:
-        """A third signal: exit now, but not with `running` on disk."""
+        """A third signal after `signal`: exit now (128 + signal), but not with `running` on disk."""
         self.set_status("interrupted", ended=now_iso(), signal=signal.name, exit_code=128 + signal,
-                        error=f"quit at once by a repeated {signal.name}; the last checkpoint on disk is kept")
+                        error=f"quit at once by a third signal after {signal.name}; the last checkpoint on disk is kept")
 
     def record_stop(self, exc: BaseException) -> None:
         """The one place that turns an exception into interrupted, diverged or failed."""

@@ -31,7 +31,7 @@ class SignalGuard:
         self.deferring = False
         self.pending: signal.Signals | None = None
         self.received = 0
-        # Called (from the handler) before a third signal exits at once.
+        # Called (from the handler) with the first signal before a third one exits at once.
         self.on_abandon: Callable[[signal.Signals], None] | None = None
 
     def handle(self, signum: int, frame) -> None:
@@ -47,7 +47,7 @@ class SignalGuard:
         else:
             with contextlib.suppress(Exception):
                 if self.on_abandon is not None:
-                    self.on_abandon(received)
+                    self.on_abandon(self.pending)  # the exit code is the first signal's
             say(f"{received.name}: quitting at once; the last checkpoint on disk is kept")
             os._exit(128 + self.pending)
 
