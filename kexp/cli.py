@@ -86,6 +86,7 @@ def train(
     runs_dir: RunsDirOption = Path("runs"),
     repeat: Annotated[int | None, typer.Option("--repeat", min=1, max=100, help="Train N times with seeds seed, seed+1, ... and report mean, std and 95% CI (sets `seeds`)")] = None,
     resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write the run to exactly this new (or empty) directory instead of <runs-dir>/<time>-<name>-<xxxx>/")] = None,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory.
 
@@ -96,8 +97,8 @@ def train(
     from kexp.spec import load_spec
 
     if resume_dir is not None:
-        if config is not None or set_ or repeat is not None:
-            usage_error("--resume continues a run as it was: give no CONFIG, --set or --repeat with it")
+        if config is not None or set_ or repeat is not None or run_dir is not None:
+            usage_error("--resume continues a run as it was: give no CONFIG, --set, --repeat or --run-dir with it")
         return resume(resume_dir, data_dir)
     if config is None:
         usage_error("missing CONFIG: kexp train configs/<name>.yaml (or --resume RUN_DIR)")
@@ -107,7 +108,7 @@ def train(
             spec = load_spec(config, [*set_, f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]"])
         from kexp.experiment import run_experiment
 
-        result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, console)
+        result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, console, run_dir=run_dir)
     show_result(result)
 
 
@@ -128,6 +129,117 @@ def resume(
 
         result = resume_experiment(run_dir, resolve_data_dir(data_dir), console)
     show_result(result)
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path | None, typer.Argument(help="Experiment spec (YAML), with or without a `sweep:` section")] = None,
+    param: Annotated[list[str], typer.Option("--param", help="KEY=V1,V2,... (values parsed as YAML), or KEY=LOW..HIGH / KEY=log:LOW..HIGH for --samples. Several form a grid.")] = [],
+    set_: SetOption = [],
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=100, help="Train each point N times (seed, seed+1, ...): mean ± std in the summary")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=1, help="Random search: N points drawn from the values and ranges")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Trials at once (local: CPU threads are divided among them; with GPUs: one per GPU)")] = 1,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Failures of a trial before it is left failed (an interrupted trial is always continued)")] = 2,
+    trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Pack K small trials on each GPU")] = 1,
+    backend: Annotated[str, typer.Option("--backend", help="local (child processes) or ray (Ray tasks; pip install 'kexp[ray]')")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto or HOST:PORT [default: start a local Ray]")] = None,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0.1, help="Ray: CPUs each trial asks for (and its TensorFlow threads)")] = 1.0,
+    metric: Annotated[str | None, typer.Option("--metric", help="Metric the summary compares [default: the task's main one]")] = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this sweep directory")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if one with the same spec and space exists")] = False,
+) -> None:
+    """Train one run per point of a parameter space; re-running the same command continues the sweep.
+
+    Writes <runs-dir>/sweeps/<time>-<name>-<xxxx>/ with a run directory per trial,
+    manifest.json and summary.json/.csv/.png. Exit 0 when every trial completed, 1 if
+    any failed, 130/143 when stopped (running trials are checkpointed: resume later).
+    """
+    from kexp.datasets.base import resolve_data_dir
+
+    if backend not in ("local", "ray"):
+        usage_error(f"--backend {backend}: expected local or ray")
+    if (config is None) == (resume_dir is None):
+        usage_error("give a CONFIG to start (or continue) a sweep, or --resume SWEEP_DIR, not both")
+    with exit_on_error():
+        from kexp.sweep import plan_sweep, run_sweep
+
+        plan = None if config is None else plan_sweep(config, set_, param, seeds, samples, metric)
+        display = SweepDisplay()
+        result = run_sweep(plan, runs_dir, resolve_data_dir(data_dir), parallel, max_attempts, trials_per_gpu, backend, address,
+                           resume_dir, new, cpus_per_trial, on_change=display.trial_changed, on_start=display.start)
+        display.stop()
+    print_sweep_summary(result)
+    raise typer.Exit(result.exit_code)
+
+
+class SweepDisplay:
+    """A progress bar over trials with ETA on a terminal; one line per finished trial either way."""
+
+    def __init__(self) -> None:
+        self.progress = None
+
+    def start(self, sweep_dir: Path, manifest: dict) -> None:
+        trials = manifest["trials"]
+        done = sum(t["state"] in ("completed", "diverged") for t in trials)
+        console.print(f"sweep: {sweep_dir}  {len(trials)} trials, {done} already done", highlight=False)
+        self.sweep_dir = sweep_dir
+        self.total = len(trials)
+        self.done = done
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                     TimeRemainingColumn(), console=console)
+            self.progress.start()
+            self.task = self.progress.add_task("", total=self.total, completed=done)
+
+    def trial_changed(self, trial: dict) -> None:
+        if trial["state"] == "running":
+            return
+        self.done += trial["state"] in ("completed", "diverged")
+        from kexp.compare import read_small_json
+
+        metrics, _ = read_small_json(self.sweep_dir / trial["run_dir"] / "metrics.json")
+        shown = ""
+        if isinstance(metrics, dict):
+            parts = [f"{part} {name} {value:.4f}" for part in ("train", "test") for name, value in (metrics.get(part) or {}).items()
+                     if name in ("accuracy", "mae") and isinstance(value, (int, float))]
+            shown = "  ".join(parts)
+        from kexp.sweep import describe_point
+
+        line = f"{trial['id']}  {describe_point(trial['params'])}  seed {trial['seed']}  {trial['state']}  {shown}"
+        if trial["state"] not in ("completed",) and trial.get("error"):
+            line += f"  ({trial['error']})"
+        (self.progress.console if self.progress else console).print(f"{line}  [{self.done}/{self.total}]", highlight=False, markup=False)
+        if self.progress:
+            self.progress.update(self.task, completed=self.done)
+
+    def stop(self) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+def print_sweep_summary(result) -> None:
+    summary = result.summary
+    table = Table(title=f"sweep summary: {summary.get('metric')} per point (also in summary.json, summary.csv, summary.png)")
+    for column in (*summary.get("params", []), "n", "train", "validation", "test"):
+        table.add_column(column, justify="right")
+    for point in summary.get("points", []):
+        cells = [json.dumps(point["params"][k]) for k in summary.get("params", [])]
+        values = []
+        for part in ("train", "validation", "test"):
+            stats = point.get(part) or {}
+            mean, std, n = stats.get("mean"), stats.get("std"), stats.get("n", 0)
+            values.append("-" if mean is None else f"{mean:.4f}" + (f" ± {std:.4f}" if n and n > 1 else ""))
+        table.add_row(*cells, str(point.get("n", 0)), *values)
+    console.print(table)
+    counts = summary.get("counts", {})
+    console.print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
+    if result.stopped_by:
+        console.print(f"stopped by {result.stopped_by}; continue with: kexp sweep --resume {result.sweep_dir}", highlight=False)
+    console.print(f"sweep directory: {result.sweep_dir}", highlight=False)
 
 
 def usage_error(message: str) -> None:
@@ -189,6 +301,15 @@ def validate(
     from kexp.spec import load_spec
 
     with exit_on_error():
+        from kexp.spec import read_yaml
+
+        if "sweep" in read_yaml(config)[0]:  # every trial's spec, as `kexp sweep` checks them
+            from kexp.sweep import plan_sweep
+
+            plan = plan_sweep(config, set_, [])
+            check_runs_dir(runs_dir)
+            console.print(f"{config}: valid sweep of {len(plan.trials)} trials over {', '.join(plan.space.params)}", highlight=False)
+            return
         spec = load_spec(config, set_)
         check_runs_dir(runs_dir)
     if show:

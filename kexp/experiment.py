@@ -55,10 +55,10 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
         raise ModelError(f"model '{spec.model.name}': {exc}") from None
 
 
-def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None) -> RunResult:
-    """Train one experiment and leave a complete run directory; errors before training leave none."""
+def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None, run_dir: Path | None = None) -> RunResult:
+    """Train one experiment and leave a complete run directory (at `run_dir` if given); errors before training leave none."""
     with stop_on_signals() as guard:
-        result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, runs_dir=runs_dir)
+        result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, runs_dir=runs_dir, run_dir=run_dir)
     return noted_late_signal(result, guard)
 
 
@@ -84,13 +84,14 @@ def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
     return result
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None) -> RunResult:
+def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None,
+         run_dir: Path | None = None) -> RunResult:
     from kexp import training
 
     clock = time.perf_counter()
     fresh = run is None
     if fresh:
-        check_runs_dir(runs_dir)  # before minutes of data loading, not after
+        check_runs_dir(run_dir.parent if run_dir is not None else runs_dir)  # before minutes of data loading, not after
     raw = read_data(spec, data_dir)
     check_task(spec, len(raw.class_names), raw.task)
     # every member's split is checked here: one that leaves a part or a class empty is a spec error, before any run directory exists
@@ -107,7 +108,7 @@ def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGu
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
     if fresh:
         with guard.deferred():  # a signal now waits for the guarded block, which records it
-            run = create_run(runs_dir, spec.name)
+            run = create_run(runs_dir, spec.name, run_dir)
     action = "run" if fresh else f"resuming (attempt {run.attempt})"
     console.print(f"{action}: {run.path}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
     try:
@@ -278,7 +279,7 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, seed
     def on_checkpoint(c): run.progress(checkpoint={"epoch": c.epoch, "path": str(c.path.relative_to(run.path))})
     callbacks = training.make_callbacks(out_dir, spec.train, steps, console, resume, on_checkpoint)
     history, checkpointer = callbacks[0], callbacks[-1]
-    status = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.progress(epoch=epoch + 1))
+    status = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.progress(force=False, epoch=epoch + 1))
     try:
         if resume is not None and resume.state.get("fit_done"):
             restore(model, resume)  # fit had finished: only the evaluation is left

@@ -41,13 +41,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def create_run_dir(runs_dir: Path, name: str) -> Path:
+def create_run_dir(runs_dir: Path, name: str, utc: bool = False) -> Path:
     """A new, empty run directory; a clash (same second, same suffix) just draws again."""
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the runs directory {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = (datetime.now(timezone.utc) if utc else datetime.now()).strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
         suffix = "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(4))
         path = runs_dir / f"{stamp}-{name}-{suffix}"
@@ -59,6 +59,19 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
         except OSError as exc:
             raise RunDirError(f"cannot create a run directory in {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
     raise RunDirError(f"could not create a new run directory under {runs_dir}")
+
+
+def create_named_run_dir(path: Path) -> Path:
+    """Exactly this (new or empty) directory, for a caller that chose the path (a sweep's trial)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the run directory {path}: {exc.strerror}") from None
+    if any(path.iterdir()):
+        raise RunDirError(f"{path}: the run directory already exists and is not empty; an earlier run is never overwritten")
+    return path
 
 
 def check_runs_dir(runs_dir: Path) -> None:

@@ -380,20 +380,42 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_override(raw: dict, path: str, value: Any) -> dict:
-    """Set `raw[a][b]... = value` for a dotted path, creating mappings on the way."""
-    node = raw
+    """Set `raw[a][b]... = value` for a dotted path, creating mappings on the way; an integer
+    part indexes a list the spec already has (`model.hidden_units.0=64`, `-1` for the last)."""
+    node: Any = raw
     parts = path.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if isinstance(child, str):  # shorthand `optimizer: adam` means `optimizer: {name: adam}`
-            child = node[part] = {"name": child}
-        if not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
-            hint = f"; set the whole list, e.g. --set {where}=[...]" if isinstance(child, list) else ""
-            raise SpecError([f"--set {path}={value}: '{where}' holds {type(child).__name__} {child!r}, not a mapping{hint}"])
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            key: Any = list_index(node, part, f"--set {path}={value}", ".".join(parts[:depth]))
+        else:
+            key = part
+            if not last and part not in node and depth + 1 < len(parts) and is_index(parts[depth + 1]):
+                raise SpecError([f"--set {path}={value}: '{where}' is not in the spec (its default applies); set the whole list, e.g. --set {where}=[...]"])
+        if last:
+            node[key] = value
+            return raw
+        child = node[key] if isinstance(node, list) else node.setdefault(key, {})
+        if isinstance(child, str) and not isinstance(node, list):  # shorthand `optimizer: adam` means `optimizer: {name: adam}`
+            child = node[key] = {"name": child}
+        if not isinstance(child, (dict, list)):
+            raise SpecError([f"--set {path}={value}: '{where}' holds {type(child).__name__} {child!r}, not a mapping or list"])
         node = child
-    node[parts[-1]] = value
     return raw
+
+
+def is_index(part: str) -> bool:
+    return part.lstrip("-").isdigit()
+
+
+def list_index(items: list, part: str, setting: str, where: str) -> int:
+    if not is_index(part):
+        raise SpecError([f"{setting}: '{where}' is a list; address an item by its index, e.g. {where}.0, or set the whole list, e.g. {where}=[...]"])
+    index = int(part)
+    if not -len(items) <= index < len(items):
+        raise SpecError([f"{setting}: '{where}' has {len(items)} item(s) ({items!r}); index {index} is out of range"])
+    return index
 
 
 # --- validation ------------------------------------------------------------------------
@@ -501,10 +523,10 @@ def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, s
     for path, text in overrides.items():
         # the key the override wrote, something inside it, or a check of the section holding it
         if key == path or key.startswith(path + ".") or path.startswith(key + "."):
-            return f"--set {text}"
+            return text
         # a section the file never mentions, created by this override (train.early_stopping.patience=2)
         if parent and parent not in lines and path.startswith(parent + "."):
-            return f"--set {text}"
+            return text
     probe = key
     while probe:
         if probe in lines:
@@ -516,7 +538,9 @@ def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, s
 def validate_spec(
     raw: dict, source: str = "<spec>", lines: dict[str, int] | None = None, overrides: dict[str, str] | None = None
 ) -> ExperimentSpec:
-    """Validate a raw mapping; raise SpecError listing every problem as `where: key: message`."""
+    """Validate a raw mapping; raise SpecError listing every problem as `where: key: message`.
+
+    `overrides` maps each overridden key to where its value came from ("--set train.epochs=2")."""
     load_components()
     lines, overrides = lines or {}, overrides or {}
     try:
@@ -536,9 +560,12 @@ def validate_spec(
 def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
     """Read a YAML spec, apply `--set` overrides, validate, and fill in defaults."""
     raw, lines = read_yaml(path)
+    if "sweep" in raw:
+        where = f"{path}:{lines['sweep']}" if "sweep" in lines else str(path)
+        raise SpecError([f"{where}: sweep: this spec describes a sweep; run it with `kexp sweep {path}` (kexp train trains one run)"])
     applied: dict[str, str] = {}
     for text in overrides:
         key, value = parse_override(text)
         apply_override(raw, key, value)
-        applied[key] = text
+        applied[key] = f"--set {text}"
     return validate_spec(raw, str(path), lines, applied)

@@ -117,7 +117,19 @@ def test_malformed_override():
 def test_override_through_a_scalar_is_refused(tmp_path):
     path = write_text(tmp_path, GOOD)
     [problem] = problems(path, ["seed.value=1"])
-    assert "'seed' holds int 3, not a mapping" in problem
+    assert "'seed' holds int 3, not a mapping or list" in problem
+
+
+def test_override_reaches_list_items(tmp_path):
+    path = write_text(tmp_path, GOOD)
+    assert load_spec(path, ["model.hidden_units.0=64"]).model.options()["hidden_units"] == [64, 8]
+    assert load_spec(path, ["model.hidden_units.-1=4"]).model.options()["hidden_units"] == [12, 4]
+    [problem] = problems(path, ["model.hidden_units.2=5"])
+    assert "'model.hidden_units' has 2 item(s) ([12, 8]); index 2 is out of range" in problem
+    [problem] = problems(path, ["model.hidden_units.first=5"])
+    assert "'model.hidden_units' is a list; address an item by its index, e.g. model.hidden_units.0" in problem
+    [problem] = problems(path, ["model.dropout.0=0.5"])
+    assert "'model.dropout' is not in the spec (its default applies); set the whole list" in problem
 
 
 def test_optimizer_argument_is_checked_per_optimizer(tmp_path):
