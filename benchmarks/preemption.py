@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import ROOT, RESULTS, run_metrics, write_result
+from common import ROOT, RESULTS, Proc, environment, run_metrics, write_result
 
 EXIT_WITHIN = 20.0  # seconds from SIGTERM to exit the feature promises
 ACCURACY_POINTS = 0.3  # a resumed run's test accuracy against an uninterrupted one, in points
@@ -70,47 +70,9 @@ def main() -> None:
     print(table)
 
 
-def environment() -> dict[str, str]:
-    """The caller's environment with data paths made absolute (kexp runs with cwd at the repo root)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for key in ("KEXP_DATA_DIR", "NLTK_DATA"):
-        if env.get(key):
-            env[key] = str(Path(env[key]).resolve())
-    return env
-
-
-class Kexp:
-    """A `python -m kexp ...` process, its output in files (a full pipe would stall it)."""
-
-    def __init__(self, args: list[str], logs: Path) -> None:
-        logs.mkdir(parents=True, exist_ok=True)
-        self.stdout_path, self.stderr_path = logs / "stdout.txt", logs / "stderr.txt"
-        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "kexp", *args], cwd=ROOT, env=environment(), stdout=out, stderr=err)
-        self.started = time.monotonic()
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def fail(self, what: str) -> None:
-        self.stop()
-        sys.exit(f"{what}\nstdout:\n{self.stdout[-2000:]}\nstderr:\n{self.stderr[-3000:]}")
+def Kexp(args: list[str], logs: Path) -> Proc:
+    """A `python -m kexp ...` process (common.Proc)."""
+    return Proc([sys.executable, "-m", "kexp", *args], logs)
 
 
 def run_kexp(args: list[str], logs: Path) -> tuple[Kexp, int, float]:
@@ -179,9 +141,9 @@ def measure_sigterm(name: str, runs: Path) -> dict:
         code = kexp.wait(120)
         seconds = time.monotonic() - signalled
         if code is None:
-            kexp.stop()  # it hung: recorded as such, not waited on forever
+            kexp.kill_group()  # it hung: recorded as such, not waited on forever
     finally:
-        kexp.stop()
+        kexp.kill_group()
     result = {
         "command": f"kexp train {config}",
         "signal": "SIGTERM",
@@ -272,7 +234,7 @@ def measure_kill_resume(runs: Path) -> dict:
         kexp.process.kill()
         code = kexp.wait(60)
     finally:
-        kexp.stop()
+        kexp.kill_group()
     return {
         "command": f"kexp train {KILL_CONFIG} --set train.checkpoint_every=1",
         "signal": "SIGKILL",

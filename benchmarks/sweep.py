@@ -29,14 +29,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import ROOT, RESULTS, peak_rss_mb, write_result
+from common import ROOT, RESULTS, STARTED, Proc, peak_rss_mb, write_result
 
 CONFIG = "configs/mnist_mlp_sweep.yaml"
 PARAM = "model.hidden_units.0"  # the swept key: M
@@ -48,7 +47,6 @@ RAY_CPUS = 2
 CASES = ["keras", "kexp", "ray", "kill"]
 WAIT_TIMEOUT = 1800.0  # for the kill case's moment (two whole trials come first)
 TIME = "/usr/bin/time"
-STARTED: list["Proc"] = []  # every process this script started, killed (with its group) at the end
 
 
 def main() -> None:
@@ -89,58 +87,7 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def environment() -> dict[str, str]:
-    """The caller's environment with KEXP_DATA_DIR made absolute (processes run with cwd at the repo root)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RAY_USAGE_STATS_ENABLED": "0"}
-    if env.get("KEXP_DATA_DIR"):
-        env["KEXP_DATA_DIR"] = str(Path(env["KEXP_DATA_DIR"]).resolve())
-    return env
-
-
 # --- processes ---------------------------------------------------------------------------
-
-
-class Proc:
-    """A process in its own process group, its output in files (a full pipe would stall it)."""
-
-    def __init__(self, args: list[str], logs: Path) -> None:
-        logs.mkdir(parents=True, exist_ok=True)
-        self.stdout_path, self.stderr_path = logs / "stdout.txt", logs / "stderr.txt"
-        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
-            self.process = subprocess.Popen(args, cwd=ROOT, env=environment(), stdout=out, stderr=err, start_new_session=True)
-        self.started = time.monotonic()
-        STARTED.append(self)
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill_group(self) -> None:
-        """SIGKILL the process and whatever is left in its group (its group id is its pid)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.wait(30)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def tail(self, lines: int = 5) -> list[str]:
-        """The last lines of stderr without /usr/bin/time's report."""
-        text = self.stderr.split("\tCommand being timed:")[0]
-        return [line for line in text.strip().splitlines() if line.strip()][-lines:]
-
-    def fail(self, what: str) -> None:
-        self.kill_group()
-        sys.exit(f"{what}\nstdout:\n{self.stdout[-2000:]}\nstderr:\n{self.stderr[-3000:]}")
 
 
 def run_timed(args: list[str], logs: Path) -> tuple[Proc, int, float]:

@@ -370,7 +370,10 @@ def trial_outcome(sweep_dir: Path, trial: dict[str, Any], exit_code: int) -> dic
     state = status.get("state") if status.get("state") in ("completed", "failed", "interrupted", "diverged") else None
     if state is None:
         state = "interrupted" if exit_code in (130, 138, 143) else "failed" if exit_code else "completed"
-    error = status.get("error") or (None if state == "completed" else last_line(sweep_dir / "logs" / f"{trial['id']}.txt"))
+    if exit_code < 0:  # killed outright (SIGKILL, the OOM killer): its status.json still says running
+        state, error = "failed", f"the trial process was killed by {signal.Signals(-exit_code).name}"
+    else:
+        error = status.get("error") or (None if state == "completed" else last_line(sweep_dir / "logs" / f"{trial['id']}.txt"))
     return {**trial, "state": state, "exit_code": exit_code, "ended": now_iso(), "error": error}
 
 

@@ -3,7 +3,9 @@ seeds), as summary.json, summary.csv and summary.png in the sweep directory.
 
 The figure is the tutorial's: train and test accuracy against the number of hidden units
 (one swept parameter), or a heat map of the test metric (two parameters). Means, standard
-deviations and 95% CIs come from kexp.aggregate, as for folds, repeats and `kexp compare`.
+deviations and 95% CIs come from kexp.aggregate, as for folds, repeats and `kexp compare`;
+the default metric is the one `kexp compare` judges a run by. A sweep still in progress can
+be summarized: trials that have not completed count in "counts" and have no values.
 """
 
 from __future__ import annotations
@@ -11,162 +13,255 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from kexp.aggregate import summarize_values
-from kexp.compare import format_value, read_small_json, task_metrics
+from kexp.compare import format_value, read_small_json, short_names, task_metrics
 from kexp.rundir import write_json, write_text_atomic
 
 PARTS = ("train", "validation", "test")
-LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
-STATES = ("completed", "running", "interrupted", "failed", "diverged", "pending")
+BEST_PARTS = ("test", "validation", "train")  # the best point is judged on held-out data when a trial has some
+# Known states first, so the CLI's "3 completed, 1 failed" line reads the same in every sweep.
+STATE_ORDER = ("completed", "running", "pending", "interrupted", "failed", "diverged")
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "mape", "msle")
+MAX_ANNOTATED_CELLS = 150  # beyond this a heat map's numbers overlap: the colours alone are drawn
 
 
-def trial_rows(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None) -> tuple[str, list[dict[str, Any]]]:
-    """(the metric, one row per trial with its train/validation/test value); the metric defaults to the task's main one."""
-    rows = []
-    for trial in trials:
-        metrics, _ = read_small_json(Path(sweep_dir) / trial["run_dir"] / "metrics.json")
-        metrics = metrics if isinstance(metrics, dict) and trial.get("state") == "completed" else {}
-        if metric is None and metrics:
-            metric = next((m for m in task_metrics(metrics) if any((metrics.get(p) or {}).get(m) is not None for p in PARTS)), None)
-        rows.append({"trial": trial, "metrics": metrics})
-    metric = metric or "accuracy"
-    table = []
-    for row in rows:
-        trial, metrics = row["trial"], row["metrics"]
-        table.append({"id": trial["id"], "params": trial["params"], "seed": trial.get("seed"), "state": trial.get("state"),
-                      "run_dir": trial["run_dir"], **{part: (metrics.get(part) or {}).get(metric) for part in PARTS},
-                      "epochs_completed": metrics.get("epochs_completed"), "fit_seconds": metrics.get("fit_seconds")})
-    return metric, table
+# --------------------------------------------------------------------------- numbers
+
+
+def read_trial_metrics(sweep_dir: Path, trial: dict[str, Any]) -> dict[str, Any]:
+    """The trial's metrics.json, or {} until it completed (a failed run's partial numbers are not its result)."""
+    if trial.get("state") != "completed" or not trial.get("run_dir"):
+        return {}
+    metrics, _ = read_small_json(Path(sweep_dir) / trial["run_dir"] / "metrics.json")  # an absolute run_dir stays as it is
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def default_metric(all_metrics: list[dict[str, Any]]) -> str:
+    """The task's main metric, as `kexp compare` picks it: accuracy, or R², MAE, RMSE for regression."""
+    for metrics in all_metrics:
+        for name in task_metrics(metrics):
+            if any((metrics.get(part) or {}).get(name) is not None for part in PARTS):
+                return name
+    return "accuracy"  # nothing completed yet: the common case, and the summary is rewritten when trials finish
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER or metric.endswith(("loss", "error", "crossentropy"))
+
+
+def trial_row(trial: dict[str, Any], metrics: dict[str, Any], metric: str) -> dict[str, Any]:
+    """One summary row: the trial's identity and its train/validation/test value of `metric` (None when missing)."""
+    return {
+        "id": trial["id"], "params": trial.get("params") or {}, "seed": trial.get("seed"), "state": trial.get("state"),
+        "run_dir": str(trial.get("run_dir")) if trial.get("run_dir") is not None else None,
+        **{part: (metrics.get(part) or {}).get(metric) for part in PARTS},
+        "epochs_completed": metrics.get("epochs_completed"), "fit_seconds": metrics.get("fit_seconds"),
+    }
+
+
+def point_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 def point_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per distinct parameter combination (first-seen order): n completed trials, mean/std/CI per part."""
-    points: dict[str, dict[str, Any]] = {}
+    """One row per distinct params (first-seen order): n completed trials and summarize_values per part over its seeds."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        key = json.dumps(row["params"], sort_keys=True)
-        points.setdefault(key, {"params": row["params"], "rows": []})["rows"].append(row)
-    out = []
-    for point in points.values():
-        done = [r for r in point["rows"] if r["state"] == "completed"]
-        out.append({"params": point["params"], "n": len(done), "trials": [r["id"] for r in point["rows"]],
-                    **{part: summarize_values(r[part] for r in done) for part in PARTS}})
-    return out
+        grouped.setdefault(point_key(row["params"]), []).append(row)
+    points = []
+    for members in grouped.values():
+        done = [r for r in members if r["state"] == "completed"]
+        points.append({"params": members[0]["params"], "n": len(done), "trials": [r["id"] for r in members],
+                       "seeds": [r["seed"] for r in members], **{part: summarize_values(r[part] for r in done) for part in PARTS}})
+    return points
 
 
 def best_point(points: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """The point with the best mean on test (else validation, else train)."""
-    lower = metric in LOWER_IS_BETTER
-    for part in ("test", "validation", "train"):
+    """{"params", "part", "value" (the mean over seeds), "std", "n"} of the best test mean (else validation, else train)."""
+    choose = min if lower_is_better(metric) else max
+    for part in BEST_PARTS:
         scored = [p for p in points if p[part]["mean"] is not None]
         if scored:
-            best = (min if lower else max)(scored, key=lambda p: p[part]["mean"])
-            return {"params": best["params"], "part": part, "mean": best[part]["mean"], "std": best[part]["std"], "n": best[part]["n"]}
+            best = choose(scored, key=lambda p: p[part]["mean"])  # ties: the first point in sweep order
+            return {"params": best["params"], "part": part, "value": best[part]["mean"], "std": best[part]["std"], "n": best[part]["n"]}
     return None
 
 
-def write_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """summary.json, summary.csv and summary.png in sweep_dir; returns the summary."""
-    sweep_dir = Path(sweep_dir)
-    metric, rows = trial_rows(sweep_dir, trials, metric)
+def state_counts(trials: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(str(t.get("state")) for t in trials)
+    order = [s for s in STATE_ORDER if s in counts] + [s for s in counts if s not in STATE_ORDER]
+    return {state: counts[state] for state in order}
+
+
+def build_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
+    """The summary dict that write_summary writes, without writing anything."""
+    all_metrics = [read_trial_metrics(sweep_dir, t) for t in trials]
+    metric = metric or default_metric(all_metrics)
+    rows = [trial_row(t, m, metric) for t, m in zip(trials, all_metrics)]
     points = point_rows(rows)
-    params = list(dict.fromkeys(k for t in trials for k in t["params"]))
-    counts = {state: n for state in STATES if (n := sum(t.get("state") == state for t in trials))}
-    summary = {"metric": metric, "params": params, "complete": all(t.get("state") == "completed" for t in trials), "counts": counts,
-               "best": best_point(points, metric), "points": points, "trials": rows}
+    return {
+        "metric": metric,
+        "higher_is_better": not lower_is_better(metric),
+        "params": list(dict.fromkeys(k for t in trials for k in t.get("params") or {})),
+        "complete": bool(trials) and all(t.get("state") == "completed" for t in trials),
+        "counts": state_counts(trials),
+        "best": best_point(points, metric),
+        "points": points,
+        "trials": rows,
+    }
+
+
+def write_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
+    """summary.json, summary.csv and summary.png in sweep_dir; returns the summary dict."""
+    sweep_dir = Path(sweep_dir)
+    summary = build_summary(sweep_dir, trials, metric)
     write_json(sweep_dir / "summary.json", summary)
-    write_text_atomic(sweep_dir / "summary.csv", summary_csv(rows, params, metric))
-    plot_summary(sweep_dir / "summary.png", points, params, metric)
+    write_text_atomic(sweep_dir / "summary.csv", summary_csv(summary))
+    plot_summary(summary, sweep_dir / "summary.png")
     return summary
 
 
-def summary_csv(rows: list[dict[str, Any]], params: list[str], metric: str) -> str:
+# --------------------------------------------------------------------------- csv
+
+
+def csv_cell(value: Any) -> Any:
+    """Numbers as numbers (full precision, for scripts) as in `kexp compare --format csv`; params as compare shows them."""
+    if value is None:
+        return ""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else format_value(value)
+
+
+def summary_csv(summary: dict[str, Any]) -> str:
+    """One row per trial: id, each swept param, seed, state, the metric per part, epochs, fit_seconds."""
+    params, metric = summary["params"], summary["metric"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["id", *params, "seed", "state", *(f"{part}_{metric}" for part in PARTS), "epochs", "fit_seconds"])
-    for r in rows:
-        writer.writerow([r["id"], *(format_value(r["params"].get(k)) for k in params), r["seed"], r["state"],
-                         *("" if r[part] is None else f"{r[part]:.6g}" for part in PARTS),
-                         "" if r["epochs_completed"] is None else r["epochs_completed"], "" if r["fit_seconds"] is None else f"{r['fit_seconds']:.1f}"])
+    for row in summary["trials"]:
+        cells = [row["id"], *(row["params"].get(k) for k in params), row["seed"], row["state"],
+                 *(row[part] for part in PARTS), row["epochs_completed"], row["fit_seconds"]]
+        writer.writerow([csv_cell(c) for c in cells])
     return out.getvalue()
 
 
+# --------------------------------------------------------------------------- figure
+
+
 def as_number(value: Any) -> float | None:
-    """A plottable x: a number, or a list holding one number ([100] hidden units)."""
-    if isinstance(value, list) and len(value) == 1:
+    """A plottable x: a number, or a list holding one number (hidden_units [100]); bools are categories."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def plot_summary(path: Path, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
-    import matplotlib
+def numeric_axis(values: list[Any]) -> list[float] | None:
+    """The values as numbers when every one is a number, else None (a categorical axis)."""
+    numbers = [as_number(v) for v in values]
+    return None if any(x is None for x in numbers) else numbers
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if len(params) == 2:
-        heat_map(fig, ax, points, params, metric)
+def wants_log_scale(xs: list[float]) -> bool:
+    # hidden units 10..200 or learning rates 1e-4..1e-1: evenly spaced on a log axis, crowded on a linear one
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 20
+
+
+def plot_summary(summary: dict[str, Any], path: Path) -> Path:
+    """summary.png: metric against the parameter (one), a heat map (two), or per point on a categorical axis (more)."""
+    # Figure without pyplot (as kexp.compare): no GUI backend to choose, and the PNG is drawn by Agg
+    from matplotlib.figure import Figure
+
+    points, params = summary["points"], summary["params"]
+    fig = Figure(figsize=(max(6.5, min(16.0, 1.0 + 0.45 * len(points))), 4.5))
+    ax = fig.subplots()
+    if not any(p[part]["mean"] is not None for p in points for part in PARTS):
+        ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    elif len(params) == 2:
+        draw_heat_map(fig, ax, points, params, summary["metric"])
     else:
-        curves(ax, points, params, metric)
+        draw_curves(ax, points, params, summary["metric"])
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png_atomic(fig, Path(path))
+    return Path(path)
 
 
-def curves(ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
-    """The metric per part against the swept parameter; mean line and ±std band over seeds."""
-    labels = [", ".join(format_value(p["params"].get(k)) for k in params) for p in points]
-    xs = [as_number(p["params"].get(params[0])) if len(params) == 1 else None for p in points]
-    numeric = all(x is not None for x in xs) and len(params) == 1
-    order = sorted(range(len(points)), key=lambda i: xs[i]) if numeric else list(range(len(points)))
-    x = [xs[i] if numeric else n for n, i in enumerate(order)]
-    for part, style in (("train", "o-"), ("validation", "s--"), ("test", "^-")):
-        mean = [points[i][part]["mean"] for i in order]
-        if all(m is None for m in mean):
+def save_png_atomic(fig, path: Path) -> None:
+    """A reader (a browser refreshing while the sweep runs) sees the old figure or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def point_labels(points: list[dict[str, Any]], params: list[str]) -> list[str]:
+    """Tick labels: each point's values in the order of `params` ("10, 0.01, relu"); the axis label names them."""
+    return [", ".join(format_value(p["params"].get(k)) for k in params) for p in points]
+
+
+def param_names(params: list[str]) -> dict[str, str]:
+    """compare's short names, but a list index keeps its list: model.hidden_units.0 -> hidden_units.0, not 0."""
+    names = short_names(params)
+    return {k: ".".join(k.split(".")[-2:]) if name.isdigit() else name for k, name in names.items()}
+
+
+def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
+    """The metric per part against the points; mean line and a ±std band where a point has several seeds."""
+    xs = numeric_axis([p["params"].get(params[0]) for p in points]) if len(params) == 1 else None
+    order = sorted(range(len(points)), key=lambda i: xs[i]) if xs else list(range(len(points)))
+    x = [xs[i] for i in order] if xs else list(range(len(order)))
+    labels = [format_value(v) for v in xs] if xs else point_labels(points, params)  # [100] hidden units: "100"
+    for part, marker in (("train", "o"), ("validation", "s"), ("test", "^")):
+        shown = [(xi, points[i][part]) for xi, i in zip(x, order) if points[i][part]["mean"] is not None]
+        if not shown:
             continue
-        std = [points[i][part]["std"] or 0.0 for i in order]
-        shown = [(xi, m, s) for xi, m, s in zip(x, mean, std) if m is not None]
-        ax.plot([a for a, _, _ in shown], [m for _, m, _ in shown], style, label=part)
-        if any(points[i][part]["n"] > 1 for i in order):
-            ax.fill_between([a for a, _, _ in shown], [m - s for _, m, s in shown], [m + s for _, m, s in shown], alpha=0.2)
-    if numeric:
-        positive = [v for v in x if v > 0]
-        if len(positive) == len(x) and max(x) / min(x) >= 20:
-            ax.set_xscale("log")
-        ax.set_xticks(x, [format_value(points[i]["params"][params[0]]) for i in order])
-    else:
-        ax.set_xticks(x, [labels[i] for i in order], rotation=30, ha="right")
-    ax.set_xlabel(" / ".join(params))
+        line, = ax.plot([xi for xi, _ in shown], [s["mean"] for _, s in shown], marker=marker, label=part)
+        if any(s["n"] > 1 for _, s in shown):
+            ax.fill_between([xi for xi, _ in shown], [s["mean"] - s["std"] for _, s in shown], [s["mean"] + s["std"] for _, s in shown],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    if xs and wants_log_scale(xs):
+        ax.set_xscale("log")
+    if xs is None or len(set(x)) <= 12:  # more distinct numbers than that (a random search): the default ticks read better
+        from matplotlib.ticker import NullFormatter
+
+        long = xs is None and max(map(len, labels), default=0) > 6
+        ax.set_xticks(x, [labels[i] for i in order], rotation=30 if long else 0, ha="right" if long else "center")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis would also label 2×10¹, 3×10¹ … between ours
+    ax.set_xlabel(params[0] if len(params) == 1 else ", ".join(param_names(params).values()))
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(f"{metric} per point" + (" (mean ± std over seeds)" if any(p["test"]["n"] > 1 for p in points) else ""))
+    several = any(p[part]["n"] > 1 for p in points for part in PARTS)
+    title = f"{metric} against {param_names(params)[params[0]]}" if len(params) == 1 else f"{metric} per point"
+    ax.set_title(title + (" (mean ± std over seeds)" if several else ""))
 
 
-def heat_map(fig, ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
-    """Test (else validation, else train) mean for each pair of values, annotated."""
+def draw_heat_map(fig, ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
+    """The test (else validation, else train) mean for each pair of values, every cell annotated; missing cells blank."""
     import numpy as np
 
-    part = next((p for p in ("test", "validation", "train") if any(pt[p]["mean"] is not None for pt in points)), "test")
-    rows = list(dict.fromkeys(json.dumps(p["params"].get(params[0])) for p in points))
-    cols = list(dict.fromkeys(json.dumps(p["params"].get(params[1])) for p in points))
+    part = next(part for part in BEST_PARTS if any(p[part]["mean"] is not None for p in points))
+    rows = list(dict.fromkeys(point_key(p["params"].get(params[0])) for p in points))
+    cols = list(dict.fromkeys(point_key(p["params"].get(params[1])) for p in points))
     grid = np.full((len(rows), len(cols)), np.nan)
     for p in points:
-        value = p[part]["mean"]
-        if value is not None:
-            grid[rows.index(json.dumps(p["params"].get(params[0]))), cols.index(json.dumps(p["params"].get(params[1])))] = value
+        if p[part]["mean"] is not None:
+            grid[rows.index(point_key(p["params"].get(params[0]))), cols.index(point_key(p["params"].get(params[1])))] = p[part]["mean"]
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=f"{part} {metric}")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xticks(range(len(cols)), cols)
-    ax.set_ylabel(params[0])
-    ax.set_xlabel(params[1])
-    for (i, j), value in np.ndenumerate(grid):
-        if not np.isnan(value):
-            ax.text(j, i, f"{value:.4f}", ha="center", va="center", color="white", fontsize=8)
-    ax.set_title(f"{part} {metric}")
+    ax.set_yticks(range(len(rows)), [format_value(json.loads(r)) for r in rows])
+    ax.set_xticks(range(len(cols)), [format_value(json.loads(c)) for c in cols])
+    ax.set(ylabel=params[0], xlabel=params[1], title=f"{part} {metric} (mean over seeds)" if any(p[part]["n"] > 1 for p in points) else f"{part} {metric}")
+    if grid.size <= MAX_ANNOTATED_CELLS:
+        low, high = np.nanmin(grid), np.nanmax(grid)
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                bright = high > low and (value - low) / (high - low) > 0.6  # viridis turns yellow at the top: dark text there
+                ax.text(j, i, f"{value:.4g}", ha="center", va="center", fontsize=8, color="black" if bright else "white")

@@ -221,3 +221,32 @@ def test_the_ray_backend_runs_trials_as_tasks_and_matches_the_local_results(tmp_
     manifest = json.loads((ray_sweep / "manifest.json").read_text())
     assert [t["state"] for t in manifest["trials"]] == ["completed", "completed"]
     assert all(Path(t["command"].split()[3]).is_absolute() for t in manifest["trials"])  # resolved before submitting
+
+
+@pytest.mark.slow
+def test_a_trial_process_killed_mid_trial_is_resumed_from_its_checkpoint_by_the_same_sweep(tmp_path):
+    config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8]}},
+                        data={"name": "synthetic", "samples": 2000, "features": 4, "classes": 3},
+                        train={"epochs": 6, "batch_size": 8, "checkpoint_every": 1})
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "kexp", "sweep", str(config), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    status = None
+    while time.time() < deadline and status is None:  # trial-001 training, with two checkpoints on disk
+        found = list(runs.glob("sweeps/*/trial-001/status.json"))
+        if found and len(list(found[0].parent.glob("checkpoints/epoch-*"))) >= 2:
+            status = json.loads(found[0].read_text())
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    assert status is not None and status["state"] == "running"
+    os.kill(status["pid"], signal.SIGKILL)  # the trial, not the sweep
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    sweep_dir = only_sweep(runs)
+    [first, second] = json.loads((sweep_dir / "manifest.json").read_text())["trials"]
+    assert (first["state"], first["attempts"]) == ("completed", 1)
+    assert (second["state"], second["attempts"], second["failures"]) == ("completed", 2, 1)
+    assert "trial-001  model.hidden_units.0=8  seed 0  failed" in out and "killed by SIGKILL" in out
+    history = json.loads((sweep_dir / "trial-001" / "history.json").read_text())
+    assert history["epochs"] == 6 and len(history["loss"]) == 6
+    assert json.loads((sweep_dir / "trial-001" / "status.json").read_text())["attempt"] == 2  # resumed, not retrained
