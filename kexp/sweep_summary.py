@@ -64,8 +64,9 @@ def trial_row(trial: dict[str, Any], metrics: dict[str, Any], metric: str) -> di
     }
 
 
-def point_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
+def point_key(value: Any) -> str:
+    """A hashable key for params or one param's value: lists ([64, 32] hidden units) and dicts cannot be dict keys."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def point_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -176,7 +177,7 @@ def plot_summary(summary: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     points, params = summary["points"], summary["params"]
-    fig = Figure(figsize=(max(6.5, min(16.0, 1.0 + 0.45 * len(points))), 4.5))
+    fig = Figure(figsize=(figure_width(points, params), 4.5))
     ax = fig.subplots()
     if not any(p[part]["mean"] is not None for p in points for part in PARTS):
         ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center", transform=ax.transAxes)
@@ -188,6 +189,17 @@ def plot_summary(summary: dict[str, Any], path: Path) -> Path:
     fig.tight_layout()
     save_png_atomic(fig, Path(path))
     return Path(path)
+
+
+def figure_width(points: list[dict[str, Any]], params: list[str]) -> float:
+    """Inches: wider for many categories, so that their tick labels stay apart; a numeric axis keeps its width."""
+    if len(params) == 2:
+        columns = len(distinct_values(points, params[1]))
+    elif len(params) == 1 and numeric_axis([p["params"].get(params[0]) for p in points]):
+        columns = 0
+    else:
+        columns = len(points)
+    return max(6.5, min(16.0, 1.5 + 0.6 * columns))
 
 
 def save_png_atomic(fig, path: Path) -> None:
@@ -214,6 +226,8 @@ def param_names(params: list[str]) -> dict[str, str]:
 
 def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
     """The metric per part against the points; mean line and a ±std band where a point has several seeds."""
+    from matplotlib.ticker import NullFormatter
+
     xs = numeric_axis([p["params"].get(params[0]) for p in points]) if len(params) == 1 else None
     order = sorted(range(len(points)), key=lambda i: xs[i]) if xs else list(range(len(points)))
     x = [xs[i] for i in order] if xs else list(range(len(order)))
@@ -222,15 +236,15 @@ def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str
         shown = [(xi, points[i][part]) for xi, i in zip(x, order) if points[i][part]["mean"] is not None]
         if not shown:
             continue
-        line, = ax.plot([xi for xi, _ in shown], [s["mean"] for _, s in shown], marker=marker, label=part)
+        # a random search's scattered values: a line through them zigzags, the markers alone show the trend
+        style = "-" if len(shown) <= 12 else "none"
+        line, = ax.plot([xi for xi, _ in shown], [s["mean"] for _, s in shown], marker=marker, linestyle=style, label=part)
         if any(s["n"] > 1 for _, s in shown):
             ax.fill_between([xi for xi, _ in shown], [s["mean"] - s["std"] for _, s in shown], [s["mean"] + s["std"] for _, s in shown],
                             color=line.get_color(), alpha=0.2, linewidth=0)
     if xs and wants_log_scale(xs):
         ax.set_xscale("log")
     if xs is None or len(set(x)) <= 12:  # more distinct numbers than that (a random search): the default ticks read better
-        from matplotlib.ticker import NullFormatter
-
         long = xs is None and max(map(len, labels), default=0) > 6
         ax.set_xticks(x, [labels[i] for i in order], rotation=30 if long else 0, ha="right" if long else "center")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis would also label 2×10¹, 3×10¹ … between ours
@@ -243,21 +257,26 @@ def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str
     ax.set_title(title + (" (mean ± std over seeds)" if several else ""))
 
 
+def distinct_values(points: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """{point_key(value): value} for the values `key` takes, in sweep order: one heat-map row or column each."""
+    return {point_key(p["params"].get(key)): p["params"].get(key) for p in points}
+
+
 def draw_heat_map(fig, ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
     """The test (else validation, else train) mean for each pair of values, every cell annotated; missing cells blank."""
     import numpy as np
 
     part = next(part for part in BEST_PARTS if any(p[part]["mean"] is not None for p in points))
-    rows = list(dict.fromkeys(point_key(p["params"].get(params[0])) for p in points))
-    cols = list(dict.fromkeys(point_key(p["params"].get(params[1])) for p in points))
+    rows, cols = distinct_values(points, params[0]), distinct_values(points, params[1])
+    row_of, col_of = {key: i for i, key in enumerate(rows)}, {key: j for j, key in enumerate(cols)}
     grid = np.full((len(rows), len(cols)), np.nan)
     for p in points:
         if p[part]["mean"] is not None:
-            grid[rows.index(point_key(p["params"].get(params[0]))), cols.index(point_key(p["params"].get(params[1])))] = p[part]["mean"]
+            grid[row_of[point_key(p["params"].get(params[0]))], col_of[point_key(p["params"].get(params[1]))]] = p[part]["mean"]
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=f"{part} {metric}")
-    ax.set_yticks(range(len(rows)), [format_value(json.loads(r)) for r in rows])
-    ax.set_xticks(range(len(cols)), [format_value(json.loads(c)) for c in cols])
+    ax.set_yticks(range(len(rows)), [format_value(v) for v in rows.values()])
+    ax.set_xticks(range(len(cols)), [format_value(v) for v in cols.values()])
     ax.set(ylabel=params[0], xlabel=params[1], title=f"{part} {metric} (mean over seeds)" if any(p[part]["n"] > 1 for p in points) else f"{part} {metric}")
     if grid.size <= MAX_ANNOTATED_CELLS:
         low, high = np.nanmin(grid), np.nanmax(grid)

@@ -11,17 +11,17 @@ import pytest
 
 from kexp import sweep_summary
 from kexp.aggregate import summarize_values
-from kexp.sweep_summary import as_number, draw_curves, write_summary
+from kexp.sweep_summary import as_number, build_summary, draw_curves, write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY = "model.hidden_units.0"
 
 
 def write_run(run_dir: Path, state: str = "completed", task: str = "classification", **parts: dict | None) -> None:
-    """A trial's run directory as kexp train leaves it: status.json, and metrics.json once completed."""
+    """A trial's run directory as kexp train leaves it: status.json, and metrics.json when given parts or completed."""
     run_dir.mkdir(parents=True)
     (run_dir / "status.json").write_text(json.dumps({"state": state}))
-    if state == "completed":
+    if state == "completed" or parts:
         metrics = {"train": None, "validation": None, "test": None, "task": task, "protocol": "holdout",
                    "epochs_completed": 5, "fit_seconds": 1.25, "wall_seconds": 2.0, **parts}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -75,10 +75,10 @@ def test_points_hold_mean_std_and_ci_over_seeds_as_summarize_values_computes_the
 
 def test_best_point_is_the_highest_accuracy_but_the_lowest_loss(tmp_path):
     trials, _ = seeded_sweep(tmp_path)
-    by_accuracy = write_summary(tmp_path, trials, metric="accuracy")["best"]
+    by_accuracy = build_summary(tmp_path, trials, metric="accuracy")["best"]
     assert by_accuracy["params"] == {KEY: 100} and by_accuracy["part"] == "test"
     assert by_accuracy["value"] == pytest.approx(0.96) and by_accuracy["n"] == 3
-    by_loss = write_summary(tmp_path, trials, metric="loss")
+    by_loss = build_summary(tmp_path, trials, metric="loss")
     assert by_loss["best"]["params"] == {KEY: 10} and by_loss["best"]["value"] == pytest.approx(0.20)
     assert by_loss["higher_is_better"] is False and by_loss["trials"][0]["test"] == 0.20
 
@@ -87,11 +87,11 @@ def test_best_point_falls_back_to_validation_then_train_when_no_test_part(tmp_pa
     write_run(tmp_path / "a", train={"accuracy": 0.99}, validation={"accuracy": 0.80})
     write_run(tmp_path / "b", train={"accuracy": 0.90}, validation={"accuracy": 0.85})
     trials = [trial("a", {KEY: 10}, run_dir="a"), trial("b", {KEY: 20}, run_dir="b")]
-    best = write_summary(tmp_path, trials)["best"]
+    best = build_summary(tmp_path, trials)["best"]
     assert best["part"] == "validation" and best["params"] == {KEY: 20}
     write_run(tmp_path / "c", train={"accuracy": 0.70})
     write_run(tmp_path / "d", train={"accuracy": 0.75})
-    best = write_summary(tmp_path, [trial("c", {KEY: 1}, run_dir="c"), trial("d", {KEY: 2}, run_dir="d")])["best"]
+    best = build_summary(tmp_path, [trial("c", {KEY: 1}, run_dir="c"), trial("d", {KEY: 2}, run_dir="d")])["best"]
     assert best["part"] == "train" and best["params"] == {KEY: 2}
 
 
@@ -99,10 +99,10 @@ def test_regression_defaults_to_compares_main_metric_and_lower_mae_wins(tmp_path
     for name, r2, mae in (("a", 0.6, 3.0), ("b", 0.8, 2.0)):
         write_run(tmp_path / name, task="regression", train={"loss": 1.0, "mae": mae, "r2": r2}, test={"loss": 1.0, "mae": mae, "r2": r2})
     trials = [trial("a", {"train.optimizer.learning_rate": 0.1}, run_dir="a"), trial("b", {"train.optimizer.learning_rate": 0.01}, run_dir="b")]
-    summary = write_summary(tmp_path, trials)
+    summary = build_summary(tmp_path, trials)
     assert summary["metric"] == "r2" and summary["best"]["params"] == {"train.optimizer.learning_rate": 0.01}
     write_run(tmp_path / "c", task="regression", test={"mae": 1.0})
-    summary = write_summary(tmp_path, trials + [trial("c", {"train.optimizer.learning_rate": 1.0}, run_dir="c")], metric="mae")
+    summary = build_summary(tmp_path, trials + [trial("c", {"train.optimizer.learning_rate": 1.0}, run_dir="c")], metric="mae")
     assert summary["best"]["params"] == {"train.optimizer.learning_rate": 1.0} and summary["best"]["value"] == 1.0
 
 
@@ -150,7 +150,7 @@ def test_two_parameters_draw_an_annotated_heat_map(tmp_path, monkeypatch):
 
 def test_failed_and_pending_trials_are_counted_with_no_values(tmp_path):
     write_run(tmp_path / "ok", train={"accuracy": 0.9}, test={"accuracy": 0.8})
-    write_run(tmp_path / "bad", state="failed")
+    write_run(tmp_path / "bad", state="failed", train={"accuracy": 0.1})  # numbers of a failed run are not its result
     trials = [trial("ok", {KEY: 10}, run_dir=str(tmp_path / "ok")),  # an absolute run_dir works like a relative one
               trial("bad", {KEY: 10}, seed=1, state="failed", run_dir="bad"),
               trial("later", {KEY: 50}, state="pending", run_dir="later"),
@@ -173,6 +173,9 @@ def test_a_sweep_with_no_completed_trial_still_writes_every_file(tmp_path):
     assert summary["best"] is None and summary["metric"] == "accuracy" and summary["counts"] == {"pending": 2}
     assert (tmp_path / "summary.png").read_bytes()[:8] == PNG_MAGIC
     assert len((tmp_path / "summary.csv").read_text().splitlines()) == 3
+    two = [trial("c", {KEY: 10, "model.activation": "relu"}, state="pending"), trial("d", {KEY: 20, "model.activation": "tanh"}, state="failed")]
+    assert write_summary(tmp_path, two)["counts"] == {"pending": 1, "failed": 1}  # an empty heat map is not drawn
+    assert (tmp_path / "summary.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_one_number_list_is_a_numeric_x_on_a_log_axis_when_it_spans_twenty_times(tmp_path):
@@ -181,7 +184,7 @@ def test_a_one_number_list_is_a_numeric_x_on_a_log_axis_when_it_spans_twenty_tim
     assert as_number([100]) == 100.0 and as_number(100) == 100.0
     assert as_number([100, 50]) is None and as_number(True) is None and as_number("100") is None
     values = [[10], [200], [25], [50], [100], [150]]
-    summary = write_summary(tmp_path, one_param_sweep(tmp_path, values, [0.90, 0.97, 0.93, 0.95, 0.96, 0.97]))
+    summary = build_summary(tmp_path, one_param_sweep(tmp_path, values, [0.90, 0.97, 0.93, 0.95, 0.96, 0.97]))
     ax = Figure().subplots()
     draw_curves(ax, summary["points"], summary["params"], summary["metric"])
     assert ax.get_xscale() == "log"
@@ -195,14 +198,14 @@ def test_a_one_number_list_is_a_numeric_x_on_a_log_axis_when_it_spans_twenty_tim
 def test_a_narrow_numeric_range_stays_linear_and_text_values_stay_in_the_given_order(tmp_path):
     from matplotlib.figure import Figure
 
-    summary = write_summary(tmp_path, one_param_sweep(tmp_path, [10, 150, 100], [0.9, 0.95, 0.93]))
+    summary = build_summary(tmp_path, one_param_sweep(tmp_path, [10, 150, 100], [0.9, 0.95, 0.93]))
     ax = Figure().subplots()
     draw_curves(ax, summary["points"], summary["params"], summary["metric"])
     assert ax.get_xscale() == "linear"
     names = ["relu", "tanh", "elu"]
     sweep = tmp_path / "words"
     sweep.mkdir()
-    summary = write_summary(sweep, one_param_sweep(sweep, names, [0.9, 0.8, 0.85]))
+    summary = build_summary(sweep, one_param_sweep(sweep, names, [0.9, 0.8, 0.85]))
     ax = Figure().subplots()
     draw_curves(ax, summary["points"], summary["params"], summary["metric"])
     assert ax.get_xscale() == "linear" and [t.get_text() for t in ax.get_xticklabels()] == names
@@ -213,7 +216,7 @@ def test_several_seeds_draw_a_std_band_around_the_mean(tmp_path):
     from matplotlib.figure import Figure
 
     trials, _ = seeded_sweep(tmp_path)
-    summary = write_summary(tmp_path, trials)
+    summary = build_summary(tmp_path, trials)
     ax = Figure().subplots()
     draw_curves(ax, summary["points"], summary["params"], summary["metric"])
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
