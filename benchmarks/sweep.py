@@ -447,7 +447,7 @@ def kill_rows(r: dict) -> list[str]:
         "| manifest then | " + ", ".join(f"{tid} {v['state']} ({v['attempts']})" for tid, v in r["manifest_after_stop"].items()) + " |",
         f"| resume | exit {s['exit_code']}, wall {s['wall_seconds']:.0f} s |",
         "| earlier trials | " + "; ".join(f"{tid} {v['state']}, attempts {v['attempts']}, metrics.json unchanged: {'yes' if v['metrics_json_unchanged'] else 'no'}"
-                                          for tid, v in earlier.items()) + f": {'yes' if s['earlier_trials_untouched'] else 'NO'} |",
+                                          for tid, v in earlier.items()) + f" (all untouched: {'yes' if s['earlier_trials_untouched'] else 'NO'}) |",
         f"| {at['trial']} after | attempts {resumed['attempts']}, {resumed['state']}, history {resumed['history_epochs']} epochs "
         f"({resumed['loss_values']} loss values): {'yes' if s['resumed_trial_ok'] else 'NO'} |",
         f"| summary.json complete | {s['summary_complete']} |",
