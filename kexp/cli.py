@@ -39,6 +39,8 @@ SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec val
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else ./data]")]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto (a live display on a terminal, else plain), rich, plain (a line per epoch) or jsonl (one JSON event per line on stdout; also in <run>/events.jsonl)")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Python warnings and TensorFlow's start-up messages")]
 
 
 @contextlib.contextmanager
@@ -87,6 +89,8 @@ def train(
     repeat: Annotated[int | None, typer.Option("--repeat", min=1, max=100, help="Train N times with seeds seed, seed+1, ... and report mean, std and 95% CI (sets `seeds`)")] = None,
     resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write the run to exactly this new (or empty) directory instead of <runs-dir>/<time>-<name>-<xxxx>/")] = None,
+    log_format: LogFormatOption = "auto",
+    verbose: VerboseOption = False,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory.
 
@@ -99,23 +103,49 @@ def train(
     if resume_dir is not None:
         if config is not None or set_ or repeat is not None or run_dir is not None:
             usage_error("--resume continues a run as it was: give no CONFIG, --set, --repeat or --run-dir with it")
-        return resume(resume_dir, data_dir)
+        return resume(resume_dir, data_dir, log_format, verbose)
     if config is None:
         usage_error("missing CONFIG: kexp train configs/<name>.yaml (or --resume RUN_DIR)")
+    check_log_format(log_format)
+    quiet_unless(verbose)
     with exit_on_error():
         spec = load_spec(config, set_)
         if repeat is not None:
             spec = load_spec(config, [*set_, f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]"])
+        from kexp.display import display
         from kexp.experiment import run_experiment
 
-        result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, console, run_dir=run_dir)
-    show_result(result)
+        with display(log_format, console) as (chosen, emit):
+            result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
+    if chosen != "jsonl":  # there the run_finished event carries the metrics
+        show_result(result)
+
+
+def check_log_format(log_format: str) -> None:
+    from kexp.display import LOG_FORMATS
+
+    if log_format not in LOG_FORMATS:
+        usage_error(f"--log-format {log_format!r}: choose from {', '.join(LOG_FORMATS)}")
+
+
+def quiet_unless(verbose: bool) -> None:
+    """Python warnings and TensorFlow's C++ log lines say nothing a user can act on in a normal run."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
 
 
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run directory that was interrupted, failed or crashed: runs/<id>")],
     data_dir: DataDirOption = None,
+    log_format: LogFormatOption = "auto",
+    verbose: VerboseOption = False,
 ) -> None:
     """Continue a stopped run in the same directory from its last checkpoint (a completed run is left unchanged).
 
@@ -124,11 +154,16 @@ def resume(
     """
     from kexp.datasets.base import resolve_data_dir
 
+    check_log_format(log_format)
+    quiet_unless(verbose)
     with exit_on_error():
+        from kexp.display import display
         from kexp.experiment import resume_experiment
 
-        result = resume_experiment(run_dir, resolve_data_dir(data_dir), console)
-    show_result(result)
+        with display(log_format, console) as (chosen, emit):
+            result = resume_experiment(run_dir, resolve_data_dir(data_dir), emit)
+    if chosen != "jsonl":
+        show_result(result)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import kexp
-from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, changed_files
+from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, Split, changed_files
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
 from kexp.preprocessing import from_document
@@ -133,8 +133,9 @@ def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
     results = {}
     for name, part in parts.items():
         targets = training.make_targets(part.y, loss, len(class_names))
-        metrics = training.evaluate_splits(model, {name: (part.x, targets)}, record.spec.train.batch_size)[name]
-        outputs = training.predict_outputs(model, part.x, targets, batch_size)
+        scored = Split(part.x, targets, part.divisor)
+        metrics = training.evaluate_splits(model, {name: scored}, record.spec.train.batch_size)[name]
+        outputs = training.predict_outputs(model, scored, batch_size)
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
         results[name] = {"metrics": metrics, "recorded_metrics": (record.metrics or {}).get(name), **report}
     return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}

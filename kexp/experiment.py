@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 import kexp
-from kexp.datasets.base import Dataset, class_balance, summarize
+from kexp.datasets.base import Dataset, Split, class_balance, summarize
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.preprocessing import to_document
 from kexp.checkpoint import Checkpoint, latest_checkpoint
-from kexp.errors import Interrupted, ModelError, ResumeRefused
-from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, record_attempt, reopen_run
+from kexp.errors import Interrupted, KexpError, ModelError, ResumeRefused
+from kexp.events import Emit, RecordingEmit, discard
+from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
 from kexp.registry import MODELS
 from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
@@ -55,14 +54,17 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
         raise ModelError(f"model '{spec.model.name}': {exc}") from None
 
 
-def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, console: Console | None = None, run_dir: Path | None = None) -> RunResult:
-    """Train one experiment and leave a complete run directory (at `run_dir` if given); errors before training leave none."""
+def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: Emit = discard, run_dir: Path | None = None) -> RunResult:
+    """Train one experiment and leave a complete run directory (at `run_dir` if given); errors before training leave none.
+
+    Progress goes to `emit` as events (kexp.events), and into the run's events.jsonl.
+    """
     with stop_on_signals() as guard:
-        result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, runs_dir=runs_dir, run_dir=run_dir)
+        result = _run(spec, data_dir, RecordingEmit(emit), guard, runs_dir=runs_dir, run_dir=run_dir)
     return noted_late_signal(result, guard)
 
 
-def resume_experiment(run_dir: Path, data_dir: Path, console: Console | None = None) -> RunResult:
+def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> RunResult:
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
     from kexp.rundir import read_json
 
@@ -72,7 +74,7 @@ def resume_experiment(run_dir: Path, data_dir: Path, console: Console | None = N
             if status.get("state") == "completed":
                 return RunResult(run.path, read_json(run.path / "metrics.json"), note="the run had already completed: nothing was changed")
             spec = check_resumable(run.path, status)
-            result = _run(spec, data_dir, console or Console(soft_wrap=True), guard, run=run)
+            result = _run(spec, data_dir, RecordingEmit(emit), guard, run=run)
         finally:
             run.release()
     return noted_late_signal(result, guard)
@@ -84,7 +86,7 @@ def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
     return result
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None,
+def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None,
          run_dir: Path | None = None) -> RunResult:
     from kexp import training
 
@@ -101,20 +103,22 @@ def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGu
         check_same_data(run.path, data)
     loss = training.resolve_loss(spec.train.loss, data.num_classes, data.task)
     outputs = training.count_outputs(loss, data.num_classes, data.task)
-    console.print(f"data: {spec.data.name}  {describe_data(data)}{protocol_note(spec, members)}", highlight=False)
-    training.start_tensorflow()
+    emit("data", name=spec.data.name, description=describe_data(data) + protocol_note(spec, members))
+    training.start_tensorflow(spec.train.threads)
     training.set_determinism(spec.train.deterministic)
+    training.set_precision(spec.train.precision)
     device = training.select_device(spec.device)
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
     if fresh:
         with guard.deferred():  # a signal now waits for the guarded block, which records it
             run = create_run(runs_dir, spec.name, run_dir)
-    action = "run" if fresh else f"resuming (attempt {run.attempt})"
-    console.print(f"{action}: {run.path}  model: {spec.model.name} ({model.count_params():,} parameters)  device: {device}", highlight=False)
+    emit.record_to(run.path)
+    emit("run_started", run_dir=str(run.path), name=spec.name, attempt=run.attempt, model=spec.model.name, params=model.count_params(),
+         device=device.name, steps_per_execution=model.kexp_steps_per_execution)
     try:
         with run.guarded(guard):
             if fresh:
-                write_run_start(run.path, spec, data, device, data_dir, run.started, with_preprocessing=len(members) == 1)
+                write_run_start(run.path, spec, data, device, model, data_dir, run.started, with_preprocessing=len(members) == 1)
             else:
                 record_attempt(run, sys.argv)
             run.begin(epochs=spec.train.epochs, members=len(members))
@@ -123,22 +127,22 @@ def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGu
                 guard.raise_if_pending()
                 folder = member_dir(run.path, spec, member)
                 if member.name is not None and (folder / "metrics.json").is_file():  # finished in an earlier attempt
-                    console.print(f"{member.name} ({i + 1}/{len(members)}): finished in an earlier attempt", highlight=False)
+                    emit("member_skipped", member=member.name, index=i + 1, count=len(members), reason="finished in an earlier attempt")
                     results.append(read_member_result(folder))
                     continue
                 if i:
                     data = prepare_dataset(raw, member.rows)  # preprocessing refitted on this member's training rows
                     model = new_model(spec, data, member.seed, device, loss, outputs)
                 if member.name is not None:
-                    console.print(f"{member.name} ({i + 1}/{len(members)}): {describe_data(data)}", highlight=False)
+                    emit("member_started", member=member.name, index=i + 1, count=len(members), description=describe_data(data))
                 run.progress(member=member.name, epoch=0)
                 resume = None if fresh else latest_checkpoint(folder)
                 for warning in resume.warnings if resume else ():
-                    console.print(f"warning: {warning}", highlight=False)
+                    emit("warning", message=warning)
                     run.log(f"warning: {warning}")
                 model_path = run.path / "model.keras" if len(members) == 1 else None
-                with device_scope(device):
-                    metrics = fit_and_evaluate(model, data, loss, spec, member.seed, folder, console, guard, run, resume, model_path)
+                with device.scope():
+                    metrics = fit_and_evaluate(model, data, loss, spec, member, folder, emit, guard, run, resume, model_path)
                 results.append(finish_member(run.path, spec, member, model, data, metrics) if member.name else metrics)
             extra = {"wall_seconds": time.perf_counter() - clock, "loss_function": loss, "num_params": model.count_params(),
                      "task": data.task, "positive_class": data.positive_class, "protocol": spec.evaluation.protocol,
@@ -149,10 +153,25 @@ def _run(spec: ExperimentSpec, data_dir: Path, console: Console, guard: SignalGu
             else:
                 metrics = {**aggregate_results(results), **extra, "data": summarize(data, sizes=False)}
                 finish_run(run, None, metrics)
+    except BaseException as exc:
+        emit("run_failed", run_dir=str(run.path), state=run.state, exit_code=exit_code(exc), error=stop_message(exc))
+        raise
     finally:
         run.release()
     remove_checkpoints(run.path, spec, members)
+    emit("run_finished", run_dir=str(run.path), state="completed", metrics=metrics)
     return RunResult(run.path, metrics)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code `kexp train` ends with for this exception (kexp.cli.exit_on_error)."""
+    if isinstance(exc, KexpError):
+        return exc.exit_code
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def stop_message(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def check_same_data(run_dir: Path, data: Dataset) -> None:
@@ -192,14 +211,17 @@ def protocol_note(spec: ExperimentSpec, members: list) -> str:
     return ""
 
 
-def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: str, loss: str, outputs: int):
-    """A freshly initialized, compiled model: the seed is set first, so each member starts from its own seed."""
+def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device, loss: str, outputs: int):
+    """A freshly initialized, compiled model on `device` (a training.Placement): the seed is set
+    first, so each member starts from its own seed. model.kexp_steps_per_execution holds the
+    steps_per_execution it was compiled with."""
     from kexp import training
 
     training.set_seed(seed)
-    with device_scope(device):
+    with device.scope():
         model = build_model(spec, data.input_shape, outputs, data.task)
-        training.compile_model(model, spec.train, loss, outputs)
+        model.kexp_steps_per_execution = training.compile_model(
+            model, spec.train, loss, outputs, training.steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None)
     return model
 
 
@@ -255,14 +277,15 @@ def aggregate_results(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def prepare_splits(data: Dataset, loss: str) -> dict[str, Any]:
-    """train / validation / test as (inputs, targets in the form the loss expects), or None."""
+    """train / validation / test as Splits of inputs and targets in the form the loss expects, or None."""
     from kexp import training
 
     parts = {"train": data.train, "validation": data.validation, "test": data.test}
-    return {name: None if part is None else (part.x, training.make_targets(part.y, loss, data.num_classes)) for name, part in parts.items()}
+    return {name: None if part is None else Split(part.x, training.make_targets(part.y, loss, data.num_classes), part.divisor)
+            for name, part in parts.items()}
 
 
-def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, seed: int, out_dir: Path, console: Console,
+def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, member, out_dir: Path, emit: Emit,
                      guard: SignalGuard, run: Run, resume: Checkpoint | None = None, model_path: Path | None = None) -> dict[str, Any]:
     """model.fit with kexp's callbacks (from `resume` on), then the final metrics of every part and a per-class report.
 
@@ -275,33 +298,70 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, seed
 
     splits = prepare_splits(data, loss)
     train, validation = splits["train"], splits["validation"]
-    steps = -(-len(train[1]) // spec.train.batch_size)
-    def on_checkpoint(c): run.progress(checkpoint={"epoch": c.epoch, "path": str(c.path.relative_to(run.path))})
-    callbacks = training.make_callbacks(out_dir, spec.train, steps, console, resume, on_checkpoint)
+    steps = training.steps(len(train), spec.train.batch_size)
+    first_epoch = resume.epoch if resume is not None else 0
+    seed = member.seed
+
+    def on_checkpoint(c):
+        path = str(c.path.relative_to(run.path))
+        run.progress(checkpoint={"epoch": c.epoch, "path": path})
+        emit("checkpoint", epoch=c.epoch, path=path, member=member.name)
+    callbacks = training.make_callbacks(out_dir, spec.train, steps, emit, resume, on_checkpoint, member.name)
     history, checkpointer = callbacks[0], callbacks[-1]
     status = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: run.progress(force=False, epoch=epoch + 1))
+    timing: dict[str, float | None] = {"startup_seconds": None}
+
+    def first_batch(batch, logs):  # process start to the first batch: what a user waits before training starts
+        if timing["startup_seconds"] is None:
+            timing["startup_seconds"] = process_age_seconds()
+    started = keras.callbacks.LambdaCallback(on_train_batch_begin=first_batch)
     try:
         if resume is not None and resume.state.get("fit_done"):
             restore(model, resume)  # fit had finished: only the evaluation is left
         else:
             model.fit(
-                **training.batches(*train, spec.train.batch_size, spec.train.shuffle, seed),
-                validation_data=None if validation is None else training.validation_batches(*validation, spec.train.batch_size),
+                training.feed(train, spec.train.batch_size, spec.train.shuffle, seed, skip_epochs=first_epoch),
+                steps_per_epoch=steps,
+                validation_data=None if validation is None else training.feed(validation, max(spec.train.batch_size, 256)),
                 epochs=spec.train.epochs,
-                initial_epoch=resume.epoch if resume is not None else 0,
-                shuffle=spec.train.shuffle,
+                initial_epoch=first_epoch,
+                shuffle=False,  # the feed shuffles, seeded, each epoch
                 class_weight=training.class_weights(data.train.y, data.num_classes) if spec.train.class_weight else None,
-                callbacks=[guard.keras_callback(), *callbacks, status],
+                callbacks=[started, guard.keras_callback(), *callbacks, status],
                 verbose=0,
             )
             checkpointer.finish_fit(len(history.epoch_seconds))
         guard.raise_if_pending()
-        results = training.evaluate_splits(model, splits, spec.train.batch_size, [guard.keras_callback()])
+        clock = time.perf_counter()
+        scored = {name: split for name, split in splits.items() if name != "train" or needs_train_pass(spec, splits)}
+        results = training.evaluate_splits(model, scored, spec.train.batch_size, [guard.keras_callback()])
+        if "train" not in scored:
+            results["train"] = last_epoch_metrics(history.history)
         report = training.class_report(model, data, splits, spec.train.batch_size) if data.task == "classification" else None
     except BaseException as exc:
         keep_on_stop(exc, checkpointer, model, model_path)
         raise
-    return {**results, "report": report, "epochs_completed": len(history.epoch_seconds), "fit_seconds": checkpointer.latest.state["fit_seconds"]}
+    timing["evaluate_seconds"] = time.perf_counter() - clock
+    emit("evaluation", member=member.name, metrics={name: value for name, value in results.items() if value is not None})
+    return {**results, "report": report, "epochs_completed": len(history.epoch_seconds), "fit_seconds": checkpointer.latest.state["fit_seconds"],
+            "train_metrics_from": "evaluation" if "train" in scored else "last_epoch", "timing": timing}
+
+
+def needs_train_pass(spec: ExperimentSpec, splits: dict[str, Any]) -> bool:
+    """Whether the final model is scored on its training rows by a pass of its own.
+
+    Only where that is the score (protocol train), there is no test part, or early stopping
+    went back to an earlier epoch's weights; otherwise the train metrics are the last epoch's,
+    as Keras logged them, and a whole extra pass over the training data is saved (for the
+    MNIST CNN on a CPU, a third of an epoch).
+    """
+    rewound = spec.train.early_stopping is not None and spec.train.early_stopping.restore_best_weights
+    return spec.evaluation.protocol == "train" or splits.get("test") is None or rewound
+
+
+def last_epoch_metrics(history: dict[str, list[float]]) -> dict[str, float]:
+    """The training metrics of the last epoch (running means over its batches, dropout on)."""
+    return {name: values[-1] for name, values in history.items() if not name.startswith("val_") and values}
 
 
 def keep_on_stop(exc: BaseException, checkpointer, model, model_path: Path | None) -> None:
@@ -322,14 +382,6 @@ def keep_on_stop(exc: BaseException, checkpointer, model, model_path: Path | Non
         exc.kexp_checkpoint = note
 
 
-@contextlib.contextmanager
-def device_scope(device: str) -> Iterator[None]:
-    import tensorflow as tf
-
-    with tf.device(device):
-        yield
-
-
 def current_user() -> str | None:
     try:
         return getpass.getuser()
@@ -341,10 +393,12 @@ REPRODUCIBILITY_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "T
                              "PYTHONHASHSEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "KERAS_BACKEND")
 
 
-def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
+def environment(device, seed: int, data_dir: Path) -> dict[str, Any]:
     import keras
     import numpy
     import tensorflow as tf
+
+    from kexp import training
 
     return {
         "kexp": kexp.__version__,
@@ -355,9 +409,11 @@ def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "user": current_user(),
-        "device": device,
+        "device": device.name,
+        "devices": device.devices,  # the devices the model ran on (replicas under device: all)
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "cpu_count": os.cpu_count(),
+        "threads": training.thread_settings(),
         "machine": platform.machine(),
         # settings that change numbers or placement, as they were for this run
         "environment_variables": {k: v for k, v in os.environ.items() if k in REPRODUCIBILITY_VARIABLES},
@@ -367,12 +423,15 @@ def environment(device: str, seed: int, data_dir: Path) -> dict[str, Any]:
     }
 
 
-def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device: str, data_dir: Path, started: str, with_preprocessing: bool = True) -> None:
+def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device, model, data_dir: Path, started: str,
+                    with_preprocessing: bool = True) -> None:
     header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
     write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
     # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
-    env = {**environment(device, spec.seed, data_dir), "deterministic": spec.train.deterministic, "spec": spec.model_dump(mode="json"),
-           "data_files": data.summary.get("files", []), "started": started, "ended": None}
+    speed = {"steps_per_execution": model.kexp_steps_per_execution, "jit_compile": spec.train.jit_compile,
+             "precision": spec.train.precision}
+    env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
+           "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []), "started": started, "ended": None}
     write_json(run_dir / "env.json", env)
     if with_preprocessing:  # folds and repeats each fit their own (kept with save_models)
         write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))

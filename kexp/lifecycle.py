@@ -205,6 +205,16 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
+def process_age_seconds() -> float | None:
+    """Seconds since this process started (Linux: from /proc), for start-up timings; None elsewhere."""
+    started = process_start_ticks(os.getpid())
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if started is None else uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def process_alive(pid: int, started_ticks: int | None) -> bool:
     try:
         os.kill(pid, 0)

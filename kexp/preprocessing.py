@@ -106,13 +106,20 @@ class FittedImages:
         return (int(np.prod(self.image_shape)),) if self.flatten else (*self.image_shape, 1)
 
     def transform(self, inputs: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        x, divisor = self.transform_compact(inputs, rows)
+        x = x.astype(np.float32)
+        if divisor is not None:
+            x /= divisor
+        return x
+
+    def transform_compact(self, inputs: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, float | None]:
+        """The images shaped for the model but still uint8 (a quarter of float32's memory), and what
+        to divide them by; training divides per batch, giving the same floats as transform."""
         images = select(inputs, rows)
         if tuple(images.shape[1:]) != tuple(self.image_shape):
             raise ValueError(f"expected images of {'x'.join(map(str, self.image_shape))} pixels, got shape {images.shape[1:]}")
-        x = images.astype(np.float32)
-        if self.scale:
-            x /= 255.0
-        return x.reshape(len(x), -1) if self.flatten else x[..., np.newaxis]
+        x = images.reshape(len(images), -1) if self.flatten else images[..., np.newaxis]
+        return x, 255.0 if self.scale else None
 
     def state(self) -> dict[str, Any]:
         return {"image_shape": self.image_shape, "scale": self.scale, "flatten": self.flatten}

@@ -140,7 +140,17 @@ class TrainSpec(BaseModel):
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     shuffle: bool = True
     # Batches per TensorFlow call: >1 cuts Python overhead for small models; same updates, same result.
-    steps_per_execution: PositiveInt = 1
+    # auto: from the model's arithmetic per batch (a whole epoch per call for Pima, one batch for
+    # the MNIST CNN); the value used is in env.json.
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    # Compile each training step with XLA. Measured, not assumed: it made the MNIST CNN several
+    # times slower on a CPU, so it stays off unless asked for.
+    jit_compile: bool = False
+    # float32, or mixed precision on GPUs with tensor cores (bfloat16 also on recent CPUs).
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    # TensorFlow's CPU threads for one op (and as many for running ops side by side); unset: all
+    # cores. Set it when several jobs share a machine, so they do not oversubscribe its cores.
+    threads: PositiveInt | None = None
     early_stopping: EarlyStoppingSpec | None = None
     # balanced: weight each class by n / (classes x its count) in the loss (SMS is 13% spam).
     class_weight: Literal["balanced"] | None = None
@@ -202,14 +212,16 @@ class ExperimentSpec(BaseModel):
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    # auto = first GPU when TensorFlow sees one, else CPU.
+    # auto = first GPU when TensorFlow sees one, else CPU; gpu:N = GPU number N (memory is taken
+    # as needed, so other jobs can share it); all = every visible GPU, one replica each
+    # (MirroredStrategy), train.batch_size being the global batch split among them.
     device: str = "auto"
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
-        if not re.fullmatch(r"auto|cpu|gpu|gpu:\d+", device):
-            raise ValueError(f"unknown device '{device}'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...)")
+        if not re.fullmatch(r"auto|cpu|gpu|gpu:\d+|all", device):
+            raise ValueError(f"unknown device '{device}'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...), all")
         return device
 
     @field_validator("data", "model", mode="before")

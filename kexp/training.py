@@ -14,7 +14,9 @@ import re
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +55,36 @@ def filtered_native_stderr() -> Iterator[None]:
                     sys.stderr.write(line)
 
 
-def start_tensorflow() -> None:
-    """Import TensorFlow and probe for GPUs once, without its start-up chatter (unless TF_CPP_MIN_LOG_LEVEL=0)."""
+def start_tensorflow(threads: int | None = None) -> None:
+    """Import TensorFlow, set its CPU threads and GPU memory growth, without its start-up chatter
+    (unless TF_CPP_MIN_LOG_LEVEL=0). Settings apply before TensorFlow's runtime starts; in a
+    process where it already has (tests, notebooks), the ones it cannot change stay as they were."""
     context = contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else filtered_native_stderr()
     with context:
         import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
+        with contextlib.suppress(RuntimeError, ValueError):
+            for gpu in gpus:  # take GPU memory as needed, so several jobs can share one GPU
+                tf.config.experimental.set_memory_growth(gpu, True)
+        if threads is not None:
+            with contextlib.suppress(RuntimeError):
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+
+
+def keras_version() -> str:
+    import keras
+
+    return keras.__version__
+
+
+def thread_settings() -> dict[str, int]:
+    """TensorFlow's thread pools as they are (0 = one per core)."""
+    import tensorflow as tf
+
+    return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
 
 def make_targets(y: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
@@ -98,27 +123,74 @@ def make_optimizer(train: TrainSpec):
     return keras.optimizers.get({"class_name": train.optimizer.name, "config": train.optimizer.kwargs()})
 
 
-def compile_model(model, train: TrainSpec, loss: str, num_outputs: int) -> None:
+def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_per_epoch: int, mirrored: bool = False) -> int:
+    """Compile for training; returns the steps_per_execution used (train.steps_per_execution, or auto's choice).
+
+    Mirrored (device: all), Keras 3's multi-step loop fails inside TensorFlow ("You must feed a
+    value for placeholder tensor"), so auto is 1 there and a larger value is refused up front.
+    """
+    spe = train.steps_per_execution
+    if mirrored and spe != "auto" and spe > 1:
+        raise SpecError([f"train.steps_per_execution: {spe} does not work with device: all (Keras {keras_version()} fails "
+                         "with several batches per call under MirroredStrategy); use auto or 1"])
+    if spe == "auto":
+        spe = 1 if mirrored else auto_steps_per_execution(model, train.batch_size, steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(train),
         loss=loss,
         metrics=make_metrics(train.metrics, num_outputs),
-        steps_per_execution=train.steps_per_execution,
+        steps_per_execution=spe,
+        jit_compile=train.jit_compile,
     )
+    return spe
 
 
-def select_device(device: str) -> str:
-    """A TensorFlow device name for `auto|cpu|gpu|gpu:N`; error when the GPU is not there."""
+@dataclass
+class Placement:
+    """Where a run's model lives: one device, or a MirroredStrategy's replicas (device: all)."""
+
+    devices: list[str]
+    strategy: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.devices[0] if self.strategy is None else f"all ({len(self.devices)}: {', '.join(self.devices)})"
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Build, compile and train inside this; Keras places each replica's share of a batch."""
+        import tensorflow as tf
+
+        with self.strategy.scope() if self.strategy is not None else tf.device(self.devices[0]):
+            yield
+
+
+def select_device(device: str) -> Placement:
+    """The placement for `auto|cpu|gpu|gpu:N|all`; error when a requested GPU is not there.
+
+    `all` mirrors the model on every GPU; on a machine without one, on every logical CPU device
+    (one, unless configured otherwise; the tests configure two, so the multi-device path runs in CI).
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = tf.config.list_logical_devices("GPU")
+    if device == "all":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return Placement(devices, tf.distribute.MirroredStrategy(devices))
     if device == "cpu" or (device == "auto" and not gpus):
-        return "/CPU:0"
+        return Placement(["/CPU:0"])
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= len(gpus):
         seen = f"it sees {len(gpus)} GPU(s)" if gpus else "it sees no GPU (is a CUDA build of TensorFlow installed, and a driver?)"
         raise DeviceError(f"device '{device}' was requested but TensorFlow {tf.__version__} {seen}; use device: cpu or auto")
-    return f"/GPU:{index}"
+    return Placement([f"/GPU:{index}"])
+
+
+def set_precision(precision: str) -> None:
+    """train.precision as Keras' global dtype policy (layers built afterwards compute in it)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(precision)
 
 
 def set_determinism(enabled: bool) -> None:
@@ -136,53 +208,107 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-# Keras copies whole numpy inputs into TensorFlow tensors (and again for evaluation);
-# above this size batches are sliced from the numpy arrays on demand instead.
-STREAM_ABOVE_BYTES = 64 * 2**20
+def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, skip_epochs: int | None = None):
+    """A tf.data pipeline of (inputs, targets) batches of `part` (a Split whose y holds the
+    targets in the loss's form), all of it in TensorFlow's graph.
 
+    The arrays become tensors once and each batch is a gather of shuffled row indices, so
+    no Python runs per batch (Keras' own numpy path copies the arrays again for every fit
+    and evaluate call, and a Python batch feeder costs a round trip per batch). Inputs
+    stored compactly (uint8 pixels, 0/1 word presence) are cast to float32 per batch
+    (and divided by part.divisor: the same floats the preprocessing would have stored).
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0) -> dict[str, Any]:
-    """fit/evaluate keyword arguments: the arrays themselves, or a batch feeder when they are large.
-
-    `shuffle` and `seed` apply to the feeder; for plain arrays fit's own `shuffle` does the job.
+    `skip_epochs` (training): an endless stream of epochs, each a fresh seeded shuffle,
+    starting after that many epochs, so a resumed run sees the batches an uninterrupted
+    one would have; fit then needs steps_per_epoch=steps(len(y), batch_size).
     """
-    if x.nbytes <= STREAM_ABOVE_BYTES:
-        return {"x": x, "y": y, "batch_size": batch_size}
-    import keras
+    import tensorflow as tf
 
-    class ArrayBatches(keras.utils.PyDataset):
-        """Batches sliced from in-memory arrays, reshuffled (seeded) after every epoch."""
+    inputs, targets, divisor = as_tensor(part.x), as_tensor(part.y), part.divisor
+    rows = tf.data.Dataset.range(len(part.y))
+    if shuffle:
+        rows = rows.shuffle(len(part.y), seed=seed, reshuffle_each_iteration=True)
+    rows = rows.batch(batch_size)
+    if skip_epochs is not None:
+        rows = rows.repeat().skip(skip_epochs * steps(len(part.y), batch_size))
+    compact = inputs.dtype.is_integer or inputs.dtype == tf.bool
 
-        def __init__(self):
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(y)) if shuffle else np.arange(len(y))
+    def gather(index):
+        batch = tf.gather(inputs, index)
+        if compact:
+            batch = tf.cast(batch, tf.float32)
+        if divisor is not None:
+            batch = batch / divisor
+        return batch, tf.gather(targets, index)
 
-        def __len__(self) -> int:
-            return -(-len(y) // batch_size)
-
-        def __getitem__(self, i: int):
-            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            return x[idx], y[idx]
-
-        def on_epoch_end(self):
-            if shuffle:
-                self.order = self.rng.permutation(len(y))
-
-    return {"x": ArrayBatches()}
+    options = tf.data.Options()
+    options.deterministic = True
+    return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def validation_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """validation_data for fit: an (x, y) tuple, or a batch feeder when the arrays are large."""
-    feed = batches(x, y, max(batch_size, 256))
-    return (feed["x"], feed["y"]) if "y" in feed else feed["x"]
+# Tensors made from arrays still alive, by id: training, evaluation and the report read the same
+# arrays, and each copy of MNIST's training images is 188 MB.
+_TENSORS: dict[int, tuple[weakref.ref, Any]] = {}
+
+
+def as_tensor(array: np.ndarray):
+    """The array as a TensorFlow tensor in host memory, made once while the array lives."""
+    import tensorflow as tf
+
+    for key in [k for k, (ref, _) in _TENSORS.items() if ref() is None]:
+        del _TENSORS[key]
+    held = _TENSORS.get(id(array))
+    if held is not None and held[0]() is array:
+        return held[1]
+    with tf.device("/CPU:0"):  # the data stays in host memory whatever device trains
+        tensor = tf.convert_to_tensor(array)
+    _TENSORS[id(array)] = (weakref.ref(array), tensor)
+    return tensor
+
+
+def steps(rows: int, batch_size: int) -> int:
+    """Batches per epoch, the last one possibly short."""
+    return -(-rows // batch_size)
+
+
+# What one TensorFlow call should cost when steps_per_execution is auto: enough work to hide
+# the ~1 ms of Python and dispatch per call, little enough that a call ends within a couple
+# of seconds on a slow CPU (signals are acted on between calls; the live bar moves per call).
+AUTO_CALL_FLOPS = 1e10
+
+
+def auto_steps_per_execution(model, batch_size: int, steps_per_epoch: int) -> int:
+    """Batches per call from the model's arithmetic per batch, spread evenly over the epoch's calls.
+
+    Pima's 221-parameter MLP gets its whole epoch per call, the MNIST MLP a few hundred
+    batches, the MNIST CNN one (its batches are costly enough on their own).
+    """
+    per_batch = max(1.0, 3 * batch_size * model_flops_per_row(model))  # forward + backward ~ 3x forward
+    wanted = max(1, min(steps_per_epoch, int(AUTO_CALL_FLOPS // per_batch)))
+    calls = steps(steps_per_epoch, wanted)
+    return steps(steps_per_epoch, calls)
+
+
+def model_flops_per_row(model) -> float:
+    """Multiply-adds of one row's forward pass: each kernel once per output position (dense: once)."""
+    total = 0.0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        try:
+            positions = [d for d in layer.output.shape[1:-1] if d is not None]
+        except (AttributeError, ValueError):  # a layer used twice has no single output
+            positions = []
+        total += float(np.prod(kernel.shape)) * float(np.prod(positions))
+    return 2 * total
 
 
 def plain(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 
 
-def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, console, resume=None, on_checkpoint=None) -> list:
+def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, emit, resume=None, on_checkpoint=None, member: str | None = None) -> list:
     """kexp's callbacks for model.fit; the last one is the Checkpointer (kexp.checkpoint).
 
     `resume` (a kexp.checkpoint.Checkpoint) continues history and early stopping where it ended.
@@ -221,7 +347,7 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, consol
                 raise Diverged(f"loss became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
 
     history = HistoryFile()
-    callbacks = [history, NanGuard(), make_progress(train.epochs, steps_per_epoch, console)]
+    callbacks = [history, NanGuard(), make_progress(train.epochs, steps_per_epoch, emit, member)]
     early_stopping = None
     if train.early_stopping:
         es = train.early_stopping
@@ -233,47 +359,27 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, consol
     return callbacks
 
 
-def make_progress(epochs: int, steps_per_epoch: int, console):
-    """A live rich bar (epoch, step, loss, metrics) on a terminal; one line per epoch otherwise."""
+def make_progress(epochs: int, steps_per_epoch: int, emit, member: str | None = None):
+    """Events for displays: train_started, batch (at most ten a second) and epoch_end with its metrics."""
     import keras
-
-    def describe(logs: dict[str, float]) -> str:
-        return "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
 
     class Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.live = console.is_terminal
-            if self.live:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                    TextColumn("{task.fields[logs]}"), console=console, transient=False)
-                self.bar.start()
-                self.task = self.bar.add_task("", total=steps_per_epoch, logs="")
-                self._shown = 0.0
+            self._shown = 0.0
+            emit("train_started", epochs=epochs, steps_per_epoch=steps_per_epoch, member=member)
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch + 1
             self._start = time.perf_counter()
-            if self.live:
-                self.bar.reset(self.task, total=steps_per_epoch, description=f"epoch {self.epoch}/{epochs}", logs="")
 
         def on_train_batch_end(self, batch, logs=None):
-            # Reading logs forces a device sync, so refresh at most ten times a second.
-            if self.live and time.perf_counter() - self._shown > 0.1:
+            # reading logs waits for the device, so not after every batch
+            if time.perf_counter() - self._shown > 0.1:
                 self._shown = time.perf_counter()
-                self.bar.update(self.task, completed=batch + 1, logs=describe(plain(logs)))
+                emit("batch", step=batch + 1, steps=steps_per_epoch, metrics=plain(logs))
 
         def on_epoch_end(self, epoch, logs=None):
-            text = describe(plain(logs))
-            seconds = time.perf_counter() - self._start
-            if self.live:
-                self.bar.update(self.task, completed=steps_per_epoch, logs=text)
-            console.print(f"epoch {self.epoch}/{epochs}  {seconds:.1f}s  {text}", highlight=False, soft_wrap=True)
-
-        def on_train_end(self, logs=None):
-            if self.live:
-                self.bar.stop()
+            emit("epoch_end", epoch=epoch + 1, epochs=epochs, seconds=round(time.perf_counter() - self._start, 3), metrics=plain(logs),
+                 member=member)
 
     return Progress()
 
@@ -289,22 +395,21 @@ def class_report(model, data, splits: dict[str, tuple | None], batch_size: int) 
     from kexp.reports import classification_report, to_classes
 
     part = "test" if splits.get("test") is not None else "train"
-    outputs = predict_outputs(model, *splits[part], max(batch_size, 256))
+    outputs = predict_outputs(model, splits[part], max(batch_size, 256))
     return {"part": part, **classification_report(getattr(data, part).y, to_classes(outputs), data.class_names)}
 
 
-def predict_outputs(model, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
-    """Model outputs [rows, units], fed as evaluate feeds them (batch by batch from numpy when the inputs are large)."""
-    feed = batches(x, targets, batch_size)
-    return np.asarray(model.predict(feed["x"], batch_size=feed.get("batch_size"), verbose=0)).reshape(len(x), -1)
+def predict_outputs(model, part, batch_size: int) -> np.ndarray:
+    """Model outputs [rows, units] for a Split, fed as evaluate feeds it."""
+    return np.asarray(model.predict(feed(part, batch_size), verbose=0)).reshape(len(part), -1)
 
 
-def evaluate_splits(model, splits: dict[str, tuple | None], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
+def evaluate_splits(model, splits: dict[str, Any], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
     """Keras metrics of the final model on each split (dropout off), as plain floats."""
     results = {}
     for name, split in splits.items():
         if split is None:
             results[name] = None
             continue
-        results[name] = plain(model.evaluate(**batches(*split, max(batch_size, 256)), verbose=0, return_dict=True, callbacks=list(callbacks)))
+        results[name] = plain(model.evaluate(feed(split, max(batch_size, 256)), verbose=0, return_dict=True, callbacks=list(callbacks)))
     return results

@@ -13,7 +13,10 @@ def test_reads_idx_files_flat_and_scaled(data_dir):
     write_mnist(data_dir / "mnist", n_train=30, n_test=10)
     data = prepared(load_mnist, MnistOptions(), data_dir, seed=0)
     assert data.train.x.shape == (30, 784) and data.test.x.shape == (10, 784)
-    assert data.train.x.dtype == np.float32 and 0.0 <= data.train.x.min() and data.train.x.max() <= 1.0
+    # kept as uint8 (a quarter of the memory); the model sees x / 255, and transform gives those floats
+    assert data.train.x.dtype == np.uint8 and data.train.divisor == 255.0
+    floats = data.preprocessing.transform(np.zeros((1, 28, 28), np.uint8) + 255)
+    assert floats.dtype == np.float32 and floats.shape == (1, 784) and floats.max() == 1.0
     assert list(data.train.y[:12]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert data.num_classes == 10 and data.input_shape == (784,)
 

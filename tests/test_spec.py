@@ -329,7 +329,7 @@ def test_union_field_gives_one_problem_without_pydantic_internals(tmp_path):
 
 def test_device_lists_the_choices(tmp_path):
     [problem] = problems(write_text(tmp_path, GOOD), ["device=tpu"])
-    assert problem == "--set device=tpu: device: unknown device 'tpu'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...)"
+    assert problem == "--set device=tpu: device: unknown device 'tpu'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...), all"
 
 
 def test_duplicate_metrics_and_infinite_learning_rate_are_refused(tmp_path):

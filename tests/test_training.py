@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from kexp import training
+from kexp.datasets.base import Split
 from kexp.errors import DeviceError, SpecError
 
 
@@ -20,28 +21,51 @@ def test_targets_in_the_form_the_loss_expects():
     assert training.make_targets(np.array([0, 1]), "binary_crossentropy", 2).dtype == np.float32
 
 
-def test_small_arrays_go_to_keras_as_they_are():
-    x, y = np.zeros((10, 2), np.float32), np.zeros(10)
-    feed = training.batches(x, y, 4)
-    assert feed["x"] is x and feed["y"] is y and feed["batch_size"] == 4
+def batches_of(dataset, count: int) -> list:
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
 
 
-def test_large_arrays_are_fed_batch_by_batch_each_row_once_per_epoch(monkeypatch):
-    monkeypatch.setattr(training, "STREAM_ABOVE_BYTES", 0)
+def test_the_feed_gives_every_row_once_per_epoch_reshuffled_seeded_and_resumable():
     x, y = np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10)
-    feeder = training.batches(x, y, 4, shuffle=True, seed=0)["x"]
-    assert len(feeder) == 3
-
-    def epoch_rows():
-        rows = [row for i in range(len(feeder)) for row in feeder[i][1].tolist()]
-        feeder.on_epoch_end()
-        return rows
-
-    first, second = epoch_rows(), epoch_rows()
+    stream = batches_of(training.feed(Split(x, y), 4, shuffle=True, seed=0, skip_epochs=0), 6)
+    assert [len(b[1]) for b in stream] == [4, 4, 2, 4, 4, 2]  # batches never straddle two epochs
+    first, second = (np.concatenate([b[1] for b in stream[i:i + 3]]).tolist() for i in (0, 3))
     assert sorted(first) == sorted(second) == list(range(10))
     assert first != second  # reshuffled between epochs
-    again = training.batches(x, y, 4, shuffle=True, seed=0)["x"]
-    assert [r for i in range(3) for r in again[i][1].tolist()] == first  # same seed, same order
+    again = batches_of(training.feed(Split(x, y), 4, shuffle=True, seed=0, skip_epochs=0), 3)
+    assert np.concatenate([b[1] for b in again]).tolist() == first  # same seed, same order
+    resumed = batches_of(training.feed(Split(x, y), 4, shuffle=True, seed=0, skip_epochs=1), 3)
+    assert np.concatenate([b[1] for b in resumed]).tolist() == second  # a resumed run sees the epoch it would have
+    assert all((bx[:, 0] == by).all() for bx, by in stream)  # inputs stay with their targets
+
+
+def test_evaluation_feed_keeps_row_order_and_compact_inputs_become_the_same_floats():
+    pixels = np.array([[0, 1], [128, 255], [7, 9]], dtype=np.uint8)
+    (x, y), = batches_of(training.feed(Split(pixels, np.arange(3), divisor=255.0), 8), 1)
+    assert x.dtype == np.float32 and y.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(x, pixels.astype(np.float32) / 255.0)  # bit-identical to the preprocessing's floats
+    (words, _), = batches_of(training.feed(Split(np.array([[0, 1]], dtype=np.uint8), np.zeros(1)), 8), 1)
+    assert words.dtype == np.float32 and words.tolist() == [[0.0, 1.0]]
+
+
+def test_arrays_become_tensors_once_while_they_live():
+    x = np.zeros((5, 2), np.float32)
+    assert training.as_tensor(x) is training.as_tensor(x)
+    assert training.as_tensor(x.copy()) is not training.as_tensor(x)
+
+
+def test_auto_steps_per_execution_gives_small_models_whole_epochs_and_costly_ones_single_batches():
+    import keras
+
+    small = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12), keras.layers.Dense(1)])
+    assert training.auto_steps_per_execution(small, 10, 77) == 77
+    conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(32, 3), keras.layers.Conv2D(64, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(128), keras.layers.Dense(10)])
+    assert training.model_flops_per_row(conv) > 2e7  # 26x26x288 + 24x24x18432 + 9216x... multiply-adds, twice
+    assert training.auto_steps_per_execution(conv, 128, 469) == 1
+    middle = keras.Sequential([keras.Input((784,)), keras.layers.Dense(100), keras.layers.Dense(10)])
+    spe = training.auto_steps_per_execution(middle, 128, 469)
+    assert 1 < spe < 469 and -(-469 // spe) * spe - 469 < -(-469 // spe)  # calls of nearly equal size
 
 
 def test_precision_needs_a_binary_task():
@@ -53,9 +77,9 @@ def test_precision_needs_a_binary_task():
 def test_cpu_always_works_and_missing_gpu_is_a_device_error():
     import tensorflow as tf
 
-    assert training.select_device("cpu") == "/CPU:0"
+    assert training.select_device("cpu").devices == ["/CPU:0"]
     if not tf.config.list_physical_devices("GPU"):
-        assert training.select_device("auto") == "/CPU:0"
+        assert training.select_device("auto").devices == ["/CPU:0"]
         with pytest.raises(DeviceError, match="device 'gpu:1' was requested but TensorFlow .* sees no GPU"):
             training.select_device("gpu:1")
 

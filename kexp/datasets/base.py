@@ -53,8 +53,12 @@ class RawData:
 
 @dataclass
 class Split:
+    """One part's model inputs and labels. With `divisor`, x is kept compact (uint8 pixels) and the
+    model sees float32(x) / divisor, computed per batch in the input pipeline."""
+
     x: np.ndarray
     y: np.ndarray
+    divisor: float | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -112,12 +112,20 @@ def kfold_parts(raw: RawData, k: int, repeats: int, seed: int) -> list[tuple[str
     return [(f"fold-{i}" if repeats == 1 else f"fold-{i // k}-{i % k}", train, test) for i, (train, test) in enumerate(folds)]
 
 
+def make_split(fitted: Any, inputs: Any, rows: np.ndarray, labels: np.ndarray) -> Split:
+    """The rows transformed for the model, kept compact where the preprocessing can (see Split.divisor)."""
+    if hasattr(fitted, "transform_compact"):
+        x, divisor = fitted.transform_compact(inputs, rows)
+        return Split(x, labels, divisor)
+    return Split(fitted.transform(inputs, rows), labels)
+
+
 def prepare_dataset(raw: RawData, rows: dict[str, np.ndarray], fitted: Any = None) -> Dataset:
     """Fit the preprocessing on the training rows (unless given a fitted one) and transform every part."""
     if fitted is None:
         fitted = raw.preprocessor.fit(raw.inputs, rows["train"])
     label_type = np.float32 if raw.task == "regression" else np.int32
-    parts = {name: Split(fitted.transform(raw.inputs, idx), raw.labels[idx].astype(label_type)) if len(idx) else None for name, idx in rows.items()}
+    parts = {name: make_split(fitted, raw.inputs, idx, raw.labels[idx].astype(label_type)) if len(idx) else None for name, idx in rows.items()}
     return Dataset(
         train=parts["train"],
         validation=parts.get("validation"),

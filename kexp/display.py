@@ -1,0 +1,115 @@
+"""How `kexp train` and `kexp resume` show a run's events (kexp.events): the CLI picks one.
+
+rich   a live bar per epoch on a terminal, and a line per epoch
+plain  one line per event worth reading, nothing that redraws: for log files, CI and `tee`
+jsonl  one JSON object per event on stdout (the same objects as <run>/events.jsonl, plus
+       nothing else), for scripts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+from kexp.events import NOT_RECORDED, Emit, event
+
+LOG_FORMATS = ("auto", "rich", "plain", "jsonl")
+
+
+def resolve_format(requested: str, console: Console) -> str:
+    """auto: the live display on a terminal; plain lines with no TTY or under CI."""
+    if requested != "auto":
+        return requested
+    return "rich" if console.is_terminal and not os.environ.get("CI") else "plain"
+
+
+def describe(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def line_for(kind: str, fields: dict[str, Any]) -> str | None:
+    """The plain line an event shows as, or None for events shown otherwise (batches, results)."""
+    member = f"{fields['member']}: " if fields.get("member") else ""
+    if kind == "data":
+        return f"data: {fields['name']}  {fields['description']}"
+    if kind == "run_started":
+        action = "run" if fields["attempt"] == 1 else f"resuming (attempt {fields['attempt']})"
+        return f"{action}: {fields['run_dir']}  model: {fields['model']} ({fields['params']:,} parameters)  device: {fields['device']}"
+    if kind == "member_started":
+        return f"{fields['member']} ({fields['index']}/{fields['count']}): {fields['description']}"
+    if kind == "member_skipped":
+        return f"{fields['member']} ({fields['index']}/{fields['count']}): {fields['reason']}"
+    if kind == "warning":
+        return f"warning: {fields['message']}"
+    if kind == "epoch_end":
+        return f"{member}epoch {fields['epoch']}/{fields['epochs']}  {fields['seconds']:.1f}s  {describe(fields['metrics'])}"
+    if kind == "run_failed":
+        return f"run {fields['state']}: {fields['error']}"
+    return None
+
+
+def plain_lines(console: Console) -> Emit:
+    def show(kind: str, /, **fields: Any) -> None:
+        text = line_for(kind, fields)
+        if text is not None:
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    return show
+
+
+def json_lines(stream=None) -> Emit:
+    def show(kind: str, /, **fields: Any) -> None:
+        if kind not in NOT_RECORDED:
+            out = stream or sys.stdout
+            out.write(json.dumps(event(kind, **fields), default=str) + "\n")
+            out.flush()
+
+    return show
+
+
+@contextmanager
+def live_display(console: Console) -> Iterator[Emit]:
+    """Plain lines, plus a bar that follows the batches of the epoch under way."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[logs]}"), console=console, transient=True)
+    lines = plain_lines(console)
+    state: dict[str, Any] = {"task": None, "epochs": 0, "epoch": 1}
+
+    def show(kind: str, /, **fields: Any) -> None:
+        if kind == "train_started":
+            state["epochs"], state["epoch"] = fields["epochs"], 1
+            if state["task"] is None:
+                bar.start()
+                state["task"] = bar.add_task("", total=fields["steps_per_epoch"], logs="")
+            bar.reset(state["task"], total=fields["steps_per_epoch"], description=f"epoch 1/{fields['epochs']}", logs="")
+        elif kind == "batch" and state["task"] is not None:
+            bar.update(state["task"], completed=fields["step"], logs=describe(fields["metrics"]))
+        elif kind == "epoch_end" and state["task"] is not None:
+            state["epoch"] = fields["epoch"] + 1
+            bar.reset(state["task"], description=f"epoch {state['epoch']}/{state['epochs']}", logs="")
+        lines(kind, **fields)
+
+    try:
+        yield show
+    finally:
+        bar.stop()
+
+
+@contextmanager
+def display(log_format: str, console: Console) -> Iterator[tuple[str, Emit]]:
+    """The chosen format (auto resolved) and the Emit that shows events in it."""
+    chosen = resolve_format(log_format, console)
+    if chosen == "rich":
+        with live_display(console) as show:
+            yield chosen, show
+    else:
+        yield chosen, json_lines() if chosen == "jsonl" else plain_lines(console)
+

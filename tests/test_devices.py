@@ -1,0 +1,102 @@
+"""Devices, threads and precision (kexp.training placement), in real processes.
+
+No GPU here: `device: all` runs MirroredStrategy over two logical CPU devices, configured
+before TensorFlow starts, so the multi-device path really runs; GPU choices are checked by
+their placement logic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import smoke_spec, write_spec
+from kexp import training
+from kexp.errors import DeviceError
+
+pytestmark = pytest.mark.slow
+
+# Runs the kexp CLI in a process whose CPU shows up as two logical devices (TensorFlow allows
+# this only before its runtime starts, hence a fresh process).
+TWO_CPUS = (
+    "import sys, tensorflow as tf\n"
+    "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+    "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+    "from kexp.cli import main\n"
+    "sys.argv = ['kexp', *sys.argv[1:]]\n"
+    "main()\n"
+)
+DATA_DIR = Path(os.environ.get("KEXP_DATA_DIR", "data"))
+
+
+def kexp(*args: str, two_cpus: bool = False, timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", TWO_CPUS] if two_cpus else [sys.executable, "-m", "kexp"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def run_files(runs: Path) -> tuple[dict, dict]:
+    [run] = [p for p in runs.iterdir() if p.is_dir()]
+    return json.loads((run / "env.json").read_text()), json.loads((run / "metrics.json").read_text())
+
+
+def test_device_all_mirrors_the_model_on_two_logical_cpus_and_records_them(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", smoke_spec(device="all", train={"epochs": 2, "batch_size": 16}))
+    done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), two_cpus=True)
+    assert done.returncode == 0, done.stderr
+    env, metrics = run_files(tmp_path / "runs")
+    assert env["devices"] == ["/device:CPU:0", "/device:CPU:1"] and env["device"].startswith("all (2:")
+    assert env["steps_per_execution"] == 1  # auto, mirrored
+    assert metrics["epochs_completed"] == 2 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_device_all_refuses_several_steps_per_call_before_any_run_exists(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", smoke_spec(device="all", train={"epochs": 1, "steps_per_execution": 4}))
+    done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), two_cpus=True)
+    assert done.returncode == 2
+    assert "train.steps_per_execution: 4 does not work with device: all" in done.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_threads_precision_and_auto_steps_are_applied_and_recorded(tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", smoke_spec(train={"epochs": 1, "threads": 1, "precision": "mixed_bfloat16"}))
+    done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 0, done.stderr
+    env, metrics = run_files(tmp_path / "runs")
+    assert env["threads"] == {"intra_op": 1, "inter_op": 1}
+    assert env["precision"] == "mixed_bfloat16" and env["jit_compile"] is False
+    assert env["steps_per_execution"] > 1  # a tiny MLP: many batches per call
+    assert metrics["timing"]["startup_seconds"] > 0
+
+
+@pytest.mark.skipif(not (DATA_DIR / "mnist").exists(), reason=f"MNIST not in {DATA_DIR}")
+def test_mnist_mlp_on_two_mirrored_devices_reaches_the_single_device_accuracy(tmp_path):
+    accuracies = {}
+    for device, two_cpus in (("cpu", False), ("all", True)):
+        runs = tmp_path / device
+        done = kexp("train", "configs/mnist_mlp.yaml", "--runs-dir", str(runs), "--set", f"device={device}", two_cpus=two_cpus)
+        assert done.returncode == 0, done.stderr
+        env, metrics = run_files(runs)
+        accuracies[device] = metrics["test"]["accuracy"]
+    assert len(env["devices"]) == 2
+    assert abs(accuracies["all"] - accuracies["cpu"]) <= 0.003, accuracies
+
+
+def test_gpu_choices_by_their_placement_logic(monkeypatch):
+    import tensorflow as tf
+
+    gpus = [tf.config.LogicalDevice(f"/device:GPU:{i}", "GPU") for i in range(3)]
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    assert training.select_device("gpu:2").devices == ["/GPU:2"]
+    assert training.select_device("auto").devices == ["/GPU:0"]
+    assert training.select_device("cpu").devices == ["/CPU:0"]
+    with pytest.raises(DeviceError, match="device 'gpu:3' was requested but TensorFlow .* sees 3 GPU"):
+        training.select_device("gpu:3")
+    mirrored = []
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda devices: mirrored.append(devices) or "strategy")
+    placement = training.select_device("all")
+    assert mirrored == [[g.name for g in gpus]] and placement.devices == [g.name for g in gpus]  # every GPU, none of the CPUs
