@@ -224,17 +224,17 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, skip_epoch
     """
     import tensorflow as tf
 
-    inputs, targets, divisor = as_tensor(part.x), as_tensor(part.y), part.divisor
+    take_rows, targets, divisor = row_gatherer(part.x), as_tensor(part.y), part.divisor
     rows = tf.data.Dataset.range(len(part.y))
     if shuffle:
         rows = rows.shuffle(len(part.y), seed=seed, reshuffle_each_iteration=True)
     rows = rows.batch(batch_size)
     if skip_epochs is not None:
         rows = rows.repeat().skip(skip_epochs * steps(len(part.y), batch_size))
-    compact = inputs.dtype.is_integer or inputs.dtype == tf.bool
+    compact = np.issubdtype(part.x.dtype, np.integer) or part.x.dtype == np.bool_
 
     def gather(index):
-        batch = tf.gather(inputs, index)
+        batch = take_rows(index)
         if compact:
             batch = tf.cast(batch, tf.float32)
         if divisor is not None:
@@ -243,7 +243,31 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, skip_epoch
 
     options = tf.data.Options()
     options.deterministic = True
-    return rows.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).with_options(options)
+    # a bounded number of batches in flight: AUTOTUNE held hundreds of MB of IMDB's float batches
+    return rows.map(gather, num_parallel_calls=2).prefetch(2).with_options(options)
+
+
+# Above this size the inputs stay a NumPy array that each batch is gathered from (one Python
+# call per batch), instead of becoming a tensor: TensorFlow copies the array, and IMDB's 25,000
+# x 10,000 presence matrix would then be held twice.
+COPY_UP_TO_BYTES = 64 * 2**20
+
+
+def row_gatherer(x: np.ndarray):
+    """A graph function from row indices to those rows of x (a tensor for small x, NumPy for large)."""
+    import tensorflow as tf
+
+    if x.nbytes <= COPY_UP_TO_BYTES:
+        inputs = as_tensor(x)
+        return lambda index: tf.gather(inputs, index)
+    dtype, shape = tf.as_dtype(x.dtype), (None, *x.shape[1:])
+
+    def take_rows(index):
+        batch = tf.numpy_function(lambda i: x[i], [index], dtype, stateful=False)
+        batch.set_shape(shape)
+        return batch
+
+    return take_rows
 
 
 # Tensors made from arrays still alive, by id: training, evaluation and the report read the same
@@ -400,8 +424,10 @@ def class_report(model, data, splits: dict[str, tuple | None], batch_size: int) 
 
 
 def predict_outputs(model, part, batch_size: int) -> np.ndarray:
-    """Model outputs [rows, units] for a Split, fed as evaluate feeds it."""
-    return np.asarray(model.predict(feed(part, batch_size), verbose=0)).reshape(len(part), -1)
+    """Model outputs [rows, units] for a Split, fed as evaluate feeds it, one batch per call:
+    model.predict with several steps per call held ~600 MB more for IMDB's test part."""
+    outputs = [np.asarray(model.predict_on_batch(x)) for x, _ in feed(part, batch_size)]
+    return np.concatenate(outputs).reshape(len(part), -1)
 
 
 def evaluate_splits(model, splits: dict[str, Any], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
