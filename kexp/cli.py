@@ -25,7 +25,7 @@ from kexp.errors import KexpError, SpecError
 app = typer.Typer(
     help="Keras experiments from YAML specs: validate, train, and keep every run in its own directory.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # kexp --install-completion; dataset, model and run names complete too
     pretty_exceptions_show_locals=False,
 )
 data_app = typer.Typer(help="Get data sets into the data directory.", no_args_is_help=True)
@@ -87,7 +87,7 @@ def train(
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     repeat: Annotated[int | None, typer.Option("--repeat", min=1, max=100, help="Train N times with seeds seed, seed+1, ... and report mean, std and 95% CI (sets `seeds`)")] = None,
-    resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)")] = None,
+    resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)", autocompletion=complete_runs)] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write the run to exactly this new (or empty) directory instead of <runs-dir>/<time>-<name>-<xxxx>/")] = None,
     log_format: LogFormatOption = "auto",
     verbose: VerboseOption = False,
@@ -142,7 +142,7 @@ def quiet_unless(verbose: bool) -> None:
 
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory that was interrupted, failed or crashed: runs/<id>")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory that was interrupted, failed or crashed: runs/<id>", autocompletion=complete_runs)],
     data_dir: DataDirOption = None,
     log_format: LogFormatOption = "auto",
     verbose: VerboseOption = False,
@@ -398,7 +398,7 @@ def print_entries(kind: str, as_json: bool) -> None:
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/20261123-133045-imdb-h1vd")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/20261123-133045-imdb-h1vd", autocompletion=complete_runs)],
     split: Annotated[str, typer.Option("--split", help="test, validation, train, or all (every part the run has)")] = "test",
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else the run's own data dir]")] = None,
     allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="Evaluate even if the data files differ from what the run read (recorded as a warning)")] = False,
@@ -494,7 +494,7 @@ def print_wide(table: Table) -> None:
 
 @app.command("compare")
 def compare_command(
-    run_dirs: Annotated[list[str], typer.Argument(help="Run directories, or a quoted glob such as 'runs/*pima*'", show_default=False)],
+    run_dirs: Annotated[list[str], typer.Argument(help="Run directories, or a quoted glob such as 'runs/*pima*'", show_default=False, autocompletion=complete_runs)],
     fmt: FormatOption = "table",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the learning-curve PNG; compare.json goes beside it")] = Path("compare.png"),
 ) -> None:
@@ -542,7 +542,7 @@ SHOWN_PREDICTIONS = 50
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory, e.g. runs/<id>")],
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory, e.g. runs/<id>", autocompletion=complete_runs)],
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -621,9 +621,142 @@ def data_fetch(
             console.print(f"ok: {path}", highlight=False)
 
 
+@data_app.command("list")
+def data_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Every data set `kexp data fetch` can get: its files in the data directory, present and SHA-256-checked, and their source."""
+    from kexp.datasets.base import resolve_data_dir
+    from kexp.fetch import SOURCES, check_files, dataset_state
+
+    folder = resolve_data_dir(data_dir)
+    found = {name: check_files(name, folder) for name in sorted(SOURCES)}
+    if as_json:
+        rows = [{"name": name, "state": dataset_state(files), "files": [file_json(f) for f in files]} for name, files in found.items()]
+        print(json.dumps({"data_dir": os.path.abspath(folder), "datasets": rows}, indent=2))
+        return
+    table = Table(title=f"data sets in {os.path.abspath(folder)} (kexp data fetch NAME gets or repairs one)")
+    for column in ("data set", "file", "state", "bytes", "source"):
+        table.add_column(column, justify="right" if column == "bytes" else "left", overflow="fold")
+    for name, files in found.items():
+        for i, file in enumerate(files):
+            label = f"{name}: {dataset_state(files)}" if i == 0 else ""
+            table.add_row(label, str(file.path), describe_file_state(file), "" if file.bytes is None else f"{file.bytes:,}", file.url or "extracted from the archive")
+        table.add_section()
+    print_wide(table)
+
+
+def file_json(file) -> dict:
+    return {"path": str(file.path), "state": file.state, "needed": file.needed, "bytes": file.bytes, "sha256": file.sha256,
+            "expected_sha256": file.expected_sha256, "url": file.url}
+
+
+def describe_file_state(file) -> str:
+    return {
+        "valid": "ok: sha256 matches",
+        "present": "present (no published hash)",
+        "missing": "missing" if file.needed else "missing (not needed once extracted)",
+        "invalid": "INVALID: sha256 differs from the published file",
+        "unreadable": "UNREADABLE",
+    }[file.state]
+
+
+@app.command()
+def doctor(data_dir: DataDirOption = None, runs_dir: RunsDirOption = Path("runs"), as_json: JsonOption = False) -> None:
+    """Check this machine for kexp: Python, TensorFlow, Keras, GPUs, CUDA, NLTK corpora, data files, runs directory.
+
+    Exit 1 if any check fails (each failure is printed with its fix), 0 otherwise; warnings
+    are things some experiments need (a data set not downloaded, a GPU TensorFlow cannot use).
+    """
+    from kexp.doctor import FAIL, WARN, failed, run_checks
+
+    checks = run_checks(data_dir, runs_dir)
+    if as_json:
+        print(json.dumps({"ok": not failed(checks), "checks": [c.to_dict() for c in checks]}, indent=2))
+        raise typer.Exit(1 if failed(checks) else 0)
+    from rich.text import Text
+
+    colour = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    table = Table(title="kexp doctor")
+    for column in ("check", "status", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        table.add_row(Text(check.name), Text(check.status, style=colour[check.status]), Text(check.found), Text(check.fix))
+    print_wide(table)
+    counts = {status: sum(c.status == status for c in checks) for status in ("ok", WARN, FAIL)}
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items()), highlight=False)
+    for check in checks:
+        if check.status == FAIL:
+            err_console.print(f"kexp: error: {check.name}: {check.found}; fix: {check.fix}", highlight=False, markup=False)
+    raise typer.Exit(1 if failed(checks) else 0)
+
+
+def complete_datasets(incomplete: str) -> list[str]:
+    """Shell completion: registered dataset names."""
+    return [name for name in entry_names("datasets") if name.startswith(incomplete)]
+
+
+def complete_models(incomplete: str) -> list[str]:
+    """Shell completion: registered model names."""
+    return [name for name in entry_names("models") if name.startswith(incomplete)]
+
+
+def complete_examples(incomplete: str) -> list[str]:
+    """Shell completion: the tutorial configs `kexp init --from` copies."""
+    from kexp.starter import example_names
+
+    return [name for name in example_names() if name.startswith(incomplete)]
+
+
+def complete_runs(incomplete: str) -> list[str]:
+    """Shell completion: run directories (folders holding status.json or config.yaml) under the typed folder, else runs/."""
+    typed = Path(incomplete or "runs/")
+    folder = typed if incomplete.endswith("/") or not incomplete else typed.parent
+    if not folder.is_dir():
+        folder = Path("runs")
+    try:
+        candidates = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    dot = "./" if incomplete.startswith("./") else ""  # Path drops it, and the shell only keeps words that start as typed
+    matching = [p for p in candidates if f"{dot}{p}".startswith(incomplete)]
+    runs = [f"{dot}{p}" for p in matching if (p / "status.json").is_file() or (p / "config.yaml").is_file()]
+    return runs or [f"{dot}{p}/" for p in matching]  # no run here: offer the folders, to go down into runs/ or runs/sweeps/
+
+
+def entry_names(kind: str) -> list[str]:
+    from kexp.registry import DATASETS, MODELS, load_components
+
+    load_components()
+    return (DATASETS if kind == "datasets" else MODELS).names()
+
+
+@app.command()
+def init(
+    path: Annotated[Path | None, typer.Argument(help="Where to write the spec (default: print it)")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Registered dataset, see kexp datasets (default: pima)", autocompletion=complete_datasets)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model, see kexp models (default: mlp)", autocompletion=complete_models)] = None,
+    example: Annotated[str | None, typer.Option("--from", help="Copy a tutorial config instead, e.g. pima, mnist_cnn, sms_spam (configs/NAME.yaml)", autocompletion=complete_examples)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace PATH if it exists")] = False,
+) -> None:
+    """Write a starter spec: every option at its default, each commented; or a copy of a tutorial config (--from)."""
+    from kexp.starter import DEFAULT_DATASET, DEFAULT_MODEL, read_example, render_starter, write_text
+
+    if example is not None and (dataset is not None or model is not None):
+        usage_error("--from copies a tutorial config as it is: give it without --dataset or --model")
+    with exit_on_error():
+        if example is not None:
+            text = read_example(example)
+        else:
+            text = render_starter(dataset or DEFAULT_DATASET, model or DEFAULT_MODEL, path)
+        if path is None:
+            print(text, end="")
+            return
+        write_text(text, path, force)
+    console.print(f"wrote {path}; check it with `kexp validate {path}`, train with `kexp train {path}`", highlight=False, markup=False)
+
+
 @app.command("export")
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory, e.g. runs/<id>")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory, e.g. runs/<id>", autocompletion=complete_runs)],
     fmt: Annotated[str, typer.Option("--format", help="saved_model (TensorFlow Serving) or tflite")],
     output: Annotated[Path | None, typer.Option("--output", help="Where to write [default: RUN_DIR/export/saved_model or RUN_DIR/export/model.tflite]")] = None,
 ) -> None:

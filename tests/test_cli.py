@@ -15,7 +15,7 @@ from kexp.cli import app
 from kexp.spec import load_spec
 from tests.conftest import smoke_spec, write_pima_csv, write_spec
 
-RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots", "preprocessing", "log.txt", ".lock"}
+RUN_FILES = {"config.yaml", "status.json", "env.json", "history.json", "metrics.json", "model.keras", "plots", "preprocessing", "log.txt", ".lock", "events.jsonl"}
 
 
 def run_dirs(runs: Path) -> list[Path]:
