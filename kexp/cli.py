@@ -36,7 +36,7 @@ console = Console(soft_wrap=True, emoji=False)
 err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec value: --set train.epochs=2 (value parsed as YAML). Repeatable.")]
-DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else ./data]")]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live (default: $KEXP_DATA_DIR, else ./data)")]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto (a live display on a terminal, else plain), rich, plain (a line per epoch) or jsonl (one JSON event per line on stdout; also in <run>/events.jsonl)")]
@@ -177,9 +177,9 @@ def sweep(
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Failures of a trial before it is left failed (an interrupted trial is always continued)")] = 2,
     trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Pack K small trials on each GPU")] = 1,
     backend: Annotated[str, typer.Option("--backend", help="local (child processes) or ray (Ray tasks; pip install 'kexp[ray]')")] = "local",
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto or HOST:PORT [default: start a local Ray]")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto or HOST:PORT (default: start a local Ray)")] = None,
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0.1, help="Ray: CPUs each trial asks for (and its TensorFlow threads)")] = 1.0,
-    metric: Annotated[str | None, typer.Option("--metric", help="Metric the summary compares [default: the task's main one]")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Metric the summary compares (default: the task's main one)")] = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this sweep directory")] = None,
@@ -400,7 +400,7 @@ def print_entries(kind: str, as_json: bool) -> None:
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/20261123-133045-imdb-h1vd", autocompletion=complete_runs)],
     split: Annotated[str, typer.Option("--split", help="test, validation, train, or all (every part the run has)")] = "test",
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live [default: $KEXP_DATA_DIR, else the run's own data dir]")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live (default: $KEXP_DATA_DIR, else the run's own data dir)")] = None,
     allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="Evaluate even if the data files differ from what the run read (recorded as a warning)")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -462,7 +462,7 @@ def runs_command(
     runs_dir: Annotated[Path, typer.Argument(help="The runs directory `kexp train --runs-dir` wrote to")] = Path("runs"),
     status: Annotated[list[str], typer.Option("--status", help="Only runs in this state: running, completed, failed, interrupted, damaged. Repeatable.")] = [],
     name: Annotated[str | None, typer.Option("--name", help="Only runs whose spec name contains this, or matches it as a glob (pima*)")] = None,
-    sort: Annotated[str | None, typer.Option("--sort", help="Sort by a column (id, name, dataset, model, status, epochs, measured, metric, duration, age, note); -column for descending [default: newest first]")] = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Sort by a column (id, name, dataset, model, status, epochs, measured, metric, duration, age, note); -column for descending (default: newest first)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N runs")] = None,
     fmt: FormatOption = "table",
 ) -> None:
@@ -758,7 +758,7 @@ def init(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory, e.g. runs/<id>", autocompletion=complete_runs)],
     fmt: Annotated[str, typer.Option("--format", help="saved_model (TensorFlow Serving) or tflite")],
-    output: Annotated[Path | None, typer.Option("--output", help="Where to write [default: RUN_DIR/export/saved_model or RUN_DIR/export/model.tflite]")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Where to write (default: RUN_DIR/export/saved_model or RUN_DIR/export/model.tflite)")] = None,
 ) -> None:
     """Export a run's model for serving, checked against model.keras on generated rows; never overwrites."""
     from kexp.export import FORMATS, export_run
