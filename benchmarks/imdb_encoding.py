@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_result
 
 from kexp.datasets.imdb import read_reviews_from_tar
 from kexp.datasets.textdata import tokenized_corpus
 from kexp.text import TextOptions, column_lookup, encode_bag, fit_vocabulary
-
-from common import write_result
 
 
 def vectorize_sequences(sequences, dimension=10000):

@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import ROOT, RESULTS, Proc, environment, run_metrics, write_result
+from common import RESULTS, ROOT, Proc, environment, run_metrics, write_result
 
 EXIT_WITHIN = 20.0  # seconds from SIGTERM to exit the feature promises
 ACCURACY_POINTS = 0.3  # a resumed run's test accuracy against an uninterrupted one, in points

@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from common import ROOT, write_result
 
 DATA = Path(os.environ.get("KEXP_DATA_DIR", "data")).resolve()

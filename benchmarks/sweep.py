@@ -35,7 +35,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import ROOT, RESULTS, STARTED, Proc, peak_rss_mb, write_result
+from common import RESULTS, ROOT, STARTED, Proc, peak_rss_mb, write_result
 
 CONFIG = "configs/mnist_mlp_sweep.yaml"
 PARAM = "model.hidden_units.0"  # the swept key: M

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 
-from common import ROOT, RESULTS, peak_rss_mb, run_metrics, write_result
+from common import RESULTS, ROOT, peak_rss_mb, run_metrics, write_result
+
 DEFAULT = ["configs/pima.yaml", "configs/pima_cv.yaml", "configs/sms_spam.yaml", "configs/sms_spam_cv.yaml", "configs/imdb.yaml",
            "configs/imdb_dropout.yaml", "configs/mnist_mlp.yaml", "configs/mnist_cnn.yaml --set train.epochs=3"]
 # What each tutorial published, for the table (config stem -> workload, published result).

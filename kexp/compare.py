@@ -25,7 +25,8 @@ import yaml
 
 from kexp.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, summarize_values
 from kexp.errors import RunDirError
-from kexp.lifecycle import STATES as RECORDED_STATES, effective_state
+from kexp.lifecycle import STATES as RECORDED_STATES
+from kexp.lifecycle import effective_state
 from kexp.rundir import write_json
 
 # recorded states, `crashed` (running, but its process is gone: kexp.lifecycle) and `damaged` (unreadable files)

@@ -9,19 +9,18 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kexp
+from kexp.checkpoint import Checkpoint, latest_checkpoint
 from kexp.datasets.base import Dataset, Split, class_balance, summarize
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
-from kexp.preprocessing import to_document
-from kexp.checkpoint import Checkpoint, latest_checkpoint
 from kexp.errors import Interrupted, KexpError, ModelError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
 from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
+from kexp.preprocessing import to_document
 from kexp.registry import MODELS
 from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals

@@ -19,10 +19,10 @@ import io
 import json
 import math
 import multiprocessing
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -154,7 +154,7 @@ def test_nan_loss_stops_the_run_as_diverged_with_exit_3(runner, tmp_path):
     assert not (run / "model.keras").exists()  # no model from NaN weights
     # strict JSON: a reader that refuses NaN/Infinity (as RFC 8259 does) still parses every file
     for path in run.glob("*.json"):
-        json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path.name} holds {name}"))
+        json.loads(path.read_text(), parse_constant=lambda name, path=path: pytest.fail(f"{path.name} holds {name}"))
     history = json.loads((run / "history.json").read_text())
     assert history["loss"] == [None] and history["non_finite"] == {"loss.0": "nan"}
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from kexp.cli import app
-from kexp.lifecycle import process_start_ticks
 from kexp.compare import compare_runs, list_runs, render_runs, select_runs, write_compare
+from kexp.lifecycle import process_start_ticks
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 

@@ -3,7 +3,6 @@ import re
 
 import numpy as np
 import pytest
-
 from pydantic import ValidationError
 
 from kexp.datasets.csv import CsvOptions, PimaOptions, load_csv, load_pima

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import smoke_spec, write_spec
+
 from kexp import training
 from kexp.errors import DeviceError
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import smoke_spec, write_spec
+
 from kexp.display import line_for
 from kexp.events import EVENTS_FILE, RecordingEmit, read_events
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import smoke_spec
 
 import kexp.lifecycle
-from conftest import smoke_spec
 from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError
 from kexp.lifecycle import (
     STALE_SECONDS,

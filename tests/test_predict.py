@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import write_mnist, write_spec
 from kexp.cli import app
 from kexp.predict import predict_run, write_predictions
+from tests.conftest import write_mnist, write_spec
 
 pytestmark = pytest.mark.slow
 

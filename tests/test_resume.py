@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import smoke_spec, write_spec
-from kexp.cli import app
+
 from kexp.checkpoint import latest_checkpoint, read_checkpoint
+from kexp.cli import app
 
 pytestmark = pytest.mark.slow
 

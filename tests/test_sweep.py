@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
 from conftest import smoke_spec, write_spec
+
 from kexp.errors import SpecError
 from kexp.sweep import RangeSpec, SweepSpec, expand_points, parse_param, plan_sweep, reconcile, slot_environments, thread_budget
 

@@ -127,10 +127,13 @@ def load_imdb(options: ImdbOptions, data_dir: Path, seed: int) -> RawData:
     """IMDB movie reviews, positive or negative; raw text from aclImdb, or Keras' imdb.npz."""
     folder = data_dir / "aclImdb"
     if (folder / "train").is_dir():
-        source, read = folder, lambda: read_reviews_from_folder(folder)
+        source, reader = folder, read_reviews_from_folder
     else:
-        source = find_file(data_dir, ["aclImdb_v1.tar.gz", "imdb.npz"], "imdb")
-        read = lambda: read_reviews_from_tar(source)
+        source, reader = find_file(data_dir, ["aclImdb_v1.tar.gz", "imdb.npz"], "imdb"), read_reviews_from_tar
+
+    def read():
+        return reader(source)
+
     if source.name.endswith(".npz"):
         (corpus, arrays), cached = read_keras_npz(source), False
     else:
