@@ -91,6 +91,9 @@ def train(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write the run to exactly this new (or empty) directory instead of <runs-dir>/<time>-<name>-<xxxx>/")] = None,
     log_format: LogFormatOption = "auto",
     verbose: VerboseOption = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write TensorBoard logs into <run>/tensorboard/ (sets train.tensorboard)")] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the run to MLflow: $MLFLOW_TRACKING_URI or MLflow's default (sets tracking.mlflow)")] = False,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="Log to the MLflow tracking server or store at this URI (implies --mlflow)")] = None,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory.
 
@@ -110,8 +113,11 @@ def train(
     quiet_unless(verbose)
     with exit_on_error():
         spec = load_spec(config, set_)
+        extra = tracking_overrides(spec, tensorboard, mlflow, mlflow_uri)
         if repeat is not None:
-            spec = load_spec(config, [*set_, f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]"])
+            extra.append(f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]")
+        if extra:  # as overrides, so config.yaml records them and a resume repeats them
+            spec = load_spec(config, [*set_, *extra])
         from kexp.display import display
         from kexp.experiment import run_experiment
 
@@ -119,6 +125,18 @@ def train(
             result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
     if chosen != "jsonl":  # there the run_finished event carries the metrics
         show_result(result)
+
+
+def tracking_overrides(spec, tensorboard: bool, mlflow: bool, mlflow_uri: str | None) -> list[str]:
+    """--tensorboard / --mlflow / --mlflow-uri as spec overrides; options the spec already sets are kept."""
+    extra = []
+    if tensorboard and spec.train.tensorboard is None:
+        extra.append("train.tensorboard=true")
+    if mlflow_uri is not None:
+        extra.append(f"tracking.mlflow.uri={json.dumps(mlflow_uri)}")
+    elif mlflow and spec.tracking.mlflow is None:
+        extra.append("tracking.mlflow={}")
+    return extra
 
 
 def check_log_format(log_format: str) -> None:

@@ -25,6 +25,7 @@ from kexp.registry import MODELS
 from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec, check_task
+from kexp.tracking import check_installed
 
 
 @dataclass
@@ -108,18 +109,21 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
     training.set_precision(spec.train.precision)
     device = training.select_device(spec.device)
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
+    check_installed(tensorboard=spec.train.tensorboard is not None, mlflow=spec.tracking.mlflow is not None)
     if fresh:
         with guard.deferred():  # a signal now waits for the guarded block, which records it
             run = create_run(runs_dir, spec.name, run_dir)
     emit.record_to(run.path)
     emit("run_started", run_dir=str(run.path), name=spec.name, attempt=run.attempt, model=spec.model.name, params=model.count_params(),
          device=device.name, steps_per_execution=model.kexp_steps_per_execution)
+    tracker = None
     try:
         with run.guarded(guard):
             if fresh:
                 write_run_start(run.path, spec, data, device, model, data_dir, run.started, with_preprocessing=len(members) == 1)
             else:
                 record_attempt(run, sys.argv)
+            tracker = start_tracking(run.path, spec)
             run.begin(epochs=spec.train.epochs, members=len(members))
             results = []
             for i, member in enumerate(members):
@@ -141,7 +145,8 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
                     run.log(f"warning: {warning}")
                 model_path = run.path / "model.keras" if len(members) == 1 else None
                 with device.scope():
-                    metrics = fit_and_evaluate(model, data, loss, spec, member, folder, emit, guard, run, resume, model_path)
+                    metrics = fit_and_evaluate(model, data, loss, spec, member, folder, emit, guard, run, resume, model_path,
+                                               tracking_callbacks(spec, folder, tracker, member.name))
                 results.append(finish_member(run.path, spec, member, model, data, metrics) if member.name else metrics)
             extra = {"wall_seconds": time.perf_counter() - clock, "loss_function": loss, "num_params": model.count_params(),
                      "task": data.task, "positive_class": data.positive_class, "protocol": spec.evaluation.protocol,
@@ -153,13 +158,41 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
                 metrics = {**aggregate_results(results), **extra, "data": summarize(data, sizes=False)}
                 finish_run(run, None, metrics)
     except BaseException as exc:
+        finish_tracking(tracker, run.path, run.state, None, emit)
         emit("run_failed", run_dir=str(run.path), state=run.state, exit_code=exit_code(exc), error=stop_message(exc))
         raise
     finally:
         run.release()
     remove_checkpoints(run.path, spec, members)
+    finish_tracking(tracker, run.path, "completed", metrics, emit)
     emit("run_finished", run_dir=str(run.path), state="completed", metrics=metrics)
     return RunResult(run.path, metrics)
+
+
+def start_tracking(run_dir: Path, spec: ExperimentSpec):
+    """The run's MLflow run (kexp.tracking) when the spec asks for one, else None."""
+    if spec.tracking.mlflow is None:
+        return None
+    from kexp.tracking import start_mlflow_run
+
+    return start_mlflow_run(run_dir, spec.model_dump(mode="json"), spec.tracking.mlflow, spec.name, kexp.__version__)
+
+
+def tracking_callbacks(spec: ExperimentSpec, folder: Path, tracker, member: str | None) -> list:
+    """TensorBoard's and MLflow's Keras callbacks, as the spec asks."""
+    from kexp.tracking import tensorboard_callback
+
+    callbacks = [tensorboard_callback(folder, spec.train.tensorboard)] if spec.train.tensorboard is not None else []
+    return callbacks + ([tracker.callback(member)] if tracker is not None else [])
+
+
+def finish_tracking(tracker, run_dir: Path, state: str | None, metrics: dict[str, Any] | None, emit: Emit) -> None:
+    """Close the MLflow run with the run's outcome; what MLflow refused along the way is a warning."""
+    if tracker is None:
+        return
+    tracker.finish(run_dir, state or "failed", metrics)
+    for problem in dict.fromkeys(tracker.failures):
+        emit("warning", message=f"MLflow: {problem}")
 
 
 def exit_code(exc: BaseException) -> int:
@@ -285,7 +318,8 @@ def prepare_splits(data: Dataset, loss: str) -> dict[str, Any]:
 
 
 def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, member, out_dir: Path, emit: Emit,
-                     guard: SignalGuard, run: Run, resume: Checkpoint | None = None, model_path: Path | None = None) -> dict[str, Any]:
+                     guard: SignalGuard, run: Run, resume: Checkpoint | None = None, model_path: Path | None = None,
+                     extra_callbacks: list = ()) -> dict[str, Any]:
     """model.fit with kexp's callbacks (from `resume` on), then the final metrics of every part and a per-class report.
 
     Stopped by anything, it first keeps its last whole epoch as a checkpoint (see keep_on_stop).
@@ -326,7 +360,7 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
                 initial_epoch=first_epoch,
                 shuffle=False,  # the feed shuffles, seeded, each epoch
                 class_weight=training.class_weights(data.train.y, data.num_classes) if spec.train.class_weight else None,
-                callbacks=[started, guard.keras_callback(), *callbacks, status],
+                callbacks=[started, guard.keras_callback(), *extra_callbacks, *callbacks, status],
                 verbose=0,
             )
             checkpointer.finish_fit(len(history.epoch_seconds))

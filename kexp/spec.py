@@ -30,6 +30,7 @@ from pydantic import (
 from kexp.errors import SpecError
 from kexp.registry import DATASETS, MODELS, Options, Registry, closest, load_components  # noqa: F401  (Options: re-exported)
 from kexp.task import CLASSIFICATION, DEFAULT_METRICS, LOSSES, METRICS, task_problems, unknown_loss_message, unknown_metric_message
+from kexp.tracking import TensorBoardSpec, TrackingSpec
 
 
 class ComponentSpec(BaseModel):
@@ -159,11 +160,20 @@ class TrainSpec(BaseModel):
     checkpoint_every: NonNegativeInt | Literal["auto"] = "auto"
     # TensorFlow op determinism: two runs of one spec on one machine give identical history and weights.
     deterministic: bool = False
+    # TensorBoard logs in <run>/tensorboard/ (true, or {histograms, profile_batches, write_graph});
+    # null or false: none.
+    # `kexp train --tensorboard` sets it. Then: tensorboard --logdir runs/
+    tensorboard: TensorBoardSpec | None = None
 
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer_from_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("tensorboard", mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
 
     @field_validator("optimizer")
     @classmethod
@@ -212,6 +222,8 @@ class ExperimentSpec(BaseModel):
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    # Copies of the run for other tools: {mlflow: {uri, experiment}} (`kexp train --mlflow`).
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     # auto = first GPU when TensorFlow sees one, else CPU; gpu:N = GPU number N (memory is taken
     # as needed, so other jobs can share it); all = every visible GPU, one replica each
     # (MirroredStrategy), train.batch_size being the global batch split among them.

@@ -1,0 +1,193 @@
+"""Hand a run to the tools users already watch: TensorBoard logs and an MLflow run.
+
+The run directory stays the source of truth; these are copies for other tools, made as the
+run goes. TensorBoard: Keras' own callback, writing into `<member dir>/tensorboard/`, so
+`tensorboard --logdir runs/` shows every run, fold and sweep trial side by side. MLflow (the
+optional extra `kexp[mlflow]`): params (the flattened resolved spec), per-epoch metrics, tags,
+and at the end the final metrics and the run directory's files as artifacts. The MLflow run
+id is kept in `<run>/mlflow.json`, so `kexp resume` continues the same MLflow run.
+
+Neither mlflow nor TensorFlow is imported until a run asks for them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from kexp.errors import KexpError
+from kexp.rundir import read_json, write_json
+
+MLFLOW_FILE = "mlflow.json"
+# kexp's final states as MLflow run statuses
+MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
+# MLflow refuses longer param values (server and file store alike)
+PARAM_LIMIT = 6000
+
+
+class TensorBoardSpec(BaseModel):
+    """train.tensorboard: true, or these options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # weight and gradient histograms every epoch (costs time on big models)
+    histograms: bool = False
+    # profile these batches with TensorBoard's profiler: 5, or "5,8" for a range
+    profile_batches: int | str | None = None
+    write_graph: bool = True
+
+    @field_validator("profile_batches")
+    @classmethod
+    def _batch_range(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str):
+            parts = value.split(",")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
+                raise ValueError(f"profile_batches '{value}': give one batch number or 'first,last' (e.g. '5,8')")
+        elif isinstance(value, int) and value < 1:
+            raise ValueError("profile_batches counts batches from 1")
+        return value
+
+
+class MlflowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # null: $MLFLOW_TRACKING_URI, else MLflow's own default; e.g. http://127.0.0.1:5000, sqlite:///mlflow.db
+    uri: str | None = None
+    # null: the spec's name
+    experiment: str | None = None
+
+
+class TrackingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    # log to MLflow as well (pip install 'kexp[mlflow]'); `kexp train --mlflow` sets it
+    mlflow: MlflowSpec | None = None
+
+
+def tensorboard_callback(member_dir: Path, options: TensorBoardSpec):
+    """Keras' TensorBoard callback writing per-epoch scalars (and the graph) into member_dir/tensorboard."""
+    import keras
+
+    profile = options.profile_batches
+    return keras.callbacks.TensorBoard(
+        log_dir=str(member_dir / "tensorboard"),
+        histogram_freq=1 if options.histograms else 0,
+        write_graph=options.write_graph,
+        profile_batch=tuple(int(p) for p in profile.split(",")) if isinstance(profile, str) else (profile or 0),
+        update_freq="epoch",
+    )
+
+
+def flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys ({"train": {"epochs": 4}} -> {"train.epochs": 4}); lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of metrics.json worth a chart: per split, the report's summary, timings."""
+    wanted = {part: metrics.get(part) for part in ("train", "validation", "test")}
+    wanted["report"] = {k: v for k, v in (metrics.get("report") or {}).items() if isinstance(v, (int, float))}
+    wanted.update({k: metrics.get(k) for k in ("fit_seconds", "wall_seconds", "epochs_completed")})
+    return {k: float(v) for k, v in flatten(wanted).items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class MlflowRun:
+    """One kexp run's MLflow run, written through MlflowClient (no global active run)."""
+
+    def __init__(self, client, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.failures: list[str] = []
+
+    def log_metrics(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)]
+        self._safely(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def callback(self, member: str | None = None):
+        """A Keras callback logging each epoch's metrics at step = epoch number (folds: `fold-1/loss`)."""
+        import keras
+
+        run, prefix = self, f"{member}/" if member else ""
+
+        class MlflowEpochs(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                run.log_metrics({k: float(v) for k, v in (logs or {}).items()}, epoch + 1, prefix)
+
+        return MlflowEpochs()
+
+    def finish(self, run_dir: Path, state: str, metrics: dict[str, Any] | None) -> None:
+        """Final metrics, the run directory's files as artifacts, kexp.status, and the MLflow status."""
+        if metrics:
+            self.log_metrics(final_metrics(metrics), step=int(metrics.get("epochs_completed") or 0), prefix="final.")
+        for name in ("config.yaml", "env.json", "status.json", "metrics.json", "history.json", "events.jsonl", "log.txt"):
+            if (run_dir / name).is_file():
+                self._safely(lambda name=name: self.client.log_artifact(self.run_id, str(run_dir / name)))
+        for folder, target in (("plots", "plots"), ("preprocessing", "preprocessing")):
+            if (run_dir / folder).is_dir():
+                self._safely(lambda folder=folder, target=target: self.client.log_artifacts(self.run_id, str(run_dir / folder), target))
+        if (run_dir / "model.keras").is_file():
+            self._safely(lambda: self.client.log_artifact(self.run_id, str(run_dir / "model.keras"), "model"))
+        self._safely(lambda: self.client.set_tag(self.run_id, "kexp.status", state))
+        self._safely(lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(state, "FAILED")))
+
+    def _safely(self, call) -> None:
+        """A tracking server that hiccups must not fail the training: note it and go on."""
+        try:
+            call()
+        except Exception as exc:  # MLflow raises many kinds (REST, file store, network)
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+
+
+def import_mlflow():
+    try:
+        import mlflow
+    except ImportError:
+        raise KexpError("tracking.mlflow needs MLflow: pip install 'kexp[mlflow]'") from None
+    return mlflow
+
+
+def check_installed(tensorboard: bool, mlflow: bool) -> None:
+    """Before any run directory exists: the packages the spec's tracking needs are there."""
+    if tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (TensorFlow's summaries need it to write anything)
+        except ImportError:
+            raise KexpError("train.tensorboard needs TensorBoard: pip install 'kexp[tensorboard]'") from None
+    if mlflow:
+        import_mlflow()
+
+
+def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
+    """The MLflow run of this kexp run: created (params and tags logged), or, for a resumed run,
+    the one its mlflow.json names, continued."""
+    import_mlflow()
+    from mlflow.entities import Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=options.uri)
+    saved = run_dir / MLFLOW_FILE
+    if saved.is_file():
+        run_id = read_json(saved)["run_id"]
+        client.update_run(run_id, status="RUNNING")
+        return MlflowRun(client, run_id)
+    experiment_name = options.experiment or name
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        created = client.create_run(experiment_id, run_name=run_dir.name, tags={"kexp.run_id": run_dir.name, "kexp.version": version,
+                                                                              "kexp.run_dir": str(run_dir.resolve()), "kexp.status": "running"})
+    except Exception as exc:
+        raise KexpError(f"MLflow at {client.tracking_uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+    run_id = created.info.run_id
+    write_json(saved, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
+    params = [Param(k, "null" if v is None else str(v)[:PARAM_LIMIT]) for k, v in flatten(spec_document).items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
+        client.log_batch(run_id, params=params[start:start + 100], tags=[RunTag("kexp.name", name)] if not start else [])
+    return MlflowRun(client, run_id)
