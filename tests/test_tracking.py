@@ -23,14 +23,15 @@ mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed
 SPEC = smoke_spec(train={"epochs": 3, "batch_size": 16, "validation_split": 0.2, "checkpoint_every": 1})
 
 
-def kexp(*args: str, env: dict | None = None, code: str | None = None) -> subprocess.CompletedProcess:
+def kexp(*args: str, cwd: Path, env: dict | None = None, code: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "kexp"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})})
+    # run from a scratch directory: with a SQLite store MLflow keeps artifacts in ./mlruns
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def train(tmp_path: Path, *args: str, spec: dict = SPEC, **kwargs) -> tuple[subprocess.CompletedProcess, Path | None]:
     path = write_spec(tmp_path / "spec.yaml", spec)
-    done = kexp("train", str(path), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain", *args, **kwargs)
+    done = kexp("train", str(path), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain", *args, cwd=tmp_path, **kwargs)
     runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()] if (tmp_path / "runs").exists() else []
     return done, runs[0] if runs else None
 
@@ -105,7 +106,7 @@ def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
     marker = tmp_path / "paused"
     env = {**os.environ, "KEXP_TEST_PAUSE": f"checkpoint@2:{marker}"}  # holds the run 2 s in its second checkpoint
     process = subprocess.Popen([sys.executable, "-m", "kexp", "train", str(path), "--runs-dir", str(tmp_path / "runs"), "--mlflow-uri", uri,
-                                "--log-format", "plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                "--log-format", "plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     wait_for(marker.exists)
     run = wait_for_run(tmp_path / "runs")
     process.send_signal(signal.SIGTERM)
@@ -113,7 +114,7 @@ def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
     first_id = json.loads((run / "mlflow.json").read_text())["run_id"]
     _, stopped = read_mlflow(uri, run)
     assert stopped.info.status == "KILLED" and stopped.data.tags["kexp.status"] == "interrupted"
-    done = kexp("resume", str(run), "--log-format", "plain")
+    done = kexp("resume", str(run), "--log-format", "plain", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "mlflow.json").read_text())["run_id"] == first_id
     check_mlflow_run(uri, run, epochs=5)
