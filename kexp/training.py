@@ -208,29 +208,24 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, skip_epochs: int | None = None):
+def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, epoch=None):
     """A tf.data pipeline of (inputs, targets) batches of `part` (a Split whose y holds the
     targets in the loss's form), all of it in TensorFlow's graph.
 
-    The arrays become tensors once and each batch is a gather of shuffled row indices, so
-    no Python runs per batch (Keras' own numpy path copies the arrays again for every fit
-    and evaluate call, and a Python batch feeder costs a round trip per batch). Inputs
-    stored compactly (uint8 pixels, 0/1 word presence) are cast to float32 per batch
-    (and divided by part.divisor: the same floats the preprocessing would have stored).
+    The arrays become tensors once and each batch is a gather of row indices, so no Python
+    runs per batch (Keras' own numpy path copies the arrays again for every fit and evaluate
+    call, and a Python batch feeder costs a round trip per batch). Inputs stored compactly
+    (uint8 pixels, 0/1 word presence) are cast to float32 per batch (and divided by
+    part.divisor: the same floats the preprocessing would have stored).
 
-    `skip_epochs` (training): an endless stream of epochs, each a fresh seeded shuffle,
-    starting after that many epochs, so a resumed run sees the batches an uninterrupted
-    one would have; fit then needs steps_per_epoch=steps(len(y), batch_size).
+    Shuffled, each epoch's order is a function of (seed, epoch) alone, `epoch` being the
+    variable epoch_counter keeps: a resumed run sees the batches an uninterrupted one would
+    have, however many iterators Keras makes (it makes two an epoch).
     """
     import tensorflow as tf
 
     take_rows, targets, divisor = row_gatherer(part.x), as_tensor(part.y), part.divisor
-    rows = tf.data.Dataset.range(len(part.y))
-    if shuffle:
-        rows = rows.shuffle(len(part.y), seed=seed, reshuffle_each_iteration=True)
-    rows = rows.batch(batch_size)
-    if skip_epochs is not None:
-        rows = rows.repeat().skip(skip_epochs * steps(len(part.y), batch_size))
+    rows = row_order(len(part.y), seed, epoch) if shuffle else tf.data.Dataset.range(len(part.y))
     compact = np.issubdtype(part.x.dtype, np.integer) or part.x.dtype == np.bool_
 
     def gather(index):
@@ -244,7 +239,29 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, skip_epoch
     options = tf.data.Options()
     options.deterministic = True
     # a bounded number of batches in flight: AUTOTUNE held hundreds of MB of IMDB's float batches
-    return rows.map(gather, num_parallel_calls=2).prefetch(2).with_options(options)
+    return rows.batch(batch_size).map(gather, num_parallel_calls=2).prefetch(2).with_options(options)
+
+
+def row_order(rows: int, seed: int, epoch):
+    """The row indices in the order of epoch `epoch` (a tf.Variable, read as each epoch starts)."""
+    import tensorflow as tf
+
+    def shuffled(_):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64), seed=key))
+
+    return tf.data.Dataset.from_tensors(0).flat_map(shuffled)
+
+
+def epoch_counter(first_epoch: int):
+    """A variable holding the epoch under way, and the Keras callback that keeps it so (set as
+    each epoch begins, before Keras makes that epoch's iterator)."""
+    import keras
+    import tensorflow as tf
+
+    with tf.device("/CPU:0"):
+        epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
+    return epoch, keras.callbacks.LambdaCallback(on_epoch_begin=lambda number, logs: epoch.assign(number))
 
 
 # Above this size the inputs stay a NumPy array that each batch is gathered from (one Python

@@ -205,6 +205,28 @@ def test_deterministic_runs_repeat_history_and_weights_exactly(runner, tmp_path)
     assert json.loads((runs[0] / "env.json").read_text())["deterministic"] is True
 
 
+def test_a_stopped_and_resumed_run_trains_exactly_as_an_uninterrupted_one(runner, tmp_path):
+    """Resume restores weights, optimizer and RNG state, and the feed skips to the epoch's own
+    shuffle: with deterministic ops the history is identical, epoch for epoch."""
+    spec = {**SLOW_SPEC, "model": {"name": "mlp", "hidden_units": [16], "dropout": 0.2},
+            "train": {**SLOW_SPEC["train"], "deterministic": True, "steps_per_execution": 7}}
+    whole = runner.invoke(app, ["train", str(write_spec(tmp_path / "w.yaml", spec)), "--runs-dir", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    [reference] = (tmp_path / "whole").iterdir()
+    marker = tmp_path / "paused"
+    proc = start(tmp_path, spec, pause=f"checkpoint@3:{marker}")
+    wait_for(marker.exists, "the third checkpoint", proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    run = the_run(tmp_path)
+    resumed = kexp("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert status(run)["attempt"] == 2
+    expected, got = history(reference), history(run)
+    assert {k: v for k, v in got.items() if k != "epoch_seconds"} == {k: v for k, v in expected.items() if k != "epoch_seconds"}
+
+
 def test_a_kfold_run_stopped_in_its_second_fold_resumes_there_and_aggregates_all_folds(tmp_path):
     spec = {**SLOW_SPEC, "evaluation": {"protocol": "kfold", "k": 3}}
     spec["data"] = {**SLOW_SPEC["data"], "test_fraction": 0.0}
