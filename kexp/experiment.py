@@ -333,7 +333,6 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
     train, validation = splits["train"], splits["validation"]
     steps = training.steps(len(train), spec.train.batch_size)
     first_epoch = resume.epoch if resume is not None else 0
-    epoch, follow_epochs = training.epoch_counter(first_epoch)
     seed = member.seed
 
     def on_checkpoint(c):
@@ -354,13 +353,14 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
             restore(model, resume)  # fit had finished: only the evaluation is left
         else:
             model.fit(
-                training.feed(train, spec.train.batch_size, spec.train.shuffle, seed, epoch),
+                training.feed(train, spec.train.batch_size, spec.train.shuffle, seed, first_epoch),
+                steps_per_epoch=steps,
                 validation_data=None if validation is None else training.feed(validation, max(spec.train.batch_size, 256)),
                 epochs=spec.train.epochs,
                 initial_epoch=first_epoch,
                 shuffle=False,  # the feed shuffles, seeded, each epoch
                 class_weight=training.class_weights(data.train.y, data.num_classes) if spec.train.class_weight else None,
-                callbacks=[follow_epochs, started, guard.keras_callback(), *extra_callbacks, *callbacks, status],
+                callbacks=[started, guard.keras_callback(), *extra_callbacks, *callbacks, status],
                 verbose=0,
             )
             checkpointer.finish_fit(len(history.epoch_seconds))

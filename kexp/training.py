@@ -135,6 +135,8 @@ def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_pe
                          "with several batches per call under MirroredStrategy); use auto or 1"])
     if spe == "auto":
         spe = 1 if mirrored else auto_steps_per_execution(model, train.batch_size, steps_per_epoch)
+    else:
+        spe = steps_per_call(spe, steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(train),
         loss=loss,
@@ -208,7 +210,7 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, epoch=None):
+def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int | None = None):
     """A tf.data pipeline of (inputs, targets) batches of `part` (a Split whose y holds the
     targets in the loss's form), all of it in TensorFlow's graph.
 
@@ -218,14 +220,20 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, epoch=None
     (uint8 pixels, 0/1 word presence) are cast to float32 per batch (and divided by
     part.divisor: the same floats the preprocessing would have stored).
 
-    Shuffled, each epoch's order is a function of (seed, epoch) alone, `epoch` being the
-    variable epoch_counter keeps: a resumed run sees the batches an uninterrupted one would
-    have, however many iterators Keras makes (it makes two an epoch).
+    For training (`first_epoch` given) it is an endless stream of epochs from that one on,
+    each shuffled by (seed, epoch) alone and ending with its own short batch: fit takes it
+    with steps_per_epoch, keeps one iterator for the whole fit (one per epoch cost Pima 25 ms
+    an epoch), and a resumed run sees the batches an uninterrupted one would have. Keras'
+    last call of an epoch runs its full steps_per_execution, so that must divide the epoch
+    (see steps_per_call).
     """
     import tensorflow as tf
 
     take_rows, targets, divisor = row_gatherer(part.x), as_tensor(part.y), part.divisor
-    rows = row_order(len(part.y), seed, epoch) if shuffle else tf.data.Dataset.range(len(part.y))
+    if first_epoch is None:
+        batches = tf.data.Dataset.range(len(part.y)).batch(batch_size)
+    else:
+        batches = epoch_batches(len(part.y), batch_size, shuffle, seed, first_epoch)
     compact = np.issubdtype(part.x.dtype, np.integer) or part.x.dtype == np.bool_
 
     def gather(index):
@@ -239,29 +247,25 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, epoch=None
     options = tf.data.Options()
     options.deterministic = True
     # a bounded number of batches in flight: AUTOTUNE held hundreds of MB of IMDB's float batches
-    return rows.batch(batch_size).map(gather, num_parallel_calls=2).prefetch(2).with_options(options)
+    return batches.map(gather, num_parallel_calls=2).prefetch(2).with_options(options)
 
 
-def row_order(rows: int, seed: int, epoch):
-    """The row indices in the order of epoch `epoch` (a tf.Variable, read as each epoch starts)."""
+def epoch_batches(rows: int, batch_size: int, shuffle: bool, seed: int, first_epoch: int):
+    """Row-index batches of epoch first_epoch, first_epoch + 1, ...; an epoch's order depends on (seed, epoch) only."""
     import tensorflow as tf
 
-    def shuffled(_):
-        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
-        return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64), seed=key))
+    def one_epoch(epoch):
+        order = tf.range(rows, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
-    return tf.data.Dataset.from_tensors(0).flat_map(shuffled)
+    return tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
 
 
-def epoch_counter(first_epoch: int):
-    """A variable holding the epoch under way, and the Keras callback that keeps it so (set as
-    each epoch begins, before Keras makes that epoch's iterator)."""
-    import keras
-    import tensorflow as tf
-
-    with tf.device("/CPU:0"):
-        epoch = tf.Variable(first_epoch, dtype=tf.int64, trainable=False)
-    return epoch, keras.callbacks.LambdaCallback(on_epoch_begin=lambda number, logs: epoch.assign(number))
+def steps_per_call(requested: int, steps_per_epoch: int) -> int:
+    """The largest divisor of the epoch's batches not above `requested`: a call never runs into the next epoch."""
+    return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 # Above this size the inputs stay a NumPy array that each batch is gathered from (one Python
@@ -319,15 +323,15 @@ AUTO_CALL_FLOPS = 1e10
 
 
 def auto_steps_per_execution(model, batch_size: int, steps_per_epoch: int) -> int:
-    """Batches per call from the model's arithmetic per batch, spread evenly over the epoch's calls.
+    """Batches per call from the model's arithmetic per batch: the divisor of the epoch's batches nearest that.
 
     Pima's 221-parameter MLP gets its whole epoch per call, the MNIST MLP a few hundred
     batches, the MNIST CNN one (its batches are costly enough on their own).
     """
     per_batch = max(1.0, 3 * batch_size * model_flops_per_row(model))  # forward + backward ~ 3x forward
     wanted = max(1, min(steps_per_epoch, int(AUTO_CALL_FLOPS // per_batch)))
-    calls = steps(steps_per_epoch, wanted)
-    return steps(steps_per_epoch, calls)
+    divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]  # see feed
+    return min(divisors, key=lambda d: abs(math.log(d / wanted)))
 
 
 def model_flops_per_row(model) -> float:
