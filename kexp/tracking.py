@@ -13,7 +13,12 @@ Neither mlflow nor TensorFlow is imported until a run asks for them.
 from __future__ import annotations
 
 import math
+import ssl
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +28,25 @@ from kexp.errors import KexpError
 from kexp.rundir import read_json, write_json
 
 MLFLOW_FILE = "mlflow.json"
-# kexp's final states as MLflow run statuses
+# kexp's final states as MLflow run statuses (failed and diverged, or anything else: FAILED)
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
-# MLflow refuses longer param values (server and file store alike)
+# MLflow's limit on a param value: older MLflow refuses a longer one, newer cuts it with a warning
 PARAM_LIMIT = 6000
+# MLflow retries an unreachable server for about four minutes per call (7 retries, backoff 2 s
+# doubling). A run should not wait that long to learn the server is down, nor every epoch.
+PROBE_SECONDS = 10
+STALL_SECONDS = 30
 
 
 class TensorBoardSpec(BaseModel):
     """train.tensorboard: true, or these options."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    # weight and gradient histograms every epoch (costs time on big models)
+    # each layer's weight histograms every epoch (Keras 3 logs no gradients; costs time on big models)
     histograms: bool = False
     # profile these batches with TensorBoard's profiler: 5, or "5,8" for a range
     profile_batches: int | str | None = None
+    # the Keras model graph (Keras 3 writes the conceptual graph only, not the TensorFlow op graph)
     write_graph: bool = True
 
     @field_validator("profile_batches")
@@ -44,8 +54,9 @@ class TensorBoardSpec(BaseModel):
     def _batch_range(cls, value: int | str | None) -> int | str | None:
         if isinstance(value, str):
             parts = value.split(",")
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or int(parts[0]) > int(parts[1]):
-                raise ValueError(f"profile_batches '{value}': give one batch number or 'first,last' (e.g. '5,8')")
+            # Keras counts batches from 1: a range starting at 0 would silently profile nothing
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]):
+                raise ValueError(f"profile_batches '{value}': give one batch number or 'first,last', counting from 1 (e.g. '5,8')")
         elif isinstance(value, int) and value < 1:
             raise ValueError("profile_batches counts batches from 1")
         return value
@@ -53,7 +64,8 @@ class TensorBoardSpec(BaseModel):
 
 class MlflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    # null: $MLFLOW_TRACKING_URI, else MLflow's own default; e.g. http://127.0.0.1:5000, sqlite:///mlflow.db
+    # null: $MLFLOW_TRACKING_URI, else MLflow's own default (MLflow 3: sqlite:///mlflow.db in the current
+    # directory, or ./mlruns if that already holds runs; MLflow 2: ./mlruns); e.g. http://127.0.0.1:5000, sqlite:////abs/mlflow.db
     uri: str | None = None
     # null: the spec's name
     experiment: str | None = None
@@ -102,6 +114,7 @@ class MlflowRun:
     def __init__(self, client, run_id: str) -> None:
         self.client, self.run_id = client, run_id
         self.failures: list[str] = []
+        self.gave_up = False
 
     def log_metrics(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         from mlflow.entities import Metric
@@ -137,12 +150,21 @@ class MlflowRun:
         self._safely(lambda: self.client.set_tag(self.run_id, "kexp.status", state))
         self._safely(lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(state, "FAILED")))
 
-    def _safely(self, call) -> None:
-        """A tracking server that hiccups must not fail the training: note it and go on."""
+    def _safely(self, call: Callable[[], Any]) -> None:
+        """A tracking server that hiccups must not fail the training: note it and go on.
+
+        A call that failed only after MLflow's own minutes of retries means the server is gone;
+        later calls are skipped, so a dead server costs one stall, not one per epoch."""
+        if self.gave_up:
+            return
+        started = time.monotonic()
         try:
             call()
         except Exception as exc:  # MLflow raises many kinds (REST, file store, network)
-            self.failures.append(f"{type(exc).__name__}: {exc}")
+            self.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            if time.monotonic() - started > STALL_SECONDS:
+                self.gave_up = True
+                self.failures.append(f"no answer from {self.client.tracking_uri} after MLflow's retries; the rest of this run was not logged to MLflow")
 
 
 def import_mlflow():
@@ -166,28 +188,85 @@ def check_installed(tensorboard: bool, mlflow: bool) -> None:
 
 def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
     """The MLflow run of this kexp run: created (params and tags logged), or, for a resumed run,
-    the one its mlflow.json names, continued."""
+    the one its mlflow.json names, continued. An unreachable store is a KexpError, in seconds."""
     import_mlflow()
-    from mlflow.entities import Param, RunTag
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=options.uri)
     saved = run_dir / MLFLOW_FILE
     if saved.is_file():
-        run_id = read_json(saved)["run_id"]
-        client.update_run(run_id, status="RUNNING")
-        return MlflowRun(client, run_id)
-    experiment_name = options.experiment or name
-    try:
+        return resume_mlflow_run(read_json(saved), options)
+    return create_mlflow_run(run_dir, spec_document, options, name, version)
+
+
+def create_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
+    """A new MLflow run in the experiment (created if need be), recorded in run_dir/mlflow.json."""
+    client = connect(options.uri)
+    tags = {"kexp.run_id": run_dir.name, "kexp.version": version, "kexp.run_dir": str(run_dir.resolve()), "kexp.status": "running", "kexp.name": name}
+    with one_line_errors(client.tracking_uri):
+        experiment_name = options.experiment or name
         experiment = client.get_experiment_by_name(experiment_name)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-        created = client.create_run(experiment_id, run_name=run_dir.name, tags={"kexp.run_id": run_dir.name, "kexp.version": version,
-                                                                              "kexp.run_dir": str(run_dir.resolve()), "kexp.status": "running"})
-    except Exception as exc:
-        raise KexpError(f"MLflow at {client.tracking_uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
-    run_id = created.info.run_id
-    write_json(saved, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
+        run_id = client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
+        # written before the params, so a resume finds this MLflow run rather than starting a second
+        write_json(run_dir / MLFLOW_FILE, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
+        log_params(client, run_id, spec_document)
+    return MlflowRun(client, run_id)
+
+
+def resume_mlflow_run(saved: dict[str, Any], options: MlflowSpec) -> MlflowRun:
+    """The MLflow run an earlier attempt started, marked running again.
+
+    With no uri in the spec it is looked up where it was created (mlflow.json), since
+    $MLFLOW_TRACKING_URI or MLflow's cwd-relative default may differ in the resuming shell."""
+    client = connect(options.uri or saved.get("tracking_uri"))
+    with one_line_errors(client.tracking_uri):
+        client.update_run(saved["run_id"], status="RUNNING")
+        client.set_tag(saved["run_id"], "kexp.status", "running")
+    return MlflowRun(client, saved["run_id"])
+
+
+def log_params(client, run_id: str, spec_document: dict[str, Any]) -> None:
+    """The resolved spec as params, dotted keys; lists and None as text, cut to MLflow's limit."""
+    from mlflow.entities import Param
+
     params = [Param(k, "null" if v is None else str(v)[:PARAM_LIMIT]) for k, v in flatten(spec_document).items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
-        client.log_batch(run_id, params=params[start:start + 100], tags=[RunTag("kexp.name", name)] if not start else [])
-    return MlflowRun(client, run_id)
+        client.log_batch(run_id, params=params[start:start + 100])
+
+
+def connect(uri: str | None):
+    """An MlflowClient for uri (None: MLflow's default). MLflow opens the store here, so an
+    unknown scheme or a store it refuses (MLflow 3's file store) fails here."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:  # MlflowException, or the store's own (SQLAlchemy, OSError)
+        raise mlflow_error(uri or "the default tracking URI", exc) from None
+
+
+@contextmanager
+def one_line_errors(uri: str) -> Iterator[None]:
+    """A store that is down or refuses becomes one KexpError line naming the URI (no traceback)."""
+    check_reachable(uri)
+    try:
+        yield
+    except Exception as exc:  # MLflow raises many kinds (REST, SQLAlchemy, file store, network)
+        raise mlflow_error(uri, exc) from None
+
+
+def mlflow_error(uri: str, exc: Exception) -> KexpError:
+    return KexpError(f"MLflow at {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+def check_reachable(uri: str) -> None:
+    """An HTTP tracking server answers at all (any status will do), within PROBE_SECONDS."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri, timeout=PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return  # it answered: a 404 or 401 for the bare URL still means a server is there
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return  # something answered TLS; certificates are MLflow's business (MLFLOW_TRACKING_INSECURE_TLS)
+        raise KexpError(f"MLflow at {uri}: cannot connect ({reason}); start the tracking server or fix tracking.mlflow.uri") from None

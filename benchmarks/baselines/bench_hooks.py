@@ -1,18 +1,25 @@
-"""The only instrumentation in the baseline scripts: a seed from the command line, the moment of
-the first training batch (start-up = process start to it), and the metric as one line.
+"""The only instrumentation in the baseline scripts: their two arguments (the data path and
+`--seed S`), a callback that prints the moment of the first training batch (start-up = process
+start to it), and the metric printed as one line. Nothing else differs from the tutorials.
 
-    python benchmarks/baselines/<script>.py DATA_PATH [SEED]
+    python benchmarks/baselines/<script>.py DATA_PATH [--seed S]
 """
 
-import sys
+import argparse
 import time
 
 import keras
 
-SEED = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+_parser = argparse.ArgumentParser()
+_parser.add_argument("data", help="the data file or folder the tutorial reads")
+_parser.add_argument("--seed", type=int, default=0)
+_args = _parser.parse_args()
+DATA, SEED = _args.data, _args.seed
 
 
 class FirstBatch(keras.callbacks.Callback):
+    """Prints `BENCH first_batch <epoch seconds>` once, at the first training batch."""
+
     def on_train_batch_begin(self, batch, logs=None):
         if not hasattr(self, "seen"):
             self.seen = time.time()
@@ -20,4 +27,5 @@ class FirstBatch(keras.callbacks.Callback):
 
 
 def report(metric: float) -> None:
+    """Prints `BENCH metric <value>`, the number benchmarks/run.py compares."""
     print(f"BENCH metric {metric}", flush=True)

@@ -2,23 +2,22 @@
 simple tokenization, top-10,000 word index from train, the tutorial's Python loop into
 a float64 multi-hot matrix, Dense 16-16-1, rmsprop, 4 epochs, batch 512.
 
-    python benchmarks/baselines/imdb_keras.py ../shared/data/aclImdb_v1.tar.gz
+    python benchmarks/baselines/imdb_keras.py ../shared/data/aclImdb_v1.tar.gz [--seed S]
 """
 
 import re
-import sys
 import tarfile
 import time
 from collections import Counter
 
 import keras
 import numpy as np
-from bench_hooks import SEED, FirstBatch, report
+from bench_hooks import DATA, SEED, FirstBatch, report
 
 keras.utils.set_random_seed(SEED)
 start = time.perf_counter()
 data = {"train": ([], []), "test": ([], [])}
-with tarfile.open(sys.argv[1], "r:gz") as tar:
+with tarfile.open(DATA, "r:gz") as tar:
     for member in tar:
         m = re.search(r"aclImdb/(train|test)/(pos|neg)/\d+_\d+\.txt$", member.name)
         if m:

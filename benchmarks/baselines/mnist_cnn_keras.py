@@ -1,15 +1,14 @@
 """The Keras MNIST convnet tutorial as a plain script, 3 epochs (the benchmark's length):
 Conv32-Conv64-MaxPool-Dropout(0.25)-Dense128-Dropout(0.5)-10, adam, batch 128.
 
-    python benchmarks/baselines/mnist_cnn_keras.py ../shared/data/mnist [SEED]
+    python benchmarks/baselines/mnist_cnn_keras.py ../shared/data/mnist [--seed S]
 """
 
 import gzip
-import sys
 
 import keras
 import numpy as np
-from bench_hooks import SEED, FirstBatch, report
+from bench_hooks import DATA, SEED, FirstBatch, report
 
 
 def load_idx(path, offset):
@@ -17,7 +16,7 @@ def load_idx(path, offset):
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
-folder = sys.argv[1]
+folder = DATA
 x_train = load_idx(f"{folder}/train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype("float32") / 255
 y_train = keras.utils.to_categorical(load_idx(f"{folder}/train-labels-idx1-ubyte.gz", 8), 10)
 x_test = load_idx(f"{folder}/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype("float32") / 255

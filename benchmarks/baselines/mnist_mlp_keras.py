@@ -1,16 +1,15 @@
 """The MNIST dense tutorial as a plain Keras script: 784-100(sigmoid)-10, adam, 20 epochs, batch 128.
 
-    python benchmarks/baselines/mnist_mlp_keras.py ../shared/data/mnist [SEED]
+    python benchmarks/baselines/mnist_mlp_keras.py ../shared/data/mnist [--seed S]
 
 keras.datasets.mnist.load_data() needs the internet, so the four IDX files are read with numpy.
 """
 
 import gzip
-import sys
 
 import keras
 import numpy as np
-from bench_hooks import SEED, FirstBatch, report
+from bench_hooks import DATA, SEED, FirstBatch, report
 
 
 def load_idx(path, offset):
@@ -18,7 +17,7 @@ def load_idx(path, offset):
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
-folder = sys.argv[1]
+folder = DATA
 x_train = load_idx(f"{folder}/train-images-idx3-ubyte.gz", 16).reshape(-1, 784).astype("float32") / 255
 y_train = load_idx(f"{folder}/train-labels-idx1-ubyte.gz", 8)
 x_test = load_idx(f"{folder}/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 784).astype("float32") / 255

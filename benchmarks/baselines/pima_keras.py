@@ -1,16 +1,14 @@
 """The Pima tutorial as a plain Keras script (the baseline kexp is timed against).
 
-    python benchmarks/baselines/pima_keras.py ../shared/data/pima-indians-diabetes.data.csv [SEED]
+    python benchmarks/baselines/pima_keras.py ../shared/data/pima-indians-diabetes.data.csv [--seed S]
 """
 
-import sys
-
 import keras
-from bench_hooks import SEED, FirstBatch, report
+from bench_hooks import DATA, SEED, FirstBatch, report
 from numpy import loadtxt
 
 keras.utils.set_random_seed(SEED)
-dataset = loadtxt(sys.argv[1], delimiter=",")
+dataset = loadtxt(DATA, delimiter=",")
 X, y = dataset[:, 0:8], dataset[:, 8]
 model = keras.Sequential(
     [keras.Input((8,)), keras.layers.Dense(12, activation="relu"), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]

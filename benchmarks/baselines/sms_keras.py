@@ -2,22 +2,21 @@
 WordNet lemmas, 3,000-word count vectors, half the messages (stratified) for testing,
 Dense 64-1, adam, 10 epochs, batch 32 (as configs/sms_spam.yaml).
 
-    NLTK_DATA=../shared/nltk_data python benchmarks/baselines/sms_keras.py ../shared/data/sms/SMSSpamCollection [SEED]
+    NLTK_DATA=../shared/nltk_data python benchmarks/baselines/sms_keras.py ../shared/data/sms/SMSSpamCollection [--seed S]
 """
 
 import re
-import sys
 
 import keras
 import numpy as np
-from bench_hooks import SEED, FirstBatch, report
+from bench_hooks import DATA, SEED, FirstBatch, report
 from nltk.corpus import stopwords
 from nltk.stem import WordNetLemmatizer
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.model_selection import train_test_split
 
 labels, texts = [], []
-with open(sys.argv[1], encoding="utf-8") as f:
+with open(DATA, encoding="utf-8") as f:
     for line in f:
         label, text = line.rstrip("\n").split("\t", 1)
         labels.append(1 if label == "spam" else 0)
