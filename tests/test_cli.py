@@ -394,3 +394,29 @@ def test_score_on_training_rows_is_labelled_and_balanced_weights_train(runner, t
     metrics = json.loads(next(runs.iterdir()).joinpath("metrics.json").read_text())
     assert metrics["protocol"] == "train" and metrics["test"] is None and metrics["report"]["part"] == "train"
     assert set(metrics["report"]["per_class"]) == {"0", "1"}
+
+
+FAST_EXIT_PROBE = (
+    "import atexit, sys\n"
+    "sys.modules.setdefault('tensorflow', type(sys)('tensorflow'))  # as after training: TensorFlow loaded\n"
+    "class Finalized:\n"
+    "    def __del__(self):\n"
+    "        print('interpreter teardown ran', flush=True)\n"
+    "keep = Finalized()\n"
+    "atexit.register(lambda: print('atexit ran', flush=True))\n"
+    "sys.argv = ['kexp', 'validate', 'missing.yaml']\n"
+    "print('buffered line', end='')\n"
+    "from kexp.cli import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_exit_after_tensorflow_skips_interpreter_teardown_but_not_atexit(tmp_path, fast):
+    env = {**__import__("os").environ, "KEXP_FAST_EXIT": "1" if fast else "0"}
+    done = subprocess.run([sys.executable, "-c", FAST_EXIT_PROBE], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "kexp: error: missing.yaml: file not found" in done.stderr
+    assert "buffered line" in done.stdout and "atexit ran" in done.stdout  # flushed, handlers run
+    # the second of teardown is skipped only on the fast path
+    assert ("interpreter teardown ran" in done.stdout) is (not fast)
