@@ -156,6 +156,9 @@ def quiet_unless(verbose: bool) -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    # MLflow logs INFO lines of its own (creating a SQLite store's tables) to stderr; it sets its
+    # logger's level from this when imported
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 @app.command()

@@ -25,7 +25,7 @@ from kexp.registry import MODELS
 from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
 from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec, check_task
-from kexp.tracking import check_installed
+from kexp.tracking import check_installed, check_mlflow_reachable
 
 
 @dataclass
@@ -110,6 +110,8 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
     device = training.select_device(spec.device)
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
     check_installed(tensorboard=spec.train.tensorboard is not None, mlflow=spec.tracking.mlflow is not None)
+    if fresh and spec.tracking.mlflow is not None:
+        check_mlflow_reachable(spec.tracking.mlflow)
     if fresh:
         with guard.deferred():  # a signal now waits for the guarded block, which records it
             run = create_run(runs_dir, spec.name, run_dir)

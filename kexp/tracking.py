@@ -186,6 +186,14 @@ def check_installed(tensorboard: bool, mlflow: bool) -> None:
         import_mlflow()
 
 
+def check_mlflow_reachable(options: MlflowSpec) -> None:
+    """Before any run directory exists: an HTTP tracking server answers (a run that could not be
+    tracked would otherwise be left behind as failed)."""
+    import os
+
+    check_reachable(options.uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
+
+
 def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
     """The MLflow run of this kexp run: created (params and tags logged), or, for a resumed run,
     the one its mlflow.json names, continued. An unreachable store is a KexpError, in seconds."""

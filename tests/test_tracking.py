@@ -191,12 +191,18 @@ def test_mlflow_server_gets_the_same_run(tmp_path, mlflow_server):
 
 @pytest.mark.slow
 @needs_mlflow
-def test_a_server_that_is_not_there_fails_the_run_with_one_line(tmp_path):
+def test_a_server_that_is_not_there_is_one_line_before_any_run_directory(tmp_path):
     port = free_port()  # nothing listens there
     done, run = train(tmp_path, "--mlflow-uri", f"http://127.0.0.1:{port}")  # MLflow's own retries left at their default (minutes)
     assert done.returncode == 1
     assert f"MLflow at http://127.0.0.1:{port}: cannot connect" in done.stderr and "Traceback" not in done.stderr
-    assert json.loads((run / "status.json").read_text())["state"] == "failed"
+    assert run is None  # nothing left behind for `kexp runs` to list as failed
+
+
+def test_a_sqlite_store_adds_no_mlflow_log_lines_without_verbose(tmp_path):
+    done, run = train(tmp_path, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert done.returncode == 0, done.stderr
+    assert "mlflow" not in done.stderr.lower(), done.stderr
 
 
 BLOCK = "import sys; sys.modules[{name!r}] = None\nfrom kexp.cli import main\nsys.argv = ['kexp', *sys.argv[1:]]\nmain()\n"
