@@ -124,7 +124,7 @@ def train(
         with display(log_format, console) as (chosen, emit):
             result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
     if chosen != "jsonl":  # there the run_finished event carries the metrics
-        show_result(result)
+        show_result(result, plain=chosen == "plain")
 
 
 def tracking_overrides(spec, tensorboard: bool, mlflow: bool, mlflow_uri: str | None) -> list[str]:
@@ -184,7 +184,7 @@ def resume(
         with display(log_format, console) as (chosen, emit):
             result = resume_experiment(run_dir, resolve_data_dir(data_dir), emit)
     if chosen != "jsonl":
-        show_result(result)
+        show_result(result, plain=chosen == "plain")
 
 
 @app.command()
@@ -303,14 +303,15 @@ def usage_error(message: str) -> None:
     raise typer.Exit(2)
 
 
-def show_result(result) -> None:
+def show_result(result, plain: bool = False) -> None:
     if result.note:
         console.print(result.note, highlight=False)
-    print_metrics(result.metrics)
+    print_metrics(result.metrics, plain)
     console.print(f"run directory: {result.run_dir}", highlight=False)
 
 
-def print_metrics(metrics: dict) -> None:
+def print_metrics(metrics: dict, plain: bool = False) -> None:
+    """A table of the final metrics; plain (a log file): one line per part, nothing box-drawn."""
     aggregate = metrics.get("aggregate")
     title = "final metrics (also in metrics.json)"
     if aggregate:
@@ -323,9 +324,15 @@ def print_metrics(metrics: dict) -> None:
     table.add_column("metric")
     for split in splits:
         table.add_column(split, justify="right")
-    for name in names:
-        table.add_row(name, *(describe_value(metrics, aggregate, s, name) for s in splits))
-    console.print(table)
+    if plain:
+        console.print(title, highlight=False, markup=False)
+        for split in splits:
+            console.print(f"final {split}: " + "  ".join(f"{name} {describe_value(metrics, aggregate, split, name)}" for name in metrics[split]),
+                          highlight=False, markup=False)
+    else:
+        for name in names:
+            table.add_row(name, *(describe_value(metrics, aggregate, s, name) for s in splits))
+        console.print(table)
     report = metrics.get("report")
     if report and "balanced_accuracy" in report:
         console.print(f"balanced accuracy {report['balanced_accuracy']:.4f}" + (f" ({report['part']} part)" if "part" in report else ""), highlight=False)

@@ -51,6 +51,10 @@ def test_plain_shows_a_line_per_epoch_and_no_redrawn_bar(tmp_path):
     epoch_lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines[:2]] == ["1/2", "2/2"]
     assert "\r" not in done.stdout and "\x1b[" not in done.stdout
+    assert not any(ch in done.stdout for ch in "┏━┃│└")  # the final metrics as lines, not a box-drawn table
+    [run] = (tmp_path / "runs").iterdir()
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert f"final test: accuracy {test['accuracy']:.4f}" in done.stdout
     assert "Warning" not in done.stderr  # Python warnings stay off the screen without --verbose
 
 
