@@ -318,19 +318,18 @@ def print_metrics(metrics: dict, plain: bool = False) -> None:
         title = f"{metrics['protocol']}: mean ± std [95% CI] over {len(metrics['members'])} members (also in metrics.json)"
     elif metrics.get("protocol") == "train":
         title += ": scored on the training rows, not an estimate for new data"
-    table = Table(title=title)
     splits = [s for s in ("train", "validation", "test") if metrics.get(s)]
-    names = list(dict.fromkeys(k for s in splits for k in metrics[s]))
-    table.add_column("metric")
-    for split in splits:
-        table.add_column(split, justify="right")
     if plain:
         console.print(title, highlight=False, markup=False)
         for split in splits:
             console.print(f"final {split}: " + "  ".join(f"{name} {describe_value(metrics, aggregate, split, name)}" for name in metrics[split]),
                           highlight=False, markup=False)
     else:
-        for name in names:
+        table = Table(title=title)
+        table.add_column("metric")
+        for split in splits:
+            table.add_column(split, justify="right")
+        for name in dict.fromkeys(k for s in splits for k in metrics[s]):
             table.add_row(name, *(describe_value(metrics, aggregate, s, name) for s in splits))
         console.print(table)
     report = metrics.get("report")
@@ -815,18 +814,9 @@ def main() -> None:
     try:
         app(prog_name="kexp")  # standalone mode: always ends in SystemExit
     except SystemExit as exc:
-        code = exit_status(exc.code)
-        if "tensorflow" in sys.modules and os.environ.get("KEXP_FAST_EXIT", "1") != "0":
-            exit_now(code)
+        if "tensorflow" in sys.modules and os.environ.get("KEXP_FAST_EXIT", "1") != "0" and isinstance(exc.code, (int, type(None))):
+            exit_now(exc.code or 0)
         raise
-
-
-def exit_status(code: object) -> int:
-    """SystemExit's code as a process status (a message string is printed, as Python would, and is 1)."""
-    if code is None or isinstance(code, int):
-        return code or 0
-    print(code, file=sys.stderr)
-    return 1
 
 
 def exit_now(code: int) -> None:

@@ -92,8 +92,12 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
 
     clock = time.perf_counter()
     fresh = run is None
+    # what would stop the run anyway is checked before minutes of data loading, not after
+    check_installed(tensorboard=spec.train.tensorboard is not None, mlflow=spec.tracking.mlflow is not None)
     if fresh:
-        check_runs_dir(run_dir.parent if run_dir is not None else runs_dir)  # before minutes of data loading, not after
+        check_runs_dir(run_dir.parent if run_dir is not None else runs_dir)
+        if spec.tracking.mlflow is not None:
+            check_mlflow_reachable(spec.tracking.mlflow)
     raw = read_data(spec, data_dir)
     check_task(spec, len(raw.class_names), raw.task)
     # every member's split is checked here: one that leaves a part or a class empty is a spec error, before any run directory exists
@@ -109,9 +113,6 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
     training.set_precision(spec.train.precision)
     device = training.select_device(spec.device)
     model = new_model(spec, data, members[0].seed, device, loss, outputs)  # a model that cannot be built leaves no run directory
-    check_installed(tensorboard=spec.train.tensorboard is not None, mlflow=spec.tracking.mlflow is not None)
-    if fresh and spec.tracking.mlflow is not None:
-        check_mlflow_reachable(spec.tracking.mlflow)
     if fresh:
         with guard.deferred():  # a signal now waits for the guarded block, which records it
             run = create_run(runs_dir, spec.name, run_dir)

@@ -13,6 +13,7 @@ Neither mlflow nor TensorFlow is imported until a run asks for them.
 from __future__ import annotations
 
 import math
+import os
 import ssl
 import time
 import urllib.error
@@ -188,9 +189,7 @@ def check_installed(tensorboard: bool, mlflow: bool) -> None:
 
 def check_mlflow_reachable(options: MlflowSpec) -> None:
     """Before any run directory exists: an HTTP tracking server answers (a run that could not be
-    tracked would otherwise be left behind as failed)."""
-    import os
-
+    tracked would otherwise be left behind as failed). The URI is resolved as MLflow does."""
     check_reachable(options.uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
 
 

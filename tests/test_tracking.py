@@ -199,6 +199,14 @@ def test_a_server_that_is_not_there_is_one_line_before_any_run_directory(tmp_pat
     assert run is None  # nothing left behind for `kexp runs` to list as failed
 
 
+def test_an_unreachable_server_is_found_before_the_data_is_read(tmp_path):
+    port = free_port()
+    missing = smoke_spec(data={"name": "pima"})  # no Pima file in tmp_path: reading it would fail second
+    done, run = train(tmp_path, "--mlflow-uri", f"http://127.0.0.1:{port}", "--data-dir", str(tmp_path), spec=missing)
+    assert done.returncode == 1 and "cannot connect" in done.stderr and "pima" not in done.stderr.lower(), done.stderr
+    assert run is None
+
+
 def test_a_sqlite_store_adds_no_mlflow_log_lines_without_verbose(tmp_path):
     done, run = train(tmp_path, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert done.returncode == 0, done.stderr
