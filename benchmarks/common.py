@@ -21,10 +21,14 @@ def write_result(name: str, data) -> Path:
     return path
 
 
+def printed_run_dir(kexp_stdout: str) -> Path:
+    """The run directory that `kexp train` printed last."""
+    return Path(re.findall(r"run directory: (\S+)", kexp_stdout)[-1])
+
+
 def run_metrics(kexp_stdout: str) -> dict:
     """metrics.json of the run directory that `kexp train` printed."""
-    run_dir = Path(re.search(r"run directory: (\S+)", kexp_stdout).group(1))
-    return json.loads((run_dir / "metrics.json").read_text())
+    return json.loads((printed_run_dir(kexp_stdout) / "metrics.json").read_text())
 
 
 def peak_rss_mb(time_v_stderr: str) -> int:

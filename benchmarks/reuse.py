@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, write_result
+from common import ROOT, printed_run_dir, write_result
 
 DATA = Path(os.environ.get("KEXP_DATA_DIR", "data")).resolve()
 SMS = [
@@ -41,7 +41,7 @@ def kexp(*args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 def train(config: str, runs: Path) -> Path:
     done, _ = kexp("train", config, "--runs-dir", str(runs), "--data-dir", str(DATA))
-    return Path(done.stdout.strip().splitlines()[-1].split("run directory: ")[1])
+    return printed_run_dir(done.stdout)
 
 
 def evaluation(run: Path) -> dict:

@@ -37,7 +37,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, environment, peak_rss_mb, write_result  # noqa: E402
+from common import RESULTS, ROOT, environment, peak_rss_mb, printed_run_dir, write_result  # noqa: E402
 
 TABLE = ROOT / "benchmarks" / "run.md"
 
@@ -104,7 +104,7 @@ def run_kexp(work: Workload, seed: int, runs: Path, cache: Path) -> Measured:
     sets = [arg for s in (*work.sets, f"seed={seed}") for arg in ("--set", s)]
     args = [sys.executable, "-m", "kexp", "train", work.config, "--runs-dir", str(runs), "--log-format", "plain", *sets]
     done, wall, _ = timed(args, env)
-    run_dir = Path(re.search(r"run directory: (\S+)", done.stdout).group(1))
+    run_dir = printed_run_dir(done.stdout)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     env_json = json.loads((run_dir / "env.json").read_text())
     shutil.rmtree(run_dir)
