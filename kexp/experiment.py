@@ -118,7 +118,7 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
             run = create_run(runs_dir, spec.name, run_dir)
     emit.record_to(run.path)
     emit("run_started", run_dir=str(run.path), name=spec.name, attempt=run.attempt, model=spec.model.name, params=model.count_params(),
-         device=device.name, steps_per_execution=model.kexp_steps_per_execution)
+         device=device.name, steps_per_execution=model.kexp_steps_per_execution, loop=getattr(model, "kexp_loop", "keras"))
     tracker = None
     try:
         with run.guarded(guard):
@@ -256,7 +256,8 @@ def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device, loss: str,
     with device.scope():
         model = build_model(spec, data.input_shape, outputs, data.task)
         model.kexp_steps_per_execution = training.compile_model(
-            model, spec.train, loss, outputs, training.steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None)
+            model, spec.train, loss, outputs, training.steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None,
+            input_bytes=data.train.x.nbytes, on_cpu=device.devices[0].upper().startswith("/CPU"))
     return model
 
 
@@ -355,9 +356,12 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
         if resume is not None and resume.state.get("fit_done"):
             restore(model, resume)  # fit had finished: only the evaluation is left
         else:
+            xla = getattr(model, "kexp_loop", "keras") == "xla"
+            if xla:
+                training.use_xla_epochs(model, train)
             model.fit(
-                training.feed(train, spec.train.batch_size, spec.train.shuffle, seed, first_epoch),
-                steps_per_epoch=steps,
+                (training.epoch_feed if xla else training.feed)(train, spec.train.batch_size, spec.train.shuffle, seed, first_epoch),
+                steps_per_epoch=1 if xla else steps,
                 validation_data=None if validation is None else training.feed(validation, max(spec.train.batch_size, 256)),
                 epochs=spec.train.epochs,
                 initial_epoch=first_epoch,
@@ -375,6 +379,8 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
             results["train"] = last_epoch_metrics(history.history)
         report = training.class_report(model, data, splits, spec.train.batch_size) if data.task == "classification" else None
     except BaseException as exc:
+        with contextlib.suppress(Exception):  # the stop is reported either way
+            history.write()
         keep_on_stop(exc, checkpointer, model, model_path)
         raise
     timing["evaluate_seconds"] = time.perf_counter() - clock
@@ -426,7 +432,8 @@ def current_user() -> str | None:
 
 
 REPRODUCIBILITY_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_CUDNN_DETERMINISTIC", "CUDA_VISIBLE_DEVICES",
-                             "PYTHONHASHSEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "KERAS_BACKEND")
+                             "PYTHONHASHSEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "KERAS_BACKEND",
+                             "XLA_FLAGS")
 
 
 def environment(device, seed: int, data_dir: Path) -> dict[str, Any]:
@@ -464,7 +471,8 @@ def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device, 
     header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
     write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
     # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
-    speed = {"steps_per_execution": model.kexp_steps_per_execution, "jit_compile": spec.train.jit_compile,
+    speed = {"steps_per_execution": model.kexp_steps_per_execution, "loop": getattr(model, "kexp_loop", "keras"),
+             "xla_flags": getattr(model, "kexp_xla_flags", None), "jit_compile": spec.train.jit_compile,
              "precision": spec.train.precision}
     env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
            "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []), "started": started, "ended": None}

@@ -8,6 +8,7 @@ progress, rewrite history.json after every epoch and stop on a NaN loss.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import math
 import os
 import re
@@ -55,13 +56,41 @@ def filtered_native_stderr() -> Iterator[None]:
                     sys.stderr.write(line)
 
 
+# Keras imports these at its own import when they are installed, for features kexp does not use
+# (the scikit-learn wrapper, pandas DataFrames as input, pyplot image galleries, IPython's
+# notebook check); each import is guarded, as they are optional. Hidden while Keras loads,
+# they cost nothing: 1.4 s of the 4.4 s `import keras` took here. kexp imports matplotlib
+# (not pyplot) and scikit-learn itself where it needs them, after training.
+KERAS_EXTRAS_UNUSED = ("sklearn", "pandas", "matplotlib.pyplot", "IPython")
+
+
+@contextlib.contextmanager
+def hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
+    """Imports of these modules (and their submodules) fail as if they were not installed; ones already imported are unaffected."""
+
+    class Hide(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            if any(fullname == name or fullname.startswith(name + ".") for name in names):
+                raise ModuleNotFoundError(f"No module named {fullname!r} (hidden while Keras loads)", name=fullname)
+            return None
+
+    finder = Hide()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def start_tensorflow(threads: int | None = None) -> None:
     """Import TensorFlow, set its CPU threads and GPU memory growth, without its start-up chatter
     (unless TF_CPP_MIN_LOG_LEVEL=0). Settings apply before TensorFlow's runtime starts; in a
     process where it already has (tests, notebooks), the ones it cannot change stay as they were."""
     context = contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else filtered_native_stderr()
     with context:
-        import tensorflow as tf
+        with hidden_modules(KERAS_EXTRAS_UNUSED):  # TensorFlow's import loads Keras
+            import keras  # noqa: F401
+            import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
         with contextlib.suppress(RuntimeError, ValueError):
@@ -123,17 +152,22 @@ def make_optimizer(train: TrainSpec):
     return keras.optimizers.get({"class_name": train.optimizer.name, "config": train.optimizer.kwargs()})
 
 
-def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_per_epoch: int, mirrored: bool = False) -> int:
+def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_per_epoch: int, mirrored: bool = False,
+                  input_bytes: int = 0, on_cpu: bool = True) -> int:
     """Compile for training; returns the steps_per_execution used (train.steps_per_execution, or auto's choice).
 
     Mirrored (device: all), Keras 3's multi-step loop fails inside TensorFlow ("You must feed a
     value for placeholder tensor"), so auto is 1 there and a larger value is refused up front.
+    model.kexp_loop says which loop runs the batches (choose_loop); with xla a call is an epoch.
     """
     spe = train.steps_per_execution
     if mirrored and spe != "auto" and spe > 1:
         raise SpecError([f"train.steps_per_execution: {spe} does not work with device: all (Keras {keras_version()} fails "
                          "with several batches per call under MirroredStrategy); use auto or 1"])
-    if spe == "auto":
+    loop = choose_loop(model, train, steps_per_epoch, mirrored, input_bytes, on_cpu)
+    if loop == "xla":
+        spe = steps_per_epoch
+    elif spe == "auto":
         spe = 1 if mirrored else auto_steps_per_execution(model, train.batch_size, steps_per_epoch)
     else:
         spe = steps_per_call(spe, steps_per_epoch)
@@ -141,10 +175,113 @@ def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_pe
         optimizer=make_optimizer(train),
         loss=loss,
         metrics=make_metrics(train.metrics, num_outputs),
-        steps_per_execution=spe,
+        steps_per_execution=1 if loop == "xla" else spe,  # xla: one Keras step is the whole epoch
         jit_compile=train.jit_compile,
     )
+    model.kexp_loop = loop
+    # For a fit of little arithmetic the compile is the cost (Pima: 0.4 s instead of 1.0 s with
+    # these flags, the same 2-3 ms an epoch); the MNIST MLP ran each batch 4x slower with them.
+    quick = loop == "xla" and "XLA_FLAGS" not in os.environ and fit_flops(model, train, steps_per_epoch) < QUICK_COMPILE_FLOPS
+    model.kexp_xla_flags = QUICK_COMPILE_FLAGS if quick else os.environ.get("XLA_FLAGS")
     return spe
+
+
+# train.loop auto picks xla only for what it was measured on: Dense networks (Pima 12-8-1:
+# 23 ms -> 3 ms an epoch; MNIST 784-100-10: 1.1 -> 0.3 ms a batch); XLA made the MNIST CNN
+# several times slower on this CPU, so convolutions and anything else stay on Keras' loop.
+XLA_LOOP_LAYERS = frozenset({"InputLayer", "Dense", "Dropout", "Activation", "Flatten", "Reshape"})
+XLA_LOOP_METRICS = frozenset({"accuracy", "mae", "rmse", "mse"})
+# An xla call is a whole epoch; above this arithmetic per epoch it would stop answering signals
+# for seconds on a slow CPU, so auto keeps Keras' loop.
+XLA_EPOCH_FLOPS = 1e11
+QUICK_COMPILE_FLOPS = 1e10
+QUICK_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, input_bytes: int, on_cpu: bool) -> str:
+    """train.loop resolved: "xla" (a whole epoch per call, compiled) or "keras"; an explicit xla that cannot work is an error."""
+    conflicts = [reason for reason, present in (
+        ("device: all (MirroredStrategy)", mirrored),
+        ("train.jit_compile: true (XLA per batch instead)", train.jit_compile),
+        ("train.class_weight (Keras weighs batches one at a time)", train.class_weight is not None),
+        (f"train.steps_per_execution: {train.steps_per_execution} (a call is the whole epoch)", train.steps_per_execution != "auto"),
+        ("train.precision other than float32", train.precision != "float32"),
+        (f"fewer rows than one batch of {train.batch_size}", steps_per_epoch < 2),
+    ) if present]
+    if train.loop == "keras":
+        return "keras"
+    if train.loop == "xla":
+        if conflicts:
+            raise SpecError([f"train.loop: xla does not work with {conflicts[0]}; use loop: keras or auto"])
+        return "xla"
+    layers = {type(layer).__name__ for layer in model.layers} | {"InputLayer"}
+    metrics = set(train.metrics or ())
+    epoch_flops = steps_per_epoch * 3 * train.batch_size * model_flops_per_row(model)
+    suited = (on_cpu and layers <= XLA_LOOP_LAYERS and metrics <= XLA_LOOP_METRICS and input_bytes <= COPY_UP_TO_BYTES
+              and epoch_flops <= XLA_EPOCH_FLOPS and hasattr(model, "_symbolic_build"))
+    return "xla" if suited and not conflicts else "keras"
+
+
+def fit_flops(model, train: TrainSpec, steps_per_epoch: int) -> float:
+    """Arithmetic of the whole fit (forward + backward ~ 3x forward)."""
+    return train.epochs * steps_per_epoch * 3 * train.batch_size * model_flops_per_row(model)
+
+
+def use_xla_epochs(model, part) -> None:
+    """Make model.fit's step a whole epoch (from epoch_feed) run as one XLA-compiled loop over its batches.
+
+    Each batch goes through Keras' own train_step, in the order and with the rows the Keras loop
+    would use, so the updates and the logged running means are the same; what goes is the
+    executor's cost per op (Pima: about 100 ops a batch, 0.3 ms). Inputs stored compactly are
+    cast (and divided by part.divisor) inside the loop, as feed does per batch.
+    """
+    import tensorflow as tf
+
+    train_step = model.train_step
+    compact = np.issubdtype(part.x.dtype, np.integer) or part.x.dtype == np.bool_
+    divisor = part.divisor
+
+    def as_inputs(x):
+        if compact:
+            x = tf.cast(x, tf.float32)
+        return x if divisor is None else x / divisor
+
+    @tf.function(jit_compile=True)
+    def epoch_step(data):
+        (x, y), *tail = data
+        logs = train_step((as_inputs(x[0]), y[0]))
+        _, logs = tf.while_loop(lambda i, _: i < tf.shape(x)[0], lambda i, _: (i + 1, train_step((as_inputs(x[i]), y[i]))),
+                                (tf.constant(1), logs))
+        for x_last, y_last in tail:  # the short last batch, after the loop's updates
+            with tf.control_dependencies(tf.nest.flatten(logs)):
+                logs = train_step((as_inputs(x_last), y_last))
+        return logs
+
+    # fit would build the metrics and optimizer from the first element, a whole epoch, and
+    # variables cannot be made inside the compiled loop: build them from one batch's shapes now
+    model._symbolic_build(data_batch=(np.zeros((1, *part.x.shape[1:]), np.float32), part.y[:1]))
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    # called directly, not through Keras' train function: nesting the compiled loop in Keras'
+    # own tf.function cost Pima another second of tracing and graph optimization
+    first = [True]
+
+    def train_function(iterator):
+        if not first[0]:
+            return epoch_step(next(iterator))
+        first[0] = False
+        # XLA reads XLA_FLAGS once, at its first compile in the process: set for that alone, so
+        # processes started later (sweep trials, tests) do not inherit them
+        quick = getattr(model, "kexp_xla_flags", None) if "XLA_FLAGS" not in os.environ else None
+        if quick:
+            os.environ["XLA_FLAGS"] = quick
+        try:
+            return epoch_step(next(iterator))
+        finally:
+            if quick:
+                del os.environ["XLA_FLAGS"]
+
+    model.train_function = train_function
 
 
 @dataclass
@@ -255,12 +392,42 @@ def epoch_batches(rows: int, batch_size: int, shuffle: bool, seed: int, first_ep
     import tensorflow as tf
 
     def one_epoch(epoch):
-        order = tf.range(rows, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(epoch_order(rows, shuffle, seed, epoch)).batch(batch_size)
 
     return tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
+
+
+def epoch_order(rows: int, shuffle: bool, seed: int, epoch):
+    """The row indices of one epoch, shuffled by (seed, epoch) alone."""
+    import tensorflow as tf
+
+    order = tf.range(rows, dtype=tf.int64)
+    if shuffle:
+        order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    return order
+
+
+def epoch_feed(part, batch_size: int, shuffle: bool, seed: int, first_epoch: int):
+    """For train.loop xla: an endless stream of whole epochs from first_epoch on, each one element
+    ((x, y) of its full batches stacked [batches, batch_size, ...], then (x, y) of the short last
+    batch if there is one), with the rows feed would give batch by batch. Inputs stay as stored."""
+    import tensorflow as tf
+
+    take_rows, targets = row_gatherer(part.x), as_tensor(part.y)
+    rows = len(part.y)
+    full = rows // batch_size
+
+    def one_epoch(epoch):
+        order = epoch_order(rows, shuffle, seed, epoch)
+        head = order[: full * batch_size]
+        stacked = (tf.reshape(take_rows(head), (full, batch_size, *part.x.shape[1:])),
+                   tf.reshape(tf.gather(targets, head), (full, batch_size, *part.y.shape[1:])))
+        if full * batch_size == rows:
+            return (stacked,)
+        last = order[full * batch_size:]
+        return stacked, (take_rows(last), tf.gather(targets, last))
+
+    return tf.data.Dataset.range(first_epoch, 2**62).map(one_epoch).prefetch(1)
 
 
 def steps_per_call(requested: int, steps_per_epoch: int) -> int:
@@ -353,6 +520,10 @@ def plain(logs: dict | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items()}
 
 
+# history.json is rewritten after an epoch at most this often (see HistoryFile)
+HISTORY_SECONDS = 0.5
+
+
 def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, emit, resume=None, on_checkpoint=None, member: str | None = None) -> list:
     """kexp's callbacks for model.fit; the last one is the Checkpointer (kexp.checkpoint).
 
@@ -363,13 +534,16 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, emit, 
     from kexp.checkpoint import make_checkpointer
 
     class HistoryFile(keras.callbacks.Callback):
-        """history.json holds one value per finished epoch, rewritten atomically each epoch."""
+        """history.json holds one value per finished epoch, rewritten atomically after an epoch:
+        every epoch that ends HISTORY_SECONDS or more after the last write, the first and the
+        last, and on a stop (write). Each write is two fsyncs, 1.6 ms here; Pima's epochs take 3."""
 
         def __init__(self):
             super().__init__()
             previous = resume.state if resume is not None and resume.arrays else {}
             self.history: dict[str, list[float]] = {k: list(v) for k, v in (previous.get("history") or {}).items()}
             self.epoch_seconds: list[float] = list(previous.get("epoch_seconds") or [])
+            self._written = (len(self.epoch_seconds), -math.inf)  # (epochs, when)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -378,7 +552,17 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, emit, 
             for key, value in plain(logs).items():
                 self.history.setdefault(key, []).append(value)
             self.epoch_seconds.append(time.perf_counter() - self._start)
-            write_json(run_dir / "history.json", {"epochs": len(self.epoch_seconds), "epoch_seconds": self.epoch_seconds, **self.history})
+            if time.perf_counter() - self._written[1] >= HISTORY_SECONDS or epoch + 1 >= train.epochs:
+                self.write()
+
+        def on_train_end(self, logs=None):
+            self.write()
+
+        def write(self) -> None:
+            """history.json with every finished epoch (nothing to do when it has them already)."""
+            if self._written[0] != len(self.epoch_seconds) or not (run_dir / "history.json").exists():
+                write_json(run_dir / "history.json", {"epochs": len(self.epoch_seconds), "epoch_seconds": self.epoch_seconds, **self.history})
+            self._written = (len(self.epoch_seconds), time.perf_counter())
 
     class NanGuard(keras.callbacks.Callback):
         """Stop as `diverged` when the loss stops being a number (checked per epoch: no per-batch sync).

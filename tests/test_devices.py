@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import smoke_spec, write_spec
 
@@ -109,3 +110,28 @@ def test_steps_per_execution_that_does_not_divide_the_epoch_is_lowered_to_one_th
     assert done.returncode == 0, done.stderr
     env, _ = run_files(tmp_path / "runs")
     assert env["steps_per_execution"] == 3
+
+
+def test_xla_loop_trains_as_keras_loop_does_and_is_recorded(tmp_path):
+    histories, envs = {}, {}
+    # 203 training rows: a short last batch of 3 in every epoch
+    data = {"name": "synthetic", "samples": 203, "features": 4, "classes": 3, "test_fraction": 0.0}
+    train = {"epochs": 3, "batch_size": 10, "validation_split": 0.0, "optimizer": {"name": "adam", "learning_rate": 0.05}}
+    for loop in ("xla", "keras"):
+        runs = tmp_path / loop
+        spec = write_spec(tmp_path / f"{loop}.yaml", smoke_spec(data=data, model={"name": "mlp", "hidden_units": [8]},
+                                                                 train={**train, "loop": loop}))
+        done = kexp("train", str(spec), "--runs-dir", str(runs))
+        assert done.returncode == 0, done.stderr
+        envs[loop], _ = run_files(runs)
+        [run] = [p for p in runs.iterdir() if p.is_dir()]
+        histories[loop] = json.loads((run / "history.json").read_text())
+    assert envs["xla"]["loop"] == "xla" and envs["keras"]["loop"] == "keras"
+    assert envs["xla"]["steps_per_execution"] == 21  # a call is the whole epoch: 20 batches of 10 and one of 3
+    assert histories["xla"]["epochs"] == histories["keras"]["epochs"] == 3
+    for metric in ("loss", "accuracy"):
+        np.testing.assert_allclose(histories["xla"][metric], histories["keras"][metric], rtol=1e-4, err_msg=metric)
+    # a tiny fit compiles quickly unless the user set XLA_FLAGS
+    assert envs["xla"]["xla_flags"] == training.QUICK_COMPILE_FLAGS and envs["keras"]["xla_flags"] is None
+    assert "XLA_FLAGS" not in envs["xla"]["environment_variables"]
+

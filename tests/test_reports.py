@@ -73,3 +73,41 @@ def test_reports_are_plain_json_and_need_no_tensorflow():
 def test_empty_parts_give_nan_not_errors():
     assert math.isnan(regression_report(np.array([]), np.array([]))["mae"])
     assert math.isnan(classification_report(np.array([], dtype=int), np.array([], dtype=int), NAMES)["balanced_accuracy"])
+
+
+@pytest.mark.parametrize("classes", [2, 3, 7])
+def test_every_number_equals_scikit_learns_on_random_labels(classes):
+    from sklearn import metrics
+
+    rng = np.random.default_rng(classes)
+    for rows in (1, 5, 40, 500):
+        y_true, y_pred = rng.integers(0, classes, rows), rng.integers(0, classes, rows)
+        y_pred[: rows // 3] = y_true[: rows // 3]  # better than chance, and some classes may be missing
+        names = [f"c{i}" for i in range(classes)]
+        labels = list(range(classes))
+        report = classification_report(y_true, y_pred, names)
+        assert report["confusion_matrix"] == metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+        precision, recall, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        for i, name in enumerate(names):
+            assert report["per_class"][name] == pytest.approx(
+                {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}), (rows, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert report["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(y_true, y_pred))
+            assert report["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred))
+        values, guesses = rng.normal(size=rows), rng.normal(size=rows)
+        for targets in (values, np.full(rows, 2.0)):  # constant targets: R² forced finite, as scikit-learn does
+            got = regression_report(targets, guesses)
+            assert got["mae"] == pytest.approx(metrics.mean_absolute_error(targets, guesses))
+            assert got["rmse"] == pytest.approx(math.sqrt(metrics.mean_squared_error(targets, guesses)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected_r2 = metrics.r2_score(targets, guesses)
+            assert got["r2"] == pytest.approx(expected_r2, nan_ok=True), rows
+        assert regression_report(np.full(rows, 2.0), np.full(rows, 2.0))["r2"] == (1.0 if rows > 1 else pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_training_and_reports_do_not_import_scikit_learn():
+    code = ("import sys, numpy as np, kexp.reports as r; r.classification_report(np.array([0, 1]), np.array([0, 0]), ['a', 'b']);"
+            " r.regression_report(np.array([1., 2.]), np.array([1., 3.])); print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

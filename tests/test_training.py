@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -95,3 +98,64 @@ def test_balanced_class_weights_equalize_each_class_total():
     weights = training.class_weights(y, 2)
     assert weights == {0: pytest.approx(100 / 180), 1: pytest.approx(5.0)}
     assert weights[0] * 90 == pytest.approx(weights[1] * 10)
+
+
+def test_epoch_feed_stacks_the_batches_feed_gives_and_keeps_the_short_one_apart():
+    x, y = np.arange(22, dtype=np.uint8).reshape(11, 2), np.arange(11)
+    part = Split(x, y, divisor=2.0)
+    batches = [(a.numpy(), b.numpy()) for a, b in training.feed(part, 4, True, 3, first_epoch=1).take(6)]
+    epochs = list(training.epoch_feed(part, 4, True, 3, first_epoch=1).take(2))
+    for number, ((stacked_x, stacked_y), (last_x, last_y)) in enumerate(epochs):
+        assert stacked_x.shape == (2, 4, 2) and stacked_x.dtype == np.uint8  # cast inside the compiled loop
+        own = batches[3 * number:3 * number + 3]
+        assert [b.tolist() for b in stacked_y.numpy()] + [last_y.numpy().tolist()] == [b.tolist() for _, b in own]
+        np.testing.assert_array_equal(np.concatenate([*stacked_x.numpy(), last_x.numpy()]).astype(np.float32) / 2.0,
+                                      np.concatenate([b for b, _ in own]))
+    (even,) = next(iter(training.epoch_feed(Split(x[:8], y[:8]), 4, False, 0, first_epoch=0)))
+    assert even[1].numpy().tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]  # no short batch: the element is the stack alone
+
+
+def loop_for(model, steps: int = 77, input_bytes: int = 6144, on_cpu: bool = True, mirrored: bool = False, **train) -> str:
+    from kexp.spec import TrainSpec
+
+    spec = TrainSpec(**{"epochs": 150, "batch_size": 10, "metrics": ["accuracy"], **train})
+    return training.choose_loop(model, spec, steps, mirrored, input_bytes, on_cpu)
+
+
+def test_auto_loop_is_xla_only_for_what_it_was_measured_on():
+    import keras
+
+    pima = keras.Sequential([keras.Input((8,)), keras.layers.Dense(12), keras.layers.Dropout(0.1), keras.layers.Dense(1)])
+    assert loop_for(pima) == "xla"
+    assert loop_for(pima, on_cpu=False) == "keras"  # untested on GPUs: ask for it with loop: xla
+    assert loop_for(pima, mirrored=True) == "keras"
+    assert loop_for(pima, class_weight="balanced") == "keras"
+    assert loop_for(pima, jit_compile=True) == "keras"
+    assert loop_for(pima, steps_per_execution=7) == "keras"
+    assert loop_for(pima, metrics=["auc"]) == "keras"
+    assert loop_for(pima, input_bytes=training.COPY_UP_TO_BYTES + 1) == "keras"  # IMDB's 250 MB of presence bits
+    assert loop_for(pima, steps=1) == "keras"
+    assert loop_for(pima, loop="keras") == "keras"
+    conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert loop_for(conv) == "keras" and loop_for(conv, loop="xla") == "xla"
+    wide = keras.Sequential([keras.Input((4096,)), keras.layers.Dense(4096), keras.layers.Dense(10)])
+    assert loop_for(wide, steps=469) == "keras"  # an epoch of that much arithmetic would be one long call
+
+
+def test_an_explicit_xla_loop_that_cannot_work_names_the_setting_in_the_way():
+    import keras
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    with pytest.raises(SpecError, match=r"train.loop: xla does not work with train.class_weight"):
+        loop_for(model, loop="xla", class_weight="balanced")
+    with pytest.raises(SpecError, match=r"train.loop: xla does not work with device: all"):
+        loop_for(model, loop="xla", mirrored=True)
+
+
+def test_keras_loads_without_the_extras_kexp_does_not_use_which_stay_importable():
+    code = ("import sys; from kexp.training import start_tensorflow; start_tensorflow(); import keras;"
+            " hidden = [m for m in ('sklearn', 'pandas', 'matplotlib.pyplot', 'IPython') if m in sys.modules];"
+            " import sklearn.model_selection; print(hidden, 'sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[] True"
