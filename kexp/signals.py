@@ -4,8 +4,9 @@ Raising from a signal handler in the middle of a TensorFlow step can leave the s
 half-done and deadlock the next one, and raising in the middle of a checkpoint write
 would lose it. So once a run directory exists a signal only marks the run as stopping:
 a Keras callback raises at the next batch boundary (the end of the current TensorFlow
-call, i.e. of `steps_per_execution` batches), and the run saves its checkpoint before
-exiting. Before that (loading data, building the model) it raises at once.
+call, i.e. of `steps_per_execution` batches, or of an epoch with train.loop xla), and the
+run saves its checkpoint before exiting. Before that (loading data, building the model) it
+raises at once.
 
 Schedulers send SIGTERM and SIGKILL ~30 s later; people press Ctrl-C again when a save
 looks slow. A second signal is refused with a message (the save is completing); a third

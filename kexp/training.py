@@ -1,8 +1,9 @@
 """Compile and fit a Keras model from the `train` section of the spec.
 
 Keras runs the loop (`model.fit`); this module decides the loss and output size for
-the task, places work on the requested device, and supplies the callbacks that show
-progress, rewrite history.json after every epoch and stop on a NaN loss.
+the task, places work on the requested device, feeds the data, chooses how the batches of a
+call run (Keras' loop, or an epoch as one XLA-compiled loop: choose_loop), and supplies the
+callbacks that show progress, keep history.json and stop on a NaN loss.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, i
         ("train.class_weight (Keras weighs batches one at a time)", train.class_weight is not None),
         (f"train.steps_per_execution: {train.steps_per_execution} (a call is the whole epoch)", train.steps_per_execution != "auto"),
         ("train.precision other than float32", train.precision != "float32"),
-        (f"fewer rows than one batch of {train.batch_size}", steps_per_epoch < 2),
+        (f"an epoch of a single batch (under {2 * train.batch_size} training rows)", steps_per_epoch < 2),
     ) if present]
     if train.loop == "keras":
         return "keras"
