@@ -125,7 +125,9 @@ def test_a_parallel_sweep_writes_a_run_per_trial_a_manifest_and_a_summary(tmp_pa
 def test_a_sweep_stopped_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8, 12]}},
                         data={"name": "synthetic", "samples": 2000, "features": 4, "classes": 3},
-                        train={"epochs": 6, "batch_size": 8, "checkpoint_every": 1})
+                        # Keras' loop: compiled as one XLA loop, a trial's epochs take milliseconds
+                        # and it ends before the signal can catch it mid-fit
+                        train={"epochs": 6, "batch_size": 8, "checkpoint_every": 1, "loop": "keras"})
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "kexp", "sweep", str(config), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -226,7 +228,9 @@ def test_the_ray_backend_runs_trials_as_tasks_and_matches_the_local_results(tmp_
 def test_a_trial_process_killed_mid_trial_is_resumed_from_its_checkpoint_by_the_same_sweep(tmp_path):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8]}},
                         data={"name": "synthetic", "samples": 2000, "features": 4, "classes": 3},
-                        train={"epochs": 6, "batch_size": 8, "checkpoint_every": 1})
+                        # Keras' loop: compiled as one XLA loop, a trial's epochs take milliseconds
+                        # and it ends before the signal can catch it mid-fit
+                        train={"epochs": 6, "batch_size": 8, "checkpoint_every": 1, "loop": "keras"})
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "kexp", "sweep", str(config), "--runs-dir", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
