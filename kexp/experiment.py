@@ -118,7 +118,7 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
             run = create_run(runs_dir, spec.name, run_dir)
     emit.record_to(run.path)
     emit("run_started", run_dir=str(run.path), name=spec.name, attempt=run.attempt, model=spec.model.name, params=model.count_params(),
-         device=device.name, steps_per_execution=model.kexp_steps_per_execution, loop=getattr(model, "kexp_loop", "keras"))
+         device=device.name, steps_per_execution=model.kexp_steps_per_execution, loop=model.kexp_loop)
     tracker = None
     try:
         with run.guarded(guard):
@@ -257,7 +257,7 @@ def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device, loss: str,
         model = build_model(spec, data.input_shape, outputs, data.task)
         model.kexp_steps_per_execution = training.compile_model(
             model, spec.train, loss, outputs, training.steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None,
-            input_bytes=data.train.x.nbytes, on_cpu=device.devices[0].upper().startswith("/CPU"))
+            input_bytes=data.train.x.nbytes, on_cpu=device.on_cpu)
     return model
 
 
@@ -356,12 +356,10 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
         if resume is not None and resume.state.get("fit_done"):
             restore(model, resume)  # fit had finished: only the evaluation is left
         else:
-            xla = getattr(model, "kexp_loop", "keras") == "xla"
-            if xla:
-                training.use_xla_epochs(model, train)
+            batches, steps_per_epoch = training.training_feed(model, train, spec.train.batch_size, spec.train.shuffle, seed, first_epoch)
             model.fit(
-                (training.epoch_feed if xla else training.feed)(train, spec.train.batch_size, spec.train.shuffle, seed, first_epoch),
-                steps_per_epoch=1 if xla else steps,
+                batches,
+                steps_per_epoch=steps_per_epoch,
                 validation_data=None if validation is None else training.feed(validation, max(spec.train.batch_size, 256)),
                 epochs=spec.train.epochs,
                 initial_epoch=first_epoch,
@@ -471,8 +469,8 @@ def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device, 
     header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
     write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
     # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
-    speed = {"steps_per_execution": model.kexp_steps_per_execution, "loop": getattr(model, "kexp_loop", "keras"),
-             "xla_flags": getattr(model, "kexp_xla_flags", None), "jit_compile": spec.train.jit_compile,
+    speed = {"steps_per_execution": model.kexp_steps_per_execution, "loop": model.kexp_loop,
+             "xla_flags": model.kexp_xla_flags, "jit_compile": spec.train.jit_compile,
              "precision": spec.train.precision}
     env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
            "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []), "started": started, "ended": None}

@@ -217,15 +217,20 @@ def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, i
         return "xla"
     layers = {type(layer).__name__ for layer in model.layers} | {"InputLayer"}
     metrics = set(train.metrics or ())
-    epoch_flops = steps_per_epoch * 3 * train.batch_size * model_flops_per_row(model)
+    epoch_flops = steps_per_epoch * batch_flops(model, train.batch_size)
     suited = (on_cpu and layers <= XLA_LOOP_LAYERS and metrics <= XLA_LOOP_METRICS and input_bytes <= COPY_UP_TO_BYTES
               and epoch_flops <= XLA_EPOCH_FLOPS and hasattr(model, "_symbolic_build"))
     return "xla" if suited and not conflicts else "keras"
 
 
 def fit_flops(model, train: TrainSpec, steps_per_epoch: int) -> float:
-    """Arithmetic of the whole fit (forward + backward ~ 3x forward)."""
-    return train.epochs * steps_per_epoch * 3 * train.batch_size * model_flops_per_row(model)
+    """Arithmetic of the whole fit."""
+    return train.epochs * steps_per_epoch * batch_flops(model, train.batch_size)
+
+
+def batch_flops(model, batch_size: int) -> float:
+    """Arithmetic of one training batch: forward + backward ~ 3x forward."""
+    return 3 * batch_size * model_flops_per_row(model)
 
 
 def use_xla_epochs(model, part) -> None:
@@ -265,15 +270,11 @@ def use_xla_epochs(model, part) -> None:
         model.optimizer.build(model.trainable_variables)
     # called directly, not through Keras' train function: nesting the compiled loop in Keras'
     # own tf.function cost Pima another second of tracing and graph optimization
-    first = [True]
-
-    def train_function(iterator):
-        if not first[0]:
-            return epoch_step(next(iterator))
-        first[0] = False
+    def first_epoch(iterator):
+        model.train_function = lambda later: epoch_step(next(later))
         # XLA reads XLA_FLAGS once, at its first compile in the process: set for that alone, so
         # processes started later (sweep trials, tests) do not inherit them
-        quick = getattr(model, "kexp_xla_flags", None) if "XLA_FLAGS" not in os.environ else None
+        quick = model.kexp_xla_flags if "XLA_FLAGS" not in os.environ else None
         if quick:
             os.environ["XLA_FLAGS"] = quick
         try:
@@ -282,7 +283,16 @@ def use_xla_epochs(model, part) -> None:
             if quick:
                 del os.environ["XLA_FLAGS"]
 
-    model.train_function = train_function
+    model.train_function = first_epoch
+
+
+def training_feed(model, part, batch_size: int, shuffle: bool, seed: int, first_epoch: int):
+    """What model.fit trains on for the model's loop: (dataset, steps_per_epoch). With xla the
+    step is made a whole compiled epoch (use_xla_epochs) and each element is an epoch."""
+    if model.kexp_loop == "xla":
+        use_xla_epochs(model, part)
+        return epoch_feed(part, batch_size, shuffle, seed, first_epoch), 1
+    return feed(part, batch_size, shuffle, seed, first_epoch), steps(len(part.y), batch_size)
 
 
 @dataclass
@@ -291,6 +301,10 @@ class Placement:
 
     devices: list[str]
     strategy: Any = None
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.devices[0].upper().startswith("/CPU")
 
     @property
     def name(self) -> str:
@@ -496,7 +510,7 @@ def auto_steps_per_execution(model, batch_size: int, steps_per_epoch: int) -> in
     Pima's 221-parameter MLP gets its whole epoch per call, the MNIST MLP a few hundred
     batches, the MNIST CNN one (its batches are costly enough on their own).
     """
-    per_batch = max(1.0, 3 * batch_size * model_flops_per_row(model))  # forward + backward ~ 3x forward
+    per_batch = max(1.0, batch_flops(model, batch_size))
     wanted = max(1, min(steps_per_epoch, int(AUTO_CALL_FLOPS // per_batch)))
     divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]  # see feed
     return min(divisors, key=lambda d: abs(math.log(d / wanted)))
