@@ -134,8 +134,8 @@ def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
     for name, part in parts.items():
         targets = training.make_targets(part.y, loss, len(class_names))
         scored = Split(part.x, targets, part.divisor)
-        metrics = training.evaluate_splits(model, {name: scored}, record.spec.train.batch_size)[name]
-        outputs = training.predict_outputs(model, scored, batch_size)
+        metrics, outputs = training.evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
+        metrics = metrics[name]
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
         results[name] = {"metrics": metrics, "recorded_metrics": (record.metrics or {}).get(name), **report}
     return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}

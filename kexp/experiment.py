@@ -20,6 +20,7 @@ from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import Interrupted, KexpError, ModelError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
 from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
+from kexp.plots import BackgroundPlots
 from kexp.preprocessing import to_document
 from kexp.registry import MODELS
 from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
@@ -59,8 +60,8 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: E
 
     Progress goes to `emit` as events (kexp.events), and into the run's events.jsonl.
     """
-    with stop_on_signals() as guard:
-        result = _run(spec, data_dir, RecordingEmit(emit), guard, runs_dir=runs_dir, run_dir=run_dir)
+    with stop_on_signals() as guard, BackgroundPlots() as plots:
+        result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, runs_dir=runs_dir, run_dir=run_dir)
     return noted_late_signal(result, guard)
 
 
@@ -68,13 +69,13 @@ def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> Ru
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
     from kexp.rundir import read_json
 
-    with stop_on_signals() as guard:
+    with stop_on_signals() as guard, BackgroundPlots() as plots:
         run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
         try:
             if status.get("state") == "completed":
                 return RunResult(run.path, read_json(run.path / "metrics.json"), note="the run had already completed: nothing was changed")
             spec = check_resumable(run.path, status)
-            result = _run(spec, data_dir, RecordingEmit(emit), guard, run=run)
+            result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, run=run)
         finally:
             run.release()
     return noted_late_signal(result, guard)
@@ -86,8 +87,8 @@ def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
     return result
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: SignalGuard, runs_dir: Path | None = None, run: Run | None = None,
-         run_dir: Path | None = None) -> RunResult:
+def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: SignalGuard, plots: BackgroundPlots, runs_dir: Path | None = None,
+         run: Run | None = None, run_dir: Path | None = None) -> RunResult:
     from kexp import training
 
     clock = time.perf_counter()
@@ -148,18 +149,18 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
                     run.log(f"warning: {warning}")
                 model_path = run.path / "model.keras" if len(members) == 1 else None
                 with device.scope():
-                    metrics = fit_and_evaluate(model, data, loss, spec, member, folder, emit, guard, run, resume, model_path,
+                    metrics = fit_and_evaluate(model, data, loss, spec, member, folder, emit, guard, run, plots, resume, model_path,
                                                tracking_callbacks(spec, folder, tracker, member.name))
-                results.append(finish_member(run.path, spec, member, model, data, metrics) if member.name else metrics)
+                results.append(finish_member(run.path, spec, member, model, data, metrics, plots) if member.name else metrics)
             extra = {"wall_seconds": time.perf_counter() - clock, "loss_function": loss, "num_params": model.count_params(),
                      "task": data.task, "positive_class": data.positive_class, "protocol": spec.evaluation.protocol,
                      "attempts": run.attempt}
             if len(members) == 1:
                 metrics = {**results[0], **extra, "data": summarize(data)}
-                finish_run(run, model, metrics)
+                finish_run(run, model, metrics, plots)
             else:
                 metrics = {**aggregate_results(results), **extra, "data": summarize(data, sizes=False)}
-                finish_run(run, None, metrics)
+                finish_run(run, None, metrics, plots)
     except BaseException as exc:
         finish_tracking(tracker, run.path, run.state, None, emit)
         emit("run_failed", run_dir=str(run.path), state=run.state, exit_code=exit_code(exc), error=stop_message(exc))
@@ -270,15 +271,13 @@ def member_dir(run_dir: Path, spec: ExperimentSpec, member) -> Path:
     return folder
 
 
-def finish_member(run_dir: Path, spec: ExperimentSpec, member, model, data: Dataset, metrics: dict[str, Any]) -> dict[str, Any]:
+def finish_member(run_dir: Path, spec: ExperimentSpec, member, model, data: Dataset, metrics: dict[str, Any], plots: BackgroundPlots) -> dict[str, Any]:
     """A fold's or repeat's own files: metrics.json, learning curves and, with save_models, its model and preprocessing."""
-    from kexp.plots import plot_history
-
     folder = member_dir(run_dir, spec, member)
     result = {"name": member.name, "seed": member.seed, **metrics, "data": summarize(data)}
     write_json(folder / "metrics.json", result)
     result["report"] = flat_report(metrics["report"])  # the numbers that aggregate across members
-    plot_history(folder)
+    plots.wait(folder)
     if spec.evaluation.save_models:
         save_model(model, folder / "model.keras")
         write_preprocessing(folder, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
@@ -322,7 +321,7 @@ def prepare_splits(data: Dataset, loss: str) -> dict[str, Any]:
 
 
 def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, member, out_dir: Path, emit: Emit,
-                     guard: SignalGuard, run: Run, resume: Checkpoint | None = None, model_path: Path | None = None,
+                     guard: SignalGuard, run: Run, plots: BackgroundPlots, resume: Checkpoint | None = None, model_path: Path | None = None,
                      extra_callbacks: list = ()) -> dict[str, Any]:
     """model.fit with kexp's callbacks (from `resume` on), then the final metrics of every part and a per-class report.
 
@@ -369,13 +368,15 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
                 verbose=0,
             )
             checkpointer.finish_fit(len(history.epoch_seconds))
+        plots.draw(out_dir)  # history.json is final: the curves are drawn while the model is scored
         guard.raise_if_pending()
         clock = time.perf_counter()
         scored = {name: split for name, split in splits.items() if name != "train" or needs_train_pass(spec, splits)}
-        results = training.evaluate_splits(model, scored, spec.train.batch_size, [guard.keras_callback()])
+        part = training.report_part(splits) if data.task == "classification" else None  # always among the scored
+        results, outputs = training.evaluate_splits(model, scored, spec.train.batch_size, guard.raise_if_pending, keep=part)
         if "train" not in scored:
             results["train"] = last_epoch_metrics(history.history)
-        report = training.class_report(model, data, splits, spec.train.batch_size) if data.task == "classification" else None
+        report = training.class_report(data, part, outputs) if part is not None else None
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the stop is reported either way
             history.write()
@@ -494,15 +495,13 @@ def _set_env_end(run_dir: Path) -> None:
     write_json(run_dir / "env.json", env)
 
 
-def finish_run(run: Run, model, metrics: dict[str, Any]) -> None:
+def finish_run(run: Run, model, metrics: dict[str, Any], plots: BackgroundPlots) -> None:
     """The run's last files, then `completed`; a run of several members (model None) keeps no single model."""
-    from kexp.plots import plot_history
-
     pause_for_tests("finish")
     if model is not None:
         save_model(model, run.path / "model.keras")
     write_json(run.path / "metrics.json", metrics)
     if (run.path / "history.json").exists():
-        plot_history(run.path)
+        plots.wait(run.path)
     _set_env_end(run.path)
     run.complete()

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 from kexp.rundir import read_json
+
+# a drawing that takes longer is given up on and redone in the run's own process
+PLOTTER_SECONDS = 60.0
 
 
 def as_floats(values: list) -> list[float]:
@@ -32,9 +41,16 @@ def plot_history(run_dir: Path) -> list[Path]:
         ax.set(xlabel="epoch", ylabel=metric, title=f"{run_dir.name}: {metric}")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out / f"{metric}.png", dpi=100)
-        written.append(out / f"{metric}.png")
+        written.append(save_png(fig, out / f"{metric}.png"))
     return written
+
+
+def save_png(fig, path: Path) -> Path:
+    """Write beside the target, then rename: a helper stopped mid-drawing never leaves half a PNG."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+    return path
 
 
 def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
@@ -64,3 +80,89 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+class BackgroundPlots:
+    """Learning curves drawn by a helper process (`python -m kexp.plots`), started before
+    TensorFlow loads so that matplotlib's import (about 0.3 s here) happens on another core
+    while the model is built and trained, and the drawing while the model is scored.
+
+    draw(run_dir) asks for the curves once history.json is final; wait(run_dir) returns when
+    they are written. Whatever goes wrong with the helper (it cannot start, dies, answers with
+    an error or not in time), wait() draws them in this process instead, so a failure to plot
+    is reported as it always was. In a process that has matplotlib loaded already (a notebook,
+    the tests) no helper starts: drawing here costs only the drawing.
+    """
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.asked: list[Path] = []
+        if "matplotlib.figure" in sys.modules:
+            return
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "kexp.plots"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True,
+                                            start_new_session=True)  # a Ctrl-C is the run's to handle; it ends at the run's exit (stdin closes)
+        except OSError:
+            self.process = None
+
+    def draw(self, run_dir: Path) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.stdin.write(json.dumps(str(run_dir)) + "\n")
+            self.process.stdin.flush()
+            self.asked.append(run_dir)
+        except OSError:  # the helper has gone: wait() draws here
+            self.close()
+
+    def wait(self, run_dir: Path) -> list[Path]:
+        """The curves of run_dir, drawn by the helper if it was asked and managed, else here."""
+        if run_dir in self.asked and self.drawn_by_helper(run_dir):
+            return sorted((run_dir / "plots").glob("*.png"))
+        return sorted(plot_history(run_dir))
+
+    def drawn_by_helper(self, run_dir: Path) -> bool:
+        while self.asked and self.process is not None:
+            asked = self.asked.pop(0)
+            ready, _, _ = select.select([self.process.stdout], [], [], PLOTTER_SECONDS)
+            answer = self.process.stdout.readline() if ready else ""
+            if not answer:  # silent or gone
+                self.close()
+                return False
+            if asked == run_dir:
+                return answer.strip() == "ok"
+        return False
+
+    def close(self) -> None:
+        """Stop the helper (whatever it was asked is drawn by now: wait() returned)."""
+        if self.process is None:
+            return
+        process, self.process, self.asked = self.process, None, []
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        process.kill()
+        process.wait()
+
+    def __enter__(self) -> BackgroundPlots:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def serve() -> None:
+    """The helper's loop: one JSON-quoted run directory per line in, `ok` or the error out."""
+    import matplotlib.figure  # noqa: F401  (now, while the run trains)
+
+    for line in sys.stdin:
+        try:
+            plot_history(Path(json.loads(line)))
+            answer = "ok"
+        except Exception as exc:  # the run draws them itself and reports this as it would
+            answer = f"error {type(exc).__name__}: {exc}"
+        print(" ".join(answer.split()), flush=True)
+
+
+if __name__ == "__main__":
+    serve()

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -634,28 +634,70 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
 
 
-def class_report(model, data, splits: dict[str, tuple | None], batch_size: int) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support, confusion matrix and balanced accuracy of the test part (else train)."""
+def report_part(splits: dict[str, Any]) -> str:
+    """The part a classification report describes: the test part, else the training rows."""
+    return "test" if splits.get("test") is not None else "train"
+
+
+def class_report(data, part: str, outputs: np.ndarray) -> dict[str, Any]:
+    """Per-class precision/recall/F1/support, confusion matrix and balanced accuracy of the model's outputs on `part`."""
     from kexp.reports import classification_report, to_classes
 
-    part = "test" if splits.get("test") is not None else "train"
-    outputs = predict_outputs(model, splits[part], max(batch_size, 256))
     return {"part": part, **classification_report(getattr(data, part).y, to_classes(outputs), data.class_names)}
 
 
-def predict_outputs(model, part, batch_size: int) -> np.ndarray:
-    """Model outputs [rows, units] for a Split, fed as evaluate feeds it, one batch per call:
-    model.predict with several steps per call held ~600 MB more for IMDB's test part."""
-    outputs = [np.asarray(model.predict_on_batch(x)) for x, _ in feed(part, batch_size)]
+def predict_outputs(model, part, batch_size: int, check: Callable[[], None] = lambda: None) -> np.ndarray:
+    """Model outputs [rows, units] for a Split, fed as evaluate feeds it, one batch per call
+    (model.predict with several steps per call held ~600 MB more for IMDB's test part);
+    `check` runs after every batch (a pending signal raises there)."""
+    outputs = []
+    for x, _ in feed(part, batch_size):
+        outputs.append(np.asarray(model.predict_on_batch(x)))
+        check()
     return np.concatenate(outputs).reshape(len(part), -1)
 
 
-def evaluate_splits(model, splits: dict[str, Any], batch_size: int, callbacks: list = ()) -> dict[str, dict[str, float] | None]:
-    """Keras metrics of the final model on each split (dropout off), as plain floats."""
-    results = {}
+def evaluate_splits(model, splits: dict[str, Any], batch_size: int, check: Callable[[], None] = lambda: None,
+                    keep: str | None = None) -> tuple[dict[str, dict[str, float] | None], np.ndarray | None]:
+    """Keras' compiled loss and metrics of the final model on each split (dropout off), as plain
+    floats, and the model's outputs on split `keep` (for its report; None if not asked).
+
+    One prediction pass per split serves both: the compiled loss and metrics are applied to all
+    the outputs at once, as model.evaluate's test_step applies them batch by batch (its running
+    sums and batch-weighted mean loss come to the same numbers), so no part goes through the
+    model twice. Where the loss needs more than the outputs (activity regularizers) or the
+    model is mirrored, model.evaluate scores it.
+    """
+    import tensorflow as tf
+
+    direct = not tf.distribute.has_strategy() and not any(getattr(layer, "activity_regularizer", None) is not None
+                                                          for layer in model._flatten_layers())
+    results, kept, size = {}, None, max(batch_size, 256)
     for name, split in splits.items():
         if split is None:
             results[name] = None
             continue
-        results[name] = plain(model.evaluate(feed(split, max(batch_size, 256)), verbose=0, return_dict=True, callbacks=list(callbacks)))
-    return results
+        outputs = predict_outputs(model, split, size, check) if direct or name == keep else None
+        if direct:
+            results[name] = metrics_of_outputs(model, split.y, outputs)
+        else:
+            results[name] = plain(model.evaluate(feed(split, size), verbose=0, return_dict=True, callbacks=[evaluate_check(check)]))
+        if name == keep:
+            kept = outputs
+    return results, kept
+
+
+def metrics_of_outputs(model, targets: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """The model's compiled loss (with its weight penalties) and metrics of `outputs` against `targets`, as plain floats."""
+    model.reset_metrics()
+    loss = model.compute_loss(y=targets, y_pred=outputs, training=False)
+    metrics = plain(model.compute_metrics(None, targets, outputs, None))
+    model.reset_metrics()
+    metrics["loss"] = float(loss)
+    return dict(sorted(metrics.items()))  # evaluate's order (its compiled step returns the names sorted)
+
+
+def evaluate_check(check: Callable[[], None]):
+    import keras
+
+    return keras.callbacks.LambdaCallback(on_test_batch_end=lambda batch, logs: check())

@@ -159,3 +159,43 @@ def test_keras_loads_without_the_extras_kexp_does_not_use_which_stay_importable(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == "[] True"
+
+
+@pytest.mark.parametrize("loss, metrics, units", [
+    ("binary_crossentropy", ["accuracy", "precision", "recall", "auc"], 1),
+    ("sparse_categorical_crossentropy", ["accuracy"], 3),
+    ("categorical_crossentropy", ["accuracy"], 3),
+    ("mse", ["mae", "rmse", "r2"], 1),
+])
+def test_scores_from_one_prediction_pass_are_what_model_evaluate_reports(loss, metrics, units):
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = training.make_targets(rng.integers(0, max(units, 2), 300) if loss != "mse" else rng.normal(size=300), loss, units)
+    training.set_seed(0)
+    penalty = keras.regularizers.L2(0.1)  # the weight penalty is part of the loss both ways
+    activation = "sigmoid" if units == 1 and loss != "mse" else "softmax" if units > 1 else None
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, kernel_regularizer=penalty), keras.layers.Dense(units, activation=activation)])
+    model.compile("adam", loss=loss, metrics=training.make_metrics(metrics, units))
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    split = Split(x, y)
+    evaluated = model.evaluate(training.feed(split, 256), verbose=0, return_dict=True)
+    scored, outputs = training.evaluate_splits(model, {"test": split, "validation": None}, 32, keep="test")
+    assert scored["validation"] is None and outputs.shape == (300, units)
+    assert list(scored["test"]) == list(evaluated) and scored["test"]["loss"] > 0.05  # in evaluate's order too: displays show it
+    for name, value in evaluated.items():
+        assert scored["test"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-6), name
+    np.testing.assert_allclose(outputs, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_that_needs_the_forward_pass_is_scored_by_model_evaluate():
+    import keras
+
+    x = np.random.default_rng(1).normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.float32)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid", activity_regularizer=keras.regularizers.L1(5.0))])
+    model.compile("adam", loss="binary_crossentropy", metrics=["accuracy"])
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)
+    scored, _ = training.evaluate_splits(model, {"train": Split(x, y)}, 16)
+    assert scored["train"]["loss"] == pytest.approx(float(evaluated["loss"]), rel=1e-5)
