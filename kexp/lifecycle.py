@@ -212,7 +212,8 @@ def process_age_seconds() -> float | None:
         uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return None if started is None else uptime - started / os.sysconf("SC_CLK_TCK")
+    # both clocks tick in hundredths of a second: more digits would be float noise (3.0900000000001455)
+    return None if started is None else round(uptime - started / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def process_alive(pid: int, started_ticks: int | None) -> bool:

@@ -492,7 +492,7 @@ def _describe(error: dict, model: type[BaseModel] | None) -> str:
 
 
 # pydantic adds the union member it tried to an error's location (dropout.float, dropout.list[float])
-_UNION_MEMBER = re.compile(r"^(?:int|float|str|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\])$")
+_UNION_MEMBER = re.compile(r"^(?:int|float|str|bool|none|constrained-\w+|list\[.*\]|dict\[.*\]|literal\[.*\]|function-\w+\[.*\])$")
 
 
 def _problems(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> list[tuple[str, str]]:
@@ -541,6 +541,31 @@ def spec_task_problems(spec: ExperimentSpec, num_classes: int | None, task: str 
     return task_problems(train.loss, metrics, monitor, train.validation_split > 0, num_classes, task)
 
 
+def loop_conflicts(train: TrainSpec, mirrored: bool) -> list[str]:
+    """What in the spec rules out train.loop: xla (a whole epoch per compiled call);
+    training.choose_loop adds what only the data can tell."""
+    return [reason for reason, present in (
+        ("device: all (MirroredStrategy)", mirrored),
+        ("train.jit_compile: true (XLA per batch instead)", train.jit_compile),
+        ("train.class_weight (Keras weighs batches one at a time)", train.class_weight is not None),
+        (f"train.steps_per_execution: {train.steps_per_execution} (a call is the whole epoch)", train.steps_per_execution != "auto"),
+        ("train.precision other than float32", train.precision != "float32"),
+    ) if present]
+
+
+def spec_train_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """Training settings that cannot work together, found by `kexp validate`, before any data is read."""
+    train, mirrored = spec.train, spec.device == "all"
+    problems = []
+    conflicts = loop_conflicts(train, mirrored) if train.loop == "xla" else []
+    if conflicts:
+        problems.append(("train.loop", f"xla does not work with {conflicts[0]}; use loop: keras or auto"))
+    if mirrored and train.steps_per_execution not in ("auto", 1):
+        problems.append(("train.steps_per_execution", f"{train.steps_per_execution} does not work with device: all (Keras 3 fails "
+                         "with several batches per call under MirroredStrategy); use auto or 1"))
+    return problems
+
+
 def check_task(spec: ExperimentSpec, num_classes: int, task: str = CLASSIFICATION) -> None:
     """After the data loads: what only the class count can decide (exit 2, before a run directory exists)."""
     problems = spec_task_problems(spec, num_classes, task)
@@ -581,6 +606,7 @@ def validate_spec(
         if not problems:
             data_options = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
             problems = spec_task_problems(spec, data_options.static_num_classes(), data_options.static_task())
+            problems += spec_train_problems(spec)
     except ValidationError as exc:
         problems = _problems(exc, ExperimentSpec)
     if problems:

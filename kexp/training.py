@@ -26,7 +26,7 @@ import numpy as np
 
 from kexp.errors import DeviceError, Diverged, SpecError
 from kexp.rundir import write_json
-from kexp.spec import TrainSpec
+from kexp.spec import TrainSpec, loop_conflicts
 from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
 
 # TensorFlow's C++ start-up lines that say nothing actionable (printed before its own
@@ -201,14 +201,9 @@ QUICK_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimiz
 
 def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, input_bytes: int, on_cpu: bool) -> str:
     """train.loop resolved: "xla" (a whole epoch per call, compiled) or "keras"; an explicit xla that cannot work is an error."""
-    conflicts = [reason for reason, present in (
-        ("device: all (MirroredStrategy)", mirrored),
-        ("train.jit_compile: true (XLA per batch instead)", train.jit_compile),
-        ("train.class_weight (Keras weighs batches one at a time)", train.class_weight is not None),
-        (f"train.steps_per_execution: {train.steps_per_execution} (a call is the whole epoch)", train.steps_per_execution != "auto"),
-        ("train.precision other than float32", train.precision != "float32"),
-        (f"an epoch of a single batch (under {2 * train.batch_size} training rows)", steps_per_epoch < 2),
-    ) if present]
+    conflicts = loop_conflicts(train, mirrored)
+    if steps_per_epoch < 2:
+        conflicts.append(f"an epoch of a single batch (under {2 * train.batch_size} training rows)")
     if train.loop == "keras":
         return "keras"
     if train.loop == "xla":
@@ -335,7 +330,7 @@ def select_device(device: str) -> Placement:
         return Placement(["/CPU:0"])
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= len(gpus):
-        seen = f"it sees {len(gpus)} GPU(s)" if gpus else "it sees no GPU (is a CUDA build of TensorFlow installed, and a driver?)"
+        seen = f"sees {len(gpus)} GPU(s)" if gpus else "sees no GPU (is a CUDA build of TensorFlow installed, and a driver?)"
         raise DeviceError(f"device '{device}' was requested but TensorFlow {tf.__version__} {seen}; use device: cpu or auto")
     return Placement([f"/GPU:{index}"])
 

@@ -327,6 +327,20 @@ def test_union_field_gives_one_problem_without_pydantic_internals(tmp_path):
     assert "list" in problem and ".float" not in problem and "instance of" not in problem
 
 
+def test_constrained_int_or_auto_is_one_problem(tmp_path):
+    assert problems(write_text(tmp_path, GOOD), ["train.steps_per_execution=0"]) == [
+        "--set train.steps_per_execution=0: train.steps_per_execution: Input should be greater than 0; or Input should be 'auto' (got 0)"]
+
+
+def test_training_settings_that_cannot_work_together_fail_validation_before_any_data(tmp_path):
+    path = write_text(tmp_path, GOOD)
+    assert problems(path, ["train.loop=xla", "train.class_weight=balanced"]) == [
+        "--set train.loop=xla: train.loop: xla does not work with train.class_weight (Keras weighs batches one at a time); use loop: keras or auto"]
+    [problem] = problems(path, ["device=all", "train.steps_per_execution=4"])
+    assert problem.startswith("--set train.steps_per_execution=4: train.steps_per_execution: 4 does not work with device: all")
+    assert load_spec(path, ["device=all", "train.steps_per_execution=1", "train.loop=keras"]).train.steps_per_execution == 1
+
+
 def test_device_lists_the_choices(tmp_path):
     [problem] = problems(write_text(tmp_path, GOOD), ["device=tpu"])
     assert problem == "--set device=tpu: device: unknown device 'tpu'; choose from auto, cpu, gpu, gpu:N (N = 0, 1, ...), all"
