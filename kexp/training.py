@@ -103,12 +103,6 @@ def start_tensorflow(threads: int | None = None) -> None:
                 tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
 
 
-def keras_version() -> str:
-    import keras
-
-    return keras.__version__
-
-
 def thread_settings() -> dict[str, int]:
     """TensorFlow's thread pools as they are (0 = one per core)."""
     import tensorflow as tf
@@ -158,13 +152,11 @@ def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, steps_pe
     """Compile for training; returns the steps_per_execution used (train.steps_per_execution, or auto's choice).
 
     Mirrored (device: all), Keras 3's multi-step loop fails inside TensorFlow ("You must feed a
-    value for placeholder tensor"), so auto is 1 there and a larger value is refused up front.
-    model.kexp_loop says which loop runs the batches (choose_loop); with xla a call is an epoch.
+    value for placeholder tensor"), so auto is 1 there (a larger value is a spec problem:
+    spec.spec_train_problems). model.kexp_loop says which loop runs the batches (choose_loop);
+    with xla a call is an epoch.
     """
     spe = train.steps_per_execution
-    if mirrored and spe != "auto" and spe > 1:
-        raise SpecError([f"train.steps_per_execution: {spe} does not work with device: all (Keras {keras_version()} fails "
-                         "with several batches per call under MirroredStrategy); use auto or 1"])
     loop = choose_loop(model, train, steps_per_epoch, mirrored, input_bytes, on_cpu)
     if loop == "xla":
         spe = steps_per_epoch
