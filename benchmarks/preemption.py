@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import RESULTS, ROOT, Proc, environment, run_metrics, write_result
@@ -60,7 +60,7 @@ def main() -> None:
         for name in names:
             runs = tmp / name
             result = measure_kill_resume(runs) if name == "kill_resume" else measure_sigterm(name, runs)
-            results[name] = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(), **result}
+            results[name] = {"measured": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(), **result}
             print(json.dumps({name: results[name]}), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

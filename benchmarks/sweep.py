@@ -32,7 +32,7 @@ import socket
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common import RESULTS, ROOT, STARTED, Proc, peak_rss_mb, write_result
@@ -68,7 +68,7 @@ def main() -> None:
                 result = measure_ray(tmp)
             else:
                 result = measure_kill(tmp / "kill")
-            now[name] = results[name] = {"measured": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": cpu_count(), **result}
+            now[name] = results[name] = {"measured": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_count": cpu_count(), **result}
             if name == "kexp" and "keras" in now:
                 results[name]["vs_keras"] = speed(now["keras"], now["kexp"])
             if name == "ray" and "kexp" in now:

@@ -22,7 +22,6 @@ import json
 import random
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 from kexp.datasets.base import sha256_file
 from kexp.lifecycle import pause_for_tests
-from kexp.rundir import finite_or_none, replace_durably
+from kexp.rundir import finite_or_none, make_temp_dir, replace_durably
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2
@@ -109,7 +108,7 @@ def write_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
             return final  # this very state is already on disk
         except (ValueError, OSError, KeyError):
             shutil.rmtree(final)  # a damaged copy of this epoch: replaced below
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = make_temp_dir(root, ".tmp-")
     try:
         np.savez(tmp / "state.npz", **checkpoint.arrays)
         state = {**checkpoint.state, "epoch": checkpoint.epoch, "npz_sha256": sha256_file(tmp / "state.npz"), "saved": time.time()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape as literal  # help text shown as written, `[ray]` included (rich markup otherwise)
 from rich.table import Table
 
 import kexp
@@ -50,15 +52,30 @@ def exit_on_error() -> Iterator[None]:
         yield
     except KexpError as exc:
         for line in error_lines(exc):
-            err_console.print(f"kexp: error: {line}", highlight=False, markup=False, soft_wrap=True)
+            err_console.print(f"kexp: error: {printable(line)}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("kexp: interrupted", highlight=False)
         raise typer.Exit(130) from None
+    except OSError as exc:  # a full, read-only or quota-bound disk the library did not name itself
+        from kexp.errors import describe_os_error
+
+        err_console.print(f"kexp: error: {printable(describe_os_error(exc))}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def print_warning(message: str) -> None:
-    err_console.print(f"kexp: warning: {message}", highlight=False, markup=False)
+    err_console.print(f"kexp: warning: {printable(message)}", highlight=False, markup=False)
+
+
+# C0 and C1 control characters (ESC, BEL, CR, DEL, CSI ...): from an input file they would clear,
+# retitle or rewrite the user's terminal; on the screen they are shown escaped, in files kept as they are.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character shown as an escape (ESC as \\x1b, a newline as \\n)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if m.group() in "\n\t\r" else f"\\x{ord(m.group()):02x}", text)
 
 
 def error_lines(exc: KexpError) -> list[str]:
@@ -112,12 +129,15 @@ def train(
     check_log_format(log_format)
     quiet_unless(verbose)
     with exit_on_error():
-        spec = load_spec(config, set_)
+        from kexp.spec import read_yaml
+
+        source = read_yaml(config)  # once: a spec from a pipe cannot be read twice
+        spec = load_spec(config, set_, source=source)
         extra = tracking_overrides(spec, tensorboard, mlflow, mlflow_uri)
         if repeat is not None:
             extra.append(f"seeds=[{', '.join(str(spec.seed + i) for i in range(repeat))}]")
         if extra:  # as overrides, so config.yaml records them and a resume repeats them
-            spec = load_spec(config, [*set_, *extra])
+            spec = load_spec(config, [*set_, *extra], source=source)
         from kexp.display import display
         from kexp.experiment import run_experiment
 
@@ -197,7 +217,7 @@ def sweep(
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Trials at once (local: CPU threads are divided among them; with GPUs: one per GPU)")] = 1,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Failures of a trial before it is left failed (an interrupted trial is always continued)")] = 2,
     trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Pack K small trials on each GPU")] = 1,
-    backend: Annotated[str, typer.Option("--backend", help="local (child processes) or ray (Ray tasks; pip install 'kexp[ray]')")] = "local",
+    backend: Annotated[str, typer.Option("--backend", help=literal("local (child processes) or ray (Ray tasks; pip install 'kexp[ray]')"))] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster: auto or HOST:PORT (default: start a local Ray)")] = None,
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", min=0.1, help="Ray: CPUs each trial asks for (and its TensorFlow threads)")] = 1.0,
     metric: Annotated[str | None, typer.Option("--metric", help="Metric the summary compares (default: the task's main one)")] = None,
@@ -365,14 +385,15 @@ def validate(
     with exit_on_error():
         from kexp.spec import read_yaml
 
-        if "sweep" in read_yaml(config)[0]:  # every trial's spec, as `kexp sweep` checks them
+        source = read_yaml(config)  # once: a spec from a pipe cannot be read twice
+        if "sweep" in source[0]:  # every trial's spec, as `kexp sweep` checks them
             from kexp.sweep import plan_sweep
 
-            plan = plan_sweep(config, set_, [])
+            plan = plan_sweep(config, set_, [], source=source)
             check_runs_dir(runs_dir)
             console.print(f"{config}: valid sweep of {len(plan.trials)} trials over {', '.join(plan.space.params)}", highlight=False)
             return
-        spec = load_spec(config, set_)
+        spec = load_spec(config, set_, source=source)
         check_runs_dir(runs_dir)
     if show:
         console.print(spec.to_yaml(), highlight=False, markup=False)
@@ -530,7 +551,10 @@ def compare_command(
 
     check_format(fmt)
     with exit_on_error():
-        result = compare_runs(expand_run_paths(run_dirs))
+        skipped: list[str] = []
+        result = compare_runs(expand_run_paths(run_dirs, skipped))
+        for note in skipped:
+            err_console.print(f"kexp: note: {printable(note)}", highlight=False, markup=False)
         written = write_compare(result, output)
     done = f"learning curves: {written['png']}  every number: {written['json']}"
     if fmt != "table":
@@ -573,8 +597,8 @@ def predict(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Text runs: strings, or @file / file.txt with one example per line. Table runs: CSV files of the "
-            "feature columns (header optional). Image runs: PNG/JPEG, .npy or IDX (*-ubyte[.gz]) files.",
+            help=literal("Text runs: strings, or @file / file.txt with one example per line. Table runs: CSV files of the "
+                         "feature columns (header optional). Image runs: PNG/JPEG, .npy or IDX (*-ubyte[.gz]) files."),
             show_default=False,
         ),
     ],
@@ -625,7 +649,7 @@ def print_predictions(rows: list[dict], output: Path | None) -> None:
         cells = [row["input"], f"{row['value']:.4g}"] if regression else [row["input"], row["label"], f"{row['probability']:.3f}"]
         if has_top:
             cells.append(", ".join(f"{pair['label']} {pair['probability']:.3f}" for pair in row.get("top", [])))
-        table.add_row(*(Text(str(cell)) for cell in cells))
+        table.add_row(*(Text(printable(str(cell))) for cell in cells))
     console.print(table)
     if len(rows) > SHOWN_PREDICTIONS:
         where = f"all of them are in {output}" if output is not None else "use --output FILE or --json for all of them"
@@ -673,7 +697,7 @@ def data_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> No
 
 def file_json(file) -> dict:
     return {"path": str(file.path), "state": file.state, "needed": file.needed, "bytes": file.bytes, "sha256": file.sha256,
-            "expected_sha256": file.expected_sha256, "url": file.url}
+            "expected_sha256": file.expected_sha256, "url": file.url, "problem": file.problem}
 
 
 def describe_file_state(file) -> str:
@@ -682,7 +706,7 @@ def describe_file_state(file) -> str:
         "present": "present (no published hash)",
         "missing": "missing" if file.needed else "missing (not needed once extracted)",
         "invalid": "INVALID: sha256 differs from the published file",
-        "unreadable": "UNREADABLE",
+        "unreadable": f"UNREADABLE: {file.problem}" if file.problem else "UNREADABLE",
     }[file.state]
 
 
@@ -805,6 +829,19 @@ def export(
     )
     console.print(f"details (inputs, class names, versions): {info['json']}", highlight=False, markup=False)
     console.print(f"note: the model takes {info['preprocessing']['kind']} inputs already preprocessed by the run; its preprocessing is in that JSON", highlight=False, markup=False)
+
+
+def escape_docstring_markup(*apps: typer.Typer) -> None:
+    """Typer renders help texts as rich markup, where `kexp[ray]` would lose `[ray]` as an unknown tag.
+    Command docstrings are escaped here, once; option and argument help is written with `literal()`
+    (their Annotated metadata is rebuilt from the annotation strings each time Typer reads them)."""
+    for group in apps:
+        for command in group.registered_commands:
+            if command.callback.__doc__:
+                command.callback.__doc__ = literal(command.callback.__doc__)
+
+
+escape_docstring_markup(app, data_app)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ import yaml
 
 from kexp.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, summarize_values
 from kexp.errors import RunDirError
+from kexp.lifecycle import LOCK_FILE, effective_state
 from kexp.lifecycle import STATES as RECORDED_STATES
-from kexp.lifecycle import effective_state
 from kexp.rundir import write_json
 
 # recorded states, `crashed` (running, but its process is gone: kexp.lifecycle) and `damaged` (unreadable files)
@@ -76,7 +76,7 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     # in UTC, so that the ISO strings sort in time order whatever offset a run recorded
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def component_name(spec: dict | None, section: str) -> str | None:
@@ -184,8 +184,9 @@ def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
 
 
 def looks_like_run(path: Path) -> bool:
-    """A folder with any run file, or an empty one named like a run (killed before writing)."""
-    if any((path / name).exists() for name in RUN_FILES):
+    """A folder with any run file or a run's lock, or an empty one named like a run: a run killed, or
+    stopped by a full disk, before it wrote its first file is listed (as damaged), never hidden."""
+    if any((path / name).exists() for name in (*RUN_FILES, LOCK_FILE)):
         return True
     return bool(_RUN_ID.match(path.name)) and not any(path.iterdir())
 
@@ -195,7 +196,7 @@ def list_runs(runs_dir: Path, now: datetime | None = None) -> list[dict[str, Any
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise RunDirError(f"{runs_dir}: no such runs directory; pass the folder `kexp train --runs-dir` wrote to")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rows = []
     for path in runs_dir.iterdir():
         if path.name.startswith(".") or not path.is_dir():
@@ -320,12 +321,20 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
 # --------------------------------------------------------------------------- compare
 
 
-def expand_run_paths(arguments: list[str]) -> list[Path]:
-    """Run directories from arguments; a quoted glob ("runs/*pima*") is expanded here, as a shell would."""
+def expand_run_paths(arguments: list[str], skipped: list[str] | None = None) -> list[Path]:
+    """Run directories from arguments; a quoted glob ("runs/*pima*") is expanded here, as a shell would.
+
+    A glob's matches that are not runs (runs/sweeps/, a notes folder) are left out, each with a
+    line in `skipped`; a folder named outright must be a run."""
     paths: list[Path] = []
     for argument in arguments:
         if not Path(argument).exists() and glob.has_magic(argument):
-            matches = sorted(Path(p) for p in glob.glob(argument) if Path(p).is_dir())
+            folders = sorted(Path(p) for p in glob.glob(argument) if Path(p).is_dir())
+            matches = [p for p in folders if (p / "config.yaml").exists() or looks_like_run(p)]
+            for other in (p for p in folders if p not in matches):
+                hint = f" (a sweep folder: kexp compare '{other}/*/trial-*')" if other.name == "sweeps" else ""
+                if skipped is not None:
+                    skipped.append(f"{other}: not a run directory, skipped{hint}")
             if not matches:
                 raise RunDirError(f"{argument}: no run directories match")
             paths += matches

@@ -8,7 +8,6 @@ jsonl  one JSON object per event on stdout (the same objects as <run>/events.jso
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kexp.events import NOT_RECORDED, Emit, event
+from kexp.events import NOT_RECORDED, Emit, event, json_line
 
 LOG_FORMATS = ("auto", "rich", "plain", "jsonl")
 
@@ -67,7 +66,7 @@ def json_lines(stream=None) -> Emit:
     def show(kind: str, /, **fields: Any) -> None:
         if kind not in NOT_RECORDED:
             out = stream or sys.stdout
-            out.write(json.dumps(event(kind, **fields), default=str) + "\n")
+            out.write(json_line(event(kind, **fields)))
             out.flush()
 
     return show

@@ -244,7 +244,8 @@ def check_dataset(name: str, data_dir: Path) -> Check:
         names = ", ".join(f.path.name for f in files if f.needed)
         return Check(f"data {name}", WARN, f"not in the data directory ({names})", f"{fetch} when you need it")
     if state == "incomplete":
-        absent = [f"{f.path.name} {f.state}" for f in files if f.state == "unreadable" or (f.needed and f.state == "missing")]
+        absent = [f"{f.path.name} {f.state}" + (f" ({f.problem})" if f.problem else "") for f in files
+                  if f.state == "unreadable" or (f.needed and f.state == "missing")]
         return Check(f"data {name}", FAIL, f"incomplete: {', '.join(absent)}; kexp cannot read {name}", fetch)
     if state == "invalid":
         return Check(f"data {name}", WARN, f"{describe_files(files)} (a re-packed copy reads fine; a damaged one fails when read)",

@@ -66,3 +66,11 @@ class Interrupted(KexpError):
 
     def __str__(self) -> str:
         return f"interrupted by {self.signal_name}{self.detail}"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: the file(s) it named and the errno's words
+    ("runs/x/model.keras: No space left on device"), never Python's "[Errno 28]" repr."""
+    words = exc.strerror or str(exc) or type(exc).__name__
+    files = [str(f) for f in (exc.filename, getattr(exc, "filename2", None)) if f is not None]
+    return f"{' -> '.join(files)}: {words}" if files else words

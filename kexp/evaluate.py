@@ -11,7 +11,7 @@ matrix PNG per part) under <run>/evaluations/, named by the UTC time it was made
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
     """<run>/evaluations/<UTC stamp>.json (a second one in the same second gets -2, -3, ...) and its confusion PNGs."""
     folder = run_dir / EVALUATIONS_DIR
     folder.mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1, 1000):
         stem = stamp if attempt == 1 else f"{stamp}-{attempt}"
         plots = {name: f"{stem}-confusion-{name}.png" for name, result in document["results"].items() if "confusion_matrix" in result}

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from kexp.rundir import now_iso
+from kexp.rundir import finite_or_none, now_iso
 
 EVENTS_FILE = "events.jsonl"
 NOT_RECORDED = {"batch"}  # many a second: for live displays only
@@ -29,6 +29,16 @@ class Emit(Protocol):
 def event(kind: str, **fields: Any) -> dict[str, Any]:
     """The event as it is shown in JSON lines and recorded: kind and time first."""
     return {"event": kind, "time": now_iso(), **fields}
+
+
+def json_line(e: dict[str, Any]) -> str:
+    """Strict JSON (no bare NaN/Infinity, which JSON.parse and jq misread): a non-finite number is
+    null, and the event names it under "non_finite" (`{"metrics.loss": "inf"}`), as history.json does."""
+    found: dict[str, str] = {}
+    clean = finite_or_none(e, found=found)
+    if found:
+        clean["non_finite"] = found
+    return json.dumps(clean, default=str, allow_nan=False) + "\n"
 
 
 def discard(kind: str, /, **fields: Any) -> None:
@@ -60,7 +70,7 @@ class RecordingEmit:
         # appended (a resumed run continues the file) and flushed per event: `tail -f` follows it
         try:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.writelines(json.dumps(e, default=str) + "\n" for e in self.pending)
+                f.writelines(json_line(e) for e in self.pending)
         except OSError:
             return  # the run's own files say what matters; a full disk fails them loudly
         self.pending.clear()

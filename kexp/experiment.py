@@ -17,7 +17,7 @@ import kexp
 from kexp.checkpoint import Checkpoint, latest_checkpoint
 from kexp.datasets.base import Dataset, Split, class_balance, summarize
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
-from kexp.errors import Interrupted, KexpError, ModelError, ResumeRefused
+from kexp.errors import Diverged, Interrupted, KexpError, ModelError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
 from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
 from kexp.plots import BackgroundPlots
@@ -67,8 +67,12 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: E
 
 def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> RunResult:
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
+    from kexp.lifecycle import read_completed
     from kexp.rundir import read_json
 
+    completed = read_completed(Path(run_dir))  # no lock needed to leave a finished run alone (a colleague's read-only one too)
+    if completed is not None:
+        return RunResult(Path(run_dir), completed, note="the run had already completed: nothing was changed")
     with stop_on_signals() as guard, BackgroundPlots() as plots:
         run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
         try:
@@ -374,6 +378,9 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
         scored = {name: split for name, split in splits.items() if name != "train" or needs_train_pass(spec, splits)}
         part = training.report_part(splits) if data.task == "classification" else None  # always among the scored
         results, outputs = training.evaluate_splits(model, scored, spec.train.batch_size, guard.raise_if_pending, keep=part)
+        overflow = training.diverged_parts(results)
+        if overflow is not None:  # the final model's predictions overflow: no score of it means anything
+            raise Diverged(f"the trained model diverged: {overflow}; lower train.optimizer.learning_rate or scale the data")
         if "train" not in scored:
             results["train"] = last_epoch_metrics(history.history)
         report = training.class_report(data, part, outputs) if part is not None else None

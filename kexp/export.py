@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import RunDirError
-from kexp.rundir import RunRecord, open_run, write_json
+from kexp.rundir import RunRecord, make_temp_dir, open_run, write_json
 
 FORMATS = ("saved_model", "tflite")
 DEFAULT_NAMES = {"saved_model": "saved_model", "tflite": "model.tflite"}
@@ -189,7 +188,10 @@ def staging_beside(target: Path):
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"{target.parent}: cannot create the export folder: {exc.strerror}") from None
-    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        folder = make_temp_dir(target.parent, f".{target.name}.", ".tmp")
+    except OSError as exc:
+        raise RunDirError(f"{target.parent}: cannot write the export there: {exc.strerror}; choose another folder with --output") from None
     try:
         yield folder / target.name
     except BaseException:

@@ -133,6 +133,7 @@ class FileCheck:
     expected_sha256: str | None
     bytes: int | None = None
     sha256: str | None = None
+    problem: str | None = None  # why an unreadable file cannot be read ("truncated gzip stream")
 
 
 def check_files(name: str, data_dir: Path) -> list[FileCheck]:
@@ -152,10 +153,41 @@ def check_file(path: Path, expected_sha256: str | None, url: str | None, needed:
         return FileCheck(path, "missing", needed, url, expected_sha256)
     try:
         size, digest = path.stat().st_size, sha256_file(path)
-    except OSError:
-        return FileCheck(path, "unreadable", needed, url, expected_sha256)
+    except OSError as exc:
+        return FileCheck(path, "unreadable", needed, url, expected_sha256, problem=exc.strerror)
+    if digest != expected_sha256:  # not the published file (or none published): does it still read whole?
+        problem = archive_problem(path)
+        if problem is not None:
+            return FileCheck(path, "unreadable", needed, url, expected_sha256, size, digest, problem)
     state = "present" if expected_sha256 is None else "valid" if digest == expected_sha256 else "invalid"
     return FileCheck(path, state, needed, url, expected_sha256, size, digest)
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why a compressed file does not decompress to its end (a cut-short download), or None.
+
+    Only for files whose hash differs from the published one: a re-packed copy that reads
+    fine is usable, a truncated one fails minutes later in the middle of reading."""
+    import gzip
+    import zipfile
+    import zlib
+
+    name = path.name.lower()
+    try:
+        if name.endswith((".gz", ".tgz")):
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                return f"damaged zip archive (member {bad} fails its CRC check)"
+    except EOFError:
+        return "truncated gzip stream, the file was cut short: download it again"
+    except (OSError, zlib.error, zipfile.BadZipFile) as exc:
+        return f"damaged archive ({' '.join(str(exc).split())})"
+    return None
 
 
 def dataset_state(files: list[FileCheck]) -> str:

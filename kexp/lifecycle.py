@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,25 @@ def reopen_run(run_dir: Path) -> tuple[Run, dict[str, Any]]:
     return Run(run_dir, lock, attempt=int(status.get("attempt") or 1) + 1, started=status.get("started") or now_iso()), status
 
 
+def read_completed(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run whose status is `completed` (final: nothing can change it), else None."""
+    with contextlib.suppress(RunDirError):
+        if (run_dir / "status.json").is_file() and read_json(run_dir / "status.json").get("state") == "completed":
+            return read_json(run_dir / "metrics.json")
+    return None
+
+
 def lock_run(run_dir: Path) -> int | None:
-    """An exclusive flock on <run>/.lock, held until this process exits; RunDirError if another holds it."""
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    """An exclusive flock on <run>/.lock, held until this process exits; RunDirError if another holds it.
+
+    The holder writes its pid, host and start time into the lock file at once: status.json still
+    names the previous attempt's (dead) process until the new attempt begins, so only the lock
+    file can say who holds the run in that window."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: cannot take the run's lock file {run_dir / LOCK_FILE}: {exc.strerror}"
+                          f"{'; the run directory is read-only: copy it to a writable folder to continue it' if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else ''}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -186,14 +203,28 @@ def lock_run(run_dir: Path) -> int | None:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise RunDirError(f"{run_dir}: in use by another kexp process ({holder(run_dir)}); wait for it to end, or stop it first") from None
         return None  # a filesystem without locks: run unlocked rather than not at all
+    with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only unnamed
+        text = json.dumps({"pid": os.getpid(), "pid_started": process_start_ticks(os.getpid()), "host": socket.gethostname(), "since": now_iso()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
     return fd
 
 
 def holder(run_dir: Path) -> str:
+    """Who holds the run's lock, from the lock file, and what status.json says the run is meanwhile."""
+    status: dict[str, Any] = {}
     with contextlib.suppress(Exception):
         status = read_json(run_dir / "status.json")
-        return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {status.get('heartbeat')}"
-    return "status unknown"
+    lock: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        lock = json.loads((run_dir / LOCK_FILE).read_text(encoding="utf-8"))
+    if not isinstance(lock, dict) or "pid" not in lock:  # a lock taken by kexp 0.2, which wrote nothing in it
+        return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {status.get('heartbeat')}" if status else "status unknown"
+    holder_text = f"pid {lock.get('pid')} on {lock.get('host')} since {lock.get('since')}"
+    if status.get("pid") == lock.get("pid") and status.get("host") == lock.get("host"):
+        return f"{holder_text}, {status.get('state')}, heartbeat {status.get('heartbeat')}"
+    state = status.get("state") or "unknown"
+    return f"{holder_text}, starting: the run is still recorded as {state} by its previous attempt"
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -236,7 +267,7 @@ def effective_state(status: dict[str, Any], now: datetime | None = None) -> str 
     if status.get("host") == socket.gethostname() and isinstance(pid, int):
         return "running" if process_alive(pid, status.get("pid_started")) else "crashed"
     beat = parse_time(status.get("heartbeat") or status.get("updated"))
-    if beat is not None and ((now or datetime.now(timezone.utc)) - beat).total_seconds() > STALE_SECONDS:
+    if beat is not None and ((now or datetime.now(UTC)) - beat).total_seconds() > STALE_SECONDS:
         return "crashed"
     return "running"
 

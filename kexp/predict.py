@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -302,10 +303,16 @@ def decode_image(path: Path, shape: tuple[int, ...], warn: Warn) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)  # phone photos are stored sideways with a rotation tag
-            grey = flatten_alpha(image).convert("L")
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Pillow warns (above MAX_IMAGE_PIXELS) before it refuses (twice that): both are one line here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)  # phone photos are stored sideways with a rotation tag
+                grey = flatten_alpha(image).convert("L")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(f"{path}: too large to decode safely (more than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels, "
+                        "a possible decompression bomb); resize it first") from None
+    except UnidentifiedImageError as exc:
         raise DataError(f"{path}: not an image Pillow can read ({type(exc).__name__}); use PNG/JPEG, .npy or IDX files") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot decode the image ({' '.join(str(exc).split())})") from None

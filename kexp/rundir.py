@@ -27,7 +27,7 @@ import string
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ _SUFFIX_CHARS = string.ascii_lowercase + string.digits
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def create_run_dir(runs_dir: Path, name: str, utc: bool = False) -> Path:
@@ -47,7 +47,7 @@ def create_run_dir(runs_dir: Path, name: str, utc: bool = False) -> Path:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create the runs directory {runs_dir}: {exc.strerror}; choose another with --runs-dir") from None
-    stamp = (datetime.now(timezone.utc) if utc else datetime.now()).strftime("%Y%m%d-%H%M%S")
+    stamp = (datetime.now(UTC) if utc else datetime.now()).strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
         suffix = "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(4))
         path = runs_dir / f"{stamp}-{name}-{suffix}"
@@ -109,6 +109,14 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def make_temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """tempfile.mkdtemp, but with the umask's permissions (mkdtemp always makes 0700): a checkpoint
+    or export folder renamed into place must be as readable to colleagues as the files in it."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
 
 
 def write_text_atomic(path: Path, text: str) -> None:

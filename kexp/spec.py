@@ -9,6 +9,7 @@ pass, so they are validated exactly like the file. No TensorFlow is imported her
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import typing
@@ -368,17 +369,34 @@ def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
-def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
-    """Parse a spec file into a mapping and the line number of every dotted key."""
+def read_spec_text(path: Path) -> str:
+    """The spec's text, reading at most MAX_SPEC_BYTES + 1 bytes whatever the file is: a device
+    (/dev/zero) or a pipe reports size 0, so the size on disk cannot be trusted to bound the read."""
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError([f"{path}: {size:,} bytes is too large for a spec (limit {MAX_SPEC_BYTES // 1024} KiB); is this the right file?"])
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([f"{path}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{path}: cannot read: {exc}"]) from None
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: more than {MAX_SPEC_BYTES // 1024} KiB is too large for a spec; is this the right file?"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+
+
+SpecSource = tuple[dict, dict[str, int]]  # read_yaml's mapping and key lines, read once and passed on
+
+
+def read_yaml(path: Path) -> SpecSource:
+    """Parse a spec file into a mapping and the line number of every dotted key.
+
+    The file is read once: a caller that needs the spec twice (validate checks for `sweep:`,
+    then validates) passes this result on, since a pipe (`<(cat spec.yaml)`) is empty the second time.
+    """
+    text = read_spec_text(path)
     try:
         raw, node = parse_yaml(text)
     except yaml.YAMLError as exc:
@@ -614,9 +632,9 @@ def validate_spec(
     return resolve_components(spec)
 
 
-def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSpec:
-    """Read a YAML spec, apply `--set` overrides, validate, and fill in defaults."""
-    raw, lines = read_yaml(path)
+def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = (), source: SpecSource | None = None) -> ExperimentSpec:
+    """Read a YAML spec (or take `source`, read_yaml's result for it), apply `--set` overrides, validate, and fill in defaults."""
+    raw, lines = copy.deepcopy(source) if source is not None else read_yaml(path)
     if "sweep" in raw:
         where = f"{path}:{lines['sweep']}" if "sweep" in lines else str(path)
         raise SpecError([f"{where}: sweep: this spec describes a sweep; run it with `kexp sweep {path}` (kexp train trains one run)"])

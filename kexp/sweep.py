@@ -178,11 +178,12 @@ def describe_point(params: dict[str, Any]) -> str:
 
 
 def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int | None = None, samples: int | None = None,
-               metric: str | None = None) -> Plan:
-    """Read the spec and its sweep section, expand the trials and validate every trial's spec before anything runs."""
+               metric: str | None = None, source=None) -> Plan:
+    """Read the spec (or take `source`, spec.read_yaml's result for it) and its sweep section, expand the trials
+    and validate every trial's spec before anything runs."""
     from kexp.spec import apply_override, parse_override, read_yaml, validate_spec
 
-    raw, lines = read_yaml(config)
+    raw, lines = copy.deepcopy(source) if source is not None else read_yaml(config)
     space = merge_space(read_sweep_spec(raw.pop("sweep", None), str(config)), params, seeds, samples, metric)
     base_seed = raw.get("seed", 0) if isinstance(raw.get("seed", 0), int) else 0
     for text in overrides:

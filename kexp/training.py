@@ -583,9 +583,12 @@ def make_callbacks(run_dir: Path, train: TrainSpec, steps_per_epoch: int, emit, 
         """
 
         def on_epoch_end(self, epoch, logs=None):
-            loss = plain(logs).get("loss")
-            if loss is not None and not math.isfinite(loss):
-                raise Diverged(f"loss became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
+            logs = plain(logs)
+            for key in ("loss", "val_loss"):  # an overflowing validation loss is divergence too, however the training loss looks
+                loss = logs.get(key)
+                if loss is not None and not math.isfinite(loss):
+                    what = "loss" if key == "loss" else "validation loss"
+                    raise Diverged(f"{what} became {loss} in epoch {epoch + 1}; lower train.optimizer.learning_rate or check the data")
 
     history = HistoryFile()
     callbacks = [history, NanGuard(), make_progress(train.epochs, steps_per_epoch, emit, member)]
@@ -691,7 +694,26 @@ def metrics_of_outputs(model, targets: np.ndarray, outputs: np.ndarray) -> dict[
     metrics = plain(model.compute_metrics(None, targets, outputs, None))
     model.reset_metrics()
     metrics["loss"] = float(loss)
+    if "r2" in metrics and not (math.isfinite(metrics["loss"]) and np.isfinite(outputs).all()):
+        # Keras' R2Score turns the -inf of overflowing float32 predictions into 0.0 (its force_finite),
+        # which would read as "no better than the mean": computed in float64 instead, and null
+        # (listed under non_finite) where even that overflows
+        from kexp.reports import r_squared
+
+        r2 = r_squared(np.asarray(targets, np.float64).reshape(-1), np.asarray(targets, np.float64).reshape(-1) - np.asarray(outputs, np.float64).reshape(-1))
+        metrics["r2"] = r2 if math.isfinite(r2) else float("nan")
     return dict(sorted(metrics.items()))  # evaluate's order (its compiled step returns the names sorted)
+
+
+def diverged_parts(results: dict[str, dict[str, float] | None]) -> str | None:
+    """'test loss inf (mae 1.96e+19)' for the scored parts whose loss is not a number, else None."""
+    found = []
+    for name, metrics in results.items():
+        loss = (metrics or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            others = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k != "loss" and v is not None)
+            found.append(f"{name} loss {loss}" + (f" ({others})" if others else ""))
+    return "; ".join(found) or None
 
 
 def evaluate_check(check: Callable[[], None]):

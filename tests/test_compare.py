@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from kexp.cli import app
 from kexp.compare import compare_runs, list_runs, render_runs, select_runs, write_compare
 from kexp.lifecycle import process_start_ticks
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def resolved_spec(name: str = "pima", seed: int = 0, hidden_units=(12, 8), learning_rate: float = 0.001, **changes) -> dict:

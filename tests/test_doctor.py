@@ -112,7 +112,7 @@ def test_gpu_check_says_why_tensorflow_sees_no_gpu(monkeypatch):
 
 def test_versions_are_checked_against_the_declared_minimums(monkeypatch):
     python, minimums = doctor.declared_requirements()
-    assert python == ">=3.10" and minimums["tensorflow"] == "2.16" and minimums["keras"] == "3.15"
+    assert python == ">=3.11" and minimums["tensorflow"] == "2.16" and minimums["keras"] == "3.15"
     assert doctor.at_least("2.16.1", "2.16") and doctor.at_least("3.15.0rc1", "3.15") and not doctor.at_least("2.15.1", "2.16")
     monkeypatch.setitem(sys.modules, "tensorflow", SimpleNamespace(__version__="2.15.0"))
     monkeypatch.setitem(sys.modules, "keras", SimpleNamespace(__version__="3.15.1"))

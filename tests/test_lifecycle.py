@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -284,7 +284,7 @@ def test_a_running_status_of_a_live_process_is_running_unless_the_pid_was_reused
 
 
 def test_a_running_status_from_another_host_is_judged_by_its_heartbeat():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     elsewhere = {"state": "running", "pid": os.getpid(), "host": socket.gethostname() + "-elsewhere.invalid"}
     old = (now - timedelta(seconds=STALE_SECONDS + 60)).isoformat(timespec="seconds")
     recent = (now - timedelta(seconds=5)).isoformat(timespec="seconds")
@@ -401,7 +401,7 @@ def test_a_running_run_rewrites_its_heartbeat(tmp_path, monkeypatch):
         beaten = status_of(run.path)
         run.complete()
     assert beaten["heartbeat"] != stale and beaten["updated"] != stale
-    assert datetime.now(timezone.utc) - datetime.fromisoformat(beaten["heartbeat"]) < timedelta(seconds=30)
+    assert datetime.now(UTC) - datetime.fromisoformat(beaten["heartbeat"]) < timedelta(seconds=30)
     assert beaten["state"] == "running" and beaten["epoch"] == 1 and beaten["attempt"] == 1  # a full status, not a partial one
 
     final = status_of(run.path)

@@ -15,10 +15,12 @@ from kexp.errors import DataError
 from kexp.preprocessing import TablePreprocessor
 from kexp.registry import Options, dataset
 
-# pandas' default NA strings (STR_NA_VALUES): a label spelled like one of these is a missing
-# value, not a class of its own, unless the user lists it in class_names.
+# pandas' default NA strings (STR_NA_VALUES), and "?", the UCI repository's missing marker
+# (adult, mushroom, breast-cancer...): a label spelled like one of these is a missing value,
+# not a class of its own, unless the user lists it in class_names.
 MISSING_LABELS = frozenset(
-    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+    {"", "?", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+     "nan", "null"}
 )
 
 
@@ -116,7 +118,8 @@ def check_labels_present(labels: list[str], lines: list[int], class_names: list[
     allowed = set(class_names or ())
     for value, line in zip(labels, lines):
         if value in MISSING_LABELS and value not in allowed:
-            raise DataError(f"{path}:{line}: missing label ({value!r}) in column {column}; fix the file or drop the row")
+            raise DataError(f"{path}:{line}: missing label ({value!r}) in column {column}; fix the file or drop the row"
+                            f"{' (or list it in class_names if it is a class)' if value.strip() else ''}")
 
 
 def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
