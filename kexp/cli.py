@@ -607,20 +607,23 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per prediction instead of a table")] = False,
 ) -> None:
     """Predict new raw inputs with a run's own saved preprocessing (never refitted) and model."""
-    from kexp.predict import check_output_path, predict_run, write_predictions
+    from kexp.predict import check_output_path, predict_batches, predictions_file
 
+    shown: list[dict] = []  # the first SHOWN_PREDICTIONS rows for the table; the rest stream to --output / --json
+    count = 0
     with exit_on_error():
         if output is not None:
             check_output_path(output)
-        with prediction_progress() as progress:
-            rows = predict_run(run_dir, inputs, top_k, progress=progress, warn=print_warning)
-        if output is not None:
-            write_predictions(rows, output)
-    if as_json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-    else:
-        print_predictions(rows, output)
+        with prediction_progress() as progress, predictions_file(output) if output is not None else contextlib.nullcontext() as write:
+            for rows in predict_batches(run_dir, inputs, top_k, progress=progress, warn=print_warning):
+                if write is not None:
+                    write(rows)
+                if as_json:
+                    sys.stdout.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                shown += rows[: max(0, SHOWN_PREDICTIONS - len(shown))]
+                count += len(rows)
+    if not as_json:
+        print_predictions(shown, output, count)
 
 
 @contextlib.contextmanager
@@ -633,13 +636,15 @@ def prediction_progress() -> Iterator:
 
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("predicting", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        yield lambda done, total: bar.update(task, completed=done, total=total)  # total None: still reading the inputs
 
 
-def print_predictions(rows: list[dict], output: Path | None) -> None:
+def print_predictions(rows: list[dict], output: Path | None, count: int | None = None) -> None:
+    """The first SHOWN_PREDICTIONS of `count` predictions as a table (control characters escaped)."""
     from rich.text import Text
 
-    table = Table(title=f"predictions ({len(rows)})")
+    count = len(rows) if count is None else count
+    table = Table(title=f"predictions ({count})")
     regression = bool(rows) and "value" in rows[0]
     columns = ["input", "value"] if regression else ["input", "label", "probability"]
     has_top = any("top" in row for row in rows)
@@ -651,9 +656,9 @@ def print_predictions(rows: list[dict], output: Path | None) -> None:
             cells.append(", ".join(f"{pair['label']} {pair['probability']:.3f}" for pair in row.get("top", [])))
         table.add_row(*(Text(printable(str(cell))) for cell in cells))
     console.print(table)
-    if len(rows) > SHOWN_PREDICTIONS:
+    if count > SHOWN_PREDICTIONS:
         where = f"all of them are in {output}" if output is not None else "use --output FILE or --json for all of them"
-        console.print(f"… {len(rows) - SHOWN_PREDICTIONS} more not shown ({where})", highlight=False)
+        console.print(f"… {count - SHOWN_PREDICTIONS} more not shown ({where})", highlight=False)
     elif output is not None:
         console.print(f"predictions written to {output}", highlight=False)
 

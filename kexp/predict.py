@@ -13,14 +13,18 @@ regression run the predicted value.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv as csvlib
 import io
+import itertools
 import json
 import math
 import multiprocessing
+import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,17 +49,29 @@ Warn = Callable[[str], None]
 
 @dataclass
 class RawInputs:
-    """New examples as read: what each output row shows, and the examples for the preprocessing."""
+    """A batch of new examples as read: what each output row shows, and the examples for the preprocessing."""
 
     names: list[str]
     examples: Any  # list[str] (text), float32 [n, d] (table), uint8 [n, h, w] (images)
 
 
-def predict_run(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, progress: Progress | None = None, warn: Warn | None = None) -> list[dict[str, Any]]:
-    """Predictions for raw `inputs` with a run's saved preprocessing and model, one dict per example.
+Rows = list[dict[str, Any]]
 
-    `progress(done, total)` is called after each batch and `warn(message)` for anything the
-    caller should show (an interrupted run's model, a resized image); neither prints here.
+
+def predict_run(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, progress: Progress | None = None, warn: Warn | None = None) -> Rows:
+    """Predictions for raw `inputs` with a run's saved preprocessing and model, one dict per example (all in memory:
+    for inputs of any size, iterate predict_batches)."""
+    return [row for rows in predict_batches(run_dir, inputs, top_k, progress, warn) for row in rows]
+
+
+def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, progress: Progress | None = None,
+                    warn: Warn | None = None) -> Iterator[Rows]:
+    """Predictions in input order, BATCH_SIZE examples at a time: files are read, encoded and
+    predicted a batch at a time, so memory stays bounded whatever the size of the inputs.
+
+    `progress(done, total)` is called after each batch (total None while the inputs are still
+    being read) and `warn(message)` for anything the caller should show (an interrupted run's
+    model, a resized image); neither prints here.
     """
     from kexp.preprocessing import from_document
     from kexp.rundir import PREPROCESSING_FILE, open_run
@@ -68,32 +84,65 @@ def predict_run(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, prog
     fitted = from_document(document, str(record.path / PREPROCESSING_FILE))
     for message in record.warnings:
         warn(message)
-    # Inputs are read before TensorFlow starts, so a bad file is reported in a second.
-    raw = read_inputs(fitted, inputs, record.spec, warn)
     if top_k > 1 and document.get("task") == "regression":
         warn(f"top-k {top_k} ignored: {record.path.name} is a regression run (one predicted value per input)")
-    outputs = compute_outputs(record.model_path, fitted, raw.examples, progress)
-    return make_rows(raw.names, outputs, document, top_k, record.model_path, warn)
+    batches = first_batch_read(input_batches(fitted, inputs, record.spec, warn), inputs)
+    yield from predicted_rows(record.model_path, fitted, batches, document, top_k, progress, warn)
+
+
+def first_batch_read(batches: Iterator[RawInputs], inputs: Sequence[str]) -> Iterator[RawInputs]:
+    """The batches, with the first one read now: a bad or empty input is reported in a second,
+    before TensorFlow starts; a problem further into a large file is reported when reached."""
+    first = next(batches, None)
+    if first is None:
+        raise DataError(f"no examples in {', '.join(inputs)} (empty files)")
+    return itertools.chain([first], batches)
 
 
 # --- reading inputs ------------------------------------------------------------------------
 
 
-def read_inputs(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> RawInputs:
-    """The inputs as the run's preprocessing kind takes them; DataError names the file (and line)."""
+def input_batches(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> Iterator[RawInputs]:
+    """The inputs as the run's preprocessing kind takes them, BATCH_SIZE at a time; DataError names the file (and line)."""
     if not inputs:
         raise DataError("no inputs given")
     if fitted.kind == "text":
-        raw = read_texts(inputs, warn)
+        examples = text_examples(inputs, warn)
     elif fitted.kind == "table":
-        raw = read_table_inputs([Path(i) for i in inputs], fitted.feature_names, spec)
+        examples = table_examples([Path(i) for i in inputs], fitted.feature_names, spec)
     elif fitted.kind == "images":
-        raw = read_image_inputs([Path(i) for i in inputs], tuple(fitted.image_shape), warn)
+        examples = image_examples([Path(i) for i in inputs], tuple(fitted.image_shape), warn)
     else:
         raise RunDirError(f"kexp predict does not know how to read inputs for '{fitted.kind}' preprocessing")
-    if not len(raw.names):
+    return batched(examples, fitted.kind)
+
+
+def batched(examples: Iterator[tuple[str, Any]], kind: str) -> Iterator[RawInputs]:
+    """(name, example) pairs, or (names, array) blocks of images, gathered into batches of BATCH_SIZE."""
+    names: list[str] = []
+    parts: list[Any] = []
+    for name, example in examples:
+        names.append(name)
+        parts.append(example)
+        if len(names) == BATCH_SIZE:
+            yield RawInputs(names, stack(parts, kind))
+            names, parts = [], []
+    if names:
+        yield RawInputs(names, stack(parts, kind))
+
+
+def stack(parts: list[Any], kind: str) -> Any:
+    return parts if kind == "text" else np.stack(parts)
+
+
+def read_inputs(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> RawInputs:
+    """Every input in one batch (for small inputs and tests; predict itself streams input_batches)."""
+    batches = list(input_batches(fitted, inputs, spec, warn))
+    if not batches:
         raise DataError(f"no examples in {', '.join(inputs)} (empty files)")
-    return raw
+    names = [name for b in batches for name in b.names]
+    examples = [e for b in batches for e in b.examples] if fitted.kind == "text" else np.concatenate([b.examples for b in batches])
+    return RawInputs(names, examples)
 
 
 # An argument that ends like a file name is meant as a file: predicting on the name itself
@@ -103,21 +152,25 @@ FILE_LIKE = re.compile(r"^[^\s]+\.(txt|csv|tsv|json|jsonl|text|lst)$", re.IGNORE
 
 def read_texts(inputs: Sequence[str], warn: Warn | None = None) -> RawInputs:
     """Literal strings, or one example per line of `@file` / a `.txt` file (blank lines skipped, with a warning)."""
-    names: list[str] = []
-    texts: list[str] = []
-    for item in inputs:
-        path = text_file(item)
+    pairs = list(text_examples(inputs, warn or (lambda message: None)))
+    return RawInputs([name for name, _ in pairs], [text for _, text in pairs])
+
+
+def text_examples(inputs: Sequence[str], warn: Warn) -> Iterator[tuple[str, str]]:
+    """(name, text) for each literal string and each non-blank line of each file, read as they come."""
+    paths = [text_file(item) for item in inputs]  # every file named is checked before the first is read
+    for item, path in zip(inputs, paths):
         if path is None:
-            names.append(excerpt(item))
-            texts.append(item)
+            yield excerpt(item), item
             continue
-        lines = read_lines(path)
-        kept = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-        if len(kept) < len(lines) and warn is not None:
-            warn(f"{path}: skipped {len(lines) - len(kept)} blank line(s); inputs are named file:line so results match lines")
-        names.extend(f"{path.name}:{n} {excerpt(line)}" for n, line in kept)
-        texts.extend(line for _, line in kept)
-    return RawInputs(names, texts)
+        blank = 0
+        for n, line in numbered_lines(path):
+            if not line.strip():
+                blank += 1
+                continue
+            yield f"{path.name}:{n} {excerpt(line)}", line
+        if blank:
+            warn(f"{path}: skipped {blank} blank line(s); inputs are named file:line so results match lines")
 
 
 def text_file(item: str) -> Path | None:
@@ -137,14 +190,21 @@ def text_file(item: str) -> Path | None:
     return None
 
 
-def read_lines(path: Path) -> list[str]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its ending), read a line at a time."""
+    n = 0
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is not part of the first line
+        with open(path, encoding="utf-8-sig", newline=None) as f:  # -sig: a leading byte-order mark is not part of the first line
+            for n, line in enumerate(f, 1):  # noqa: B007  (n is read after the loop, for the error's line)
+                yield n, line.rstrip("\n")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise DataError(f"{path}:{n + 1}: not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    return text.splitlines()
+
+
+def read_lines(path: Path) -> list[str]:
+    return [line for _, line in numbered_lines(path)]
 
 
 def excerpt(text: str) -> str:
@@ -155,34 +215,58 @@ def excerpt(text: str) -> str:
 
 
 def read_table_inputs(paths: list[Path], feature_names: list[str], spec: Any) -> RawInputs:
-    """Feature rows of CSV files, with or without a header; an extra (label) column is ignored."""
+    """Feature rows of CSV files, with or without a header, in one batch; an extra (label) column is ignored."""
+    pairs = list(table_examples(paths, feature_names, spec))
+    x = np.stack([row for _, row in pairs]) if pairs else np.empty((0, len(feature_names)), np.float32)
+    return RawInputs([name for name, _ in pairs], x)
+
+
+def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """(file:line, float32 features) for each data row of each CSV file, read a row at a time."""
     delimiter = spec.data.options().get("delimiter", ",")
-    names: list[str] = []
-    parts = []
     for path in paths:
-        rows, columns = table_layout(path, feature_names, delimiter, spec)
-        parts.append(parse_features(path, rows, columns, feature_names))
-        names.extend(f"{path.name}:{line}" for line, _ in rows)
-    return RawInputs(names, np.concatenate(parts) if parts else np.empty((0, len(feature_names)), np.float32))
+        if not path.is_file():
+            raise DataError(f"{path}: not found; a table run predicts from CSV files of its feature columns ({', '.join(feature_names)})")
+    for path in paths:
+        rows = csv_rows(path, delimiter)
+        first = next(rows, None)
+        if first is None:
+            continue
+        columns, header = table_columns(path, first, feature_names, spec)
+        for line, row in rows if header else itertools.chain([first], rows):
+            yield f"{path.name}:{line}", parse_row(path, line, row, columns, feature_names)
 
 
-def table_layout(path: Path, feature_names: list[str], delimiter: str, spec: Any) -> tuple[list[tuple[int, list[str]]], list[int]]:
-    """(data rows with line numbers, the column of each feature): by header names, else by position."""
-    from kexp.datasets.csv import read_rows
+def csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV rows with the 1-based line each starts on, read a row at a time."""
+    line = 0
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csvlib.reader(f, delimiter=delimiter)
+            while True:
+                line = reader.line_num + 1
+                row = next(reader, None)
+                if row is None:
+                    return
+                if any(cell.strip() for cell in row):
+                    yield line, row
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
+    except csvlib.Error as exc:
+        raise DataError(f"{path}:{line}: not a readable CSV file: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
 
-    if not path.is_file():
-        raise DataError(f"{path}: not found; a table run predicts from CSV files of its feature columns ({', '.join(feature_names)})")
-    rows = read_rows(path, delimiter)
-    if not rows:
-        return [], list(range(len(feature_names)))
-    first = [cell.strip() for cell in rows[0][1]]
-    if set(feature_names) <= set(first):
-        return rows[1:], [first.index(name) for name in feature_names]
-    named = [cell for cell in first if cell in feature_names]
-    if named:
-        missing = [name for name in feature_names if name not in first]
-        raise DataError(f"{path}:{rows[0][0]}: the header lacks the run's feature column(s) {', '.join(missing)} (the run's features: {', '.join(feature_names)})")
-    return rows, positional_columns(path, len(first), feature_names, spec)
+
+def table_columns(path: Path, first: tuple[int, list[str]], feature_names: list[str], spec: Any) -> tuple[list[int], bool]:
+    """(the column of each feature, whether the first row is a header): by header names, else by position."""
+    cells = [cell.strip() for cell in first[1]]
+    if set(feature_names) <= set(cells):
+        return [cells.index(name) for name in feature_names], True
+    if any(cell in feature_names for cell in cells):
+        missing = [name for name in feature_names if name not in cells]
+        raise DataError(f"{path}:{first[0]}: the header lacks the run's feature column(s) {', '.join(missing)} (the run's features: {', '.join(feature_names)})")
+    return positional_columns(path, len(cells), feature_names, spec), False
 
 
 def positional_columns(path: Path, width: int, feature_names: list[str], spec: Any) -> list[int]:
@@ -206,22 +290,21 @@ def positional_columns(path: Path, width: int, feature_names: list[str], spec: A
     return [i for i in range(width) if i != label_at]
 
 
-def parse_features(path: Path, rows: list[tuple[int, list[str]]], columns: list[int], feature_names: list[str]) -> np.ndarray:
-    """float32 [len(rows), d]; a short row, a non-number or a NaN/infinite value names file:line and the feature."""
-    x = np.empty((len(rows), len(columns)), dtype=np.float32)
+def parse_row(path: Path, line: int, row: list[str], columns: list[int], feature_names: list[str]) -> np.ndarray:
+    """float32 [d]; a short row, a non-number or a NaN/infinite value names file:line and the feature."""
     width = max(columns, default=-1) + 1
-    for r, (line, row) in enumerate(rows):
-        if len(row) < width:
-            raise DataError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
-        for c, (name, at) in enumerate(zip(feature_names, columns)):
-            value = row[at].strip()
-            try:
-                number = float(value)
-            except ValueError:
-                raise DataError(f"{path}:{line}: feature '{name}' is {value!r}, not a number") from None
-            if not math.isfinite(number):
-                raise DataError(f"{path}:{line}: feature '{name}' is {value!r}; the model needs a finite number")
-            x[r, c] = number
+    if len(row) < width:
+        raise DataError(f"{path}:{line}: expected at least {width} fields, found {len(row)}")
+    x = np.empty(len(columns), dtype=np.float32)
+    for c, (name, at) in enumerate(zip(feature_names, columns)):
+        value = row[at].strip()
+        try:
+            number = float(value)
+        except ValueError:
+            raise DataError(f"{path}:{line}: feature '{name}' is {value!r}, not a number") from None
+        if not math.isfinite(number):
+            raise DataError(f"{path}:{line}: feature '{name}' is {value!r}; the model needs a finite number")
+        x[c] = number
     return x
 
 
@@ -229,26 +312,68 @@ def parse_features(path: Path, rows: list[tuple[int, list[str]]], columns: list[
 
 
 def read_image_inputs(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> RawInputs:
-    """uint8 greyscale images [n, h, w] from PNG/JPEG, .npy and IDX files, checked against `shape`."""
-    names: list[str] = []
-    parts = []
+    """uint8 greyscale images [n, h, w] from PNG/JPEG, .npy and IDX files, checked against `shape`, in one batch."""
+    pairs = list(image_examples(paths, shape, warn))
+    images = np.stack([image for _, image in pairs]) if pairs else np.empty((0, *shape), np.uint8)
+    return RawInputs([name for name, _ in pairs], images)
+
+
+def image_examples(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, uint8 [h, w] image) from each PNG/JPEG, and from each row of .npy and IDX batches, read a block at a time."""
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: not found; an image run predicts from PNG/JPEG, .npy or IDX (*-ubyte[.gz]) files")
+    for path in paths:
         if path.suffix == ".npy":
-            images = check_image_shape(path, pixels_as_uint8(path, load_npy(path)), shape)
+            blocks = npy_blocks(path, shape)
         elif is_idx(path):
-            from kexp.datasets.mnist import IMAGE_MAGIC, read_idx
-
-            images = check_image_shape(path, read_idx(path, IMAGE_MAGIC), shape)
+            blocks = idx_blocks(path, shape)
         else:
-            images = decode_image(path, shape, warn)[np.newaxis]
-            names.append(path.name)
-            parts.append(images)
+            yield path.name, decode_image(path, shape, warn)
             continue
-        names.extend(f"{path.name}:{i}" for i in range(len(images)))
-        parts.append(images)
-    return RawInputs(names, np.concatenate(parts) if parts else np.empty((0, *shape), np.uint8))
+        for start, block in blocks:
+            yield from ((f"{path.name}:{start + i}", image) for i, image in enumerate(block))
+
+
+def npy_blocks(path: Path, shape: tuple[int, ...]) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, uint8 images) of a .npy batch, memory-mapped: only one block is in memory at a time."""
+    images = check_image_shape(path, load_npy(path), shape)
+    scale = pixel_scale(path, images)
+    for start in range(0, len(images), BATCH_SIZE):
+        yield start, pixels_as_uint8(path, images[start : start + BATCH_SIZE], scale)
+
+
+def idx_blocks(path: Path, shape: tuple[int, ...]) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, images) of an IDX image file (gzip or raw), decompressed a block at a time."""
+    import gzip
+    import zlib
+
+    from kexp.datasets.mnist import IMAGE_MAGIC
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") != IMAGE_MAGIC:
+                found = int.from_bytes(head, "big") if len(head) == 4 else None
+                raise DataError(f"{path}: not an IDX image file (magic number {found}, expected {IMAGE_MAGIC})")
+            dims = [int.from_bytes(f.read(4), "big") for _ in range(head[3])]
+            if len(dims) < 2:
+                raise DataError(f"{path}: an IDX file of {len(dims)}-dimensional data, not a batch of images")
+            count, image = dims[0], dims[1:]
+            if len(dims) == 2:  # one image [h, w], as check_image_shape accepts
+                count, image = 1, dims
+            if tuple(image) != shape:
+                raise DataError(f"{path}: images of shape {dims} do not fit the run's {'x'.join(map(str, shape))} images")
+            size = int(np.prod(image))
+            for start in range(0, count, BATCH_SIZE):
+                n = min(BATCH_SIZE, count - start)
+                raw = f.read(n * size)
+                if len(raw) != n * size:
+                    raise DataError(f"{path}: header promises {count} images, the file ends after {start + len(raw) // size} (truncated or corrupt)")
+                yield start, np.frombuffer(raw, dtype=np.uint8).reshape(n, *image)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot decompress: {' '.join(str(exc).split())}") from None
 
 
 def is_idx(path: Path) -> bool:
@@ -256,28 +381,38 @@ def is_idx(path: Path) -> bool:
 
 
 def load_npy(path: Path) -> np.ndarray:
+    """The array of a .npy file, memory-mapped where the format allows (pages are read as they are used)."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a NumPy .npy array ({' '.join(str(exc).split())})") from None
 
 
-def pixels_as_uint8(path: Path, array: np.ndarray) -> np.ndarray:
-    """uint8 pixels from integers in 0-255, or floats in [0, 1] (scaled back to 0-255) or 0-255."""
+def pixel_scale(path: Path, array: np.ndarray) -> float:
+    """What turns the whole array's pixels into 0-255: 1, or 255 for floats in [0, 1]; checked a block at a time."""
     if array.dtype == np.uint8:
-        return array
+        return 1.0
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise DataError(f"{path}: pixels of type {array.dtype}; expected uint8 (0-255) or floats in [0, 1]")
     if array.size == 0:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise DataError(f"{path}: pixels include NaN or infinite values")
-    low, high = float(array.min()), float(array.max())
+        return 1.0
+    low, high = math.inf, -math.inf
+    for start in range(0, len(array), BATCH_SIZE):
+        block = np.asarray(array[start : start + BATCH_SIZE])
+        if np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
+            raise DataError(f"{path}: pixels include NaN or infinite values")
+        low, high = min(low, float(block.min())), max(high, float(block.max()))
     if low < 0 or high > 255:
         raise DataError(f"{path}: pixel values run from {low:g} to {high:g}; expected 0-255 (uint8) or floats in [0, 1]")
-    if np.issubdtype(array.dtype, np.floating) and high <= 1.0:
-        array = array * 255.0
-    return np.rint(array).astype(np.uint8)
+    return 255.0 if np.issubdtype(array.dtype, np.floating) and high <= 1.0 else 1.0
+
+
+def pixels_as_uint8(path: Path, array: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """uint8 pixels from integers in 0-255, or floats in [0, 1] (scaled back to 0-255) or 0-255."""
+    scale = pixel_scale(path, array) if scale is None else scale
+    if array.dtype == np.uint8:
+        return np.asarray(array)
+    return np.rint(np.asarray(array) * scale).astype(np.uint8)
 
 
 def check_image_shape(path: Path, images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -342,46 +477,79 @@ def flatten_alpha(image: Any) -> Any:
 # --- the model -----------------------------------------------------------------------------
 
 
-def compute_outputs(model_path: Path, fitted: Any, examples: Any, progress: Progress | None) -> np.ndarray:
-    """Model outputs [n, units], transforming and predicting BATCH_SIZE examples at a time."""
+def predicted_rows(model_path: Path, fitted: Any, batches: Iterator[RawInputs], document: dict[str, Any], top_k: int,
+                   progress: Progress | None, warn: Warn) -> Iterator[Rows]:
+    """The rows of each batch: its inputs transformed (never refitted) and predicted in one model call."""
     from kexp.models.saving import load_model
     from kexp.training import start_tensorflow
 
-    total = len(examples)
-    chunks = [examples[start : start + BATCH_SIZE] for start in range(0, total, BATCH_SIZE)]
-    outputs = []
-    with encoded_batches(fitted, chunks) as batches:
-        start_tensorflow()
+    warn_once = once(warn)  # a model-wide warning (outputs not probabilities) is said once, not per batch
+    done = 0
+    with encoded_batches(fitted, batches) as encoded:
+        start_tensorflow()  # while the first batches are tokenized in the worker, if any
         model = load_model(model_path)
-        for chunk, x in zip(chunks, batches):
-            outputs.append(np.asarray(model.predict_on_batch(x), dtype=np.float32).reshape(len(chunk), -1))
+        for raw, x in encoded:
+            outputs = np.asarray(model.predict_on_batch(x), dtype=np.float32).reshape(len(raw.names), -1)
+            rows = make_rows(raw.names, outputs, document, top_k, model_path, warn_once)
+            done += len(rows)
             if progress is not None:
-                progress(sum(map(len, outputs)), total)
-    return np.concatenate(outputs)
+                progress(done, None)
+            yield rows
+
+
+def once(warn: Warn) -> Warn:
+    said: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            warn(message)
+
+    return warn_once
 
 
 def encode(fitted: Any, chunk: Any) -> np.ndarray:
     return fitted.encode_texts(list(chunk)) if fitted.kind == "text" else fitted.transform(chunk)
 
 
+# Batches tokenized ahead of the model in the worker: enough to keep it busy, few enough that
+# memory stays bounded (a 1,024 x 10,000 count matrix is 40 MB).
+LOOKAHEAD = 2
+
+
 @contextlib.contextmanager
-def encoded_batches(fitted: Any, chunks: list[Any]) -> Iterator[Iterator[np.ndarray]]:
-    """The model inputs of each chunk, in order.
+def encoded_batches(fitted: Any, batches: Iterator[RawInputs]) -> Iterator[Iterator[tuple[RawInputs, np.ndarray]]]:
+    """(batch, model inputs) for each batch, in order.
 
     Text is tokenized in a worker process while this one starts TensorFlow: both are fixed
     costs of seconds (NLTK and WordNet ~5 s, TensorFlow ~7 s of CPU here), so on two cores a
-    1,000-line file answers in ~8 s instead of ~12. Once TensorFlow is loaded (a later call in
-    the same process) there is nothing to overlap, and forking it would not be safe: no worker.
+    1,000-line file answers in ~8 s instead of ~12. The first LOOKAHEAD batches are handed to
+    the worker on entry, before the caller starts TensorFlow. Once TensorFlow is loaded (a later
+    call in the same process) there is nothing to overlap, and forking it would not be safe: no worker.
     """
     if fitted.kind != "text" or "tensorflow" in sys.modules:
-        yield (encode(fitted, chunk) for chunk in chunks)
+        yield ((raw, encode(fitted, raw.examples)) for raw in batches)
         return
     # fork (Linux) shares the imports already made and starts in milliseconds; spawn elsewhere
     start = "fork" if sys.platform == "linux" else "spawn"
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(start))
+    pending: collections.deque = collections.deque()
+
+    def submit_next() -> None:
+        raw = next(batches, None)
+        if raw is not None:
+            pending.append((raw, pool.submit(encode, fitted, raw.examples)))
+
+    def results() -> Iterator[tuple[RawInputs, np.ndarray]]:
+        while pending:
+            raw, future = pending.popleft()
+            submit_next()
+            yield raw, future.result()
+
     try:
-        futures = [pool.submit(encode, fitted, chunk) for chunk in chunks]
-        yield (future.result() for future in futures)
+        for _ in range(LOOKAHEAD):
+            submit_next()
+        yield results()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # report the error now, not after the tokenizing
         raise
@@ -428,29 +596,61 @@ def check_output_path(path: Path) -> None:
         raise KexpError(f"{path}: folder {path.parent} does not exist")
 
 
-def write_predictions(rows: list[dict[str, Any]], path: Path | str) -> None:
+def write_predictions(rows: Rows, path: Path | str) -> None:
     """Rows as JSON lines (.jsonl) or CSV (.csv, `top` flattened to label_1, probability_1, ...), written atomically."""
-    from kexp.rundir import write_text_atomic
+    with predictions_file(Path(path)) as write:
+        write(rows)
 
-    path = Path(path)
+
+@contextlib.contextmanager
+def predictions_file(path: Path) -> Iterator[Callable[[Rows], None]]:
+    """A `write(rows)` that appends batches of rows to a hidden file beside `path`, renamed to `path`
+    when the block ends: readers see the whole file or none, and a failure (a bad line further
+    in, a full disk, Ctrl-C) leaves no partial file and no temporary one."""
+    from kexp.rundir import fsync_dir, umask
+
     check_output_path(path)
-    if path.suffix.lower() == ".jsonl":
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    else:
-        text = csv_text(rows)
     try:
-        write_text_atomic(path, text)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise KexpError(f"{path}: cannot write the predictions: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            yield rows_writer(f, path.suffix.lower())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise KexpError(f"{path}: cannot write the predictions: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
-    flat = [flatten_row(row) for row in rows]
-    header = list(dict.fromkeys(key for row in flat for key in row))
+def rows_writer(f: Any, suffix: str) -> Callable[[Rows], None]:
+    """write(rows) in JSON lines, or CSV whose header is the first row's fields (every row has the same)."""
+    writer: list[csvlib.DictWriter] = []
+
+    def write(rows: Rows) -> None:
+        if suffix == ".jsonl":
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            return
+        flat = [flatten_row(row) for row in rows]
+        if not writer and flat:
+            writer.append(csvlib.DictWriter(f, fieldnames=list(flat[0]), lineterminator="\n"))
+            writer[0].writeheader()
+        if flat:
+            writer[0].writerows(flat)
+
+    return write
+
+
+def csv_text(rows: Rows) -> str:
     out = io.StringIO()
-    writer = csvlib.DictWriter(out, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
+    rows_writer(out, ".csv")(rows)
     return out.getvalue()
 
 

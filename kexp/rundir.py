@@ -98,7 +98,7 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (read without changing it where /proc allows; the swap is brief elsewhere)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -115,7 +115,7 @@ def make_temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
     """tempfile.mkdtemp, but with the umask's permissions (mkdtemp always makes 0700): a checkpoint
     or export folder renamed into place must be as readable to colleagues as the files in it."""
     path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
-    os.chmod(path, 0o777 & ~_umask())
+    os.chmod(path, 0o777 & ~umask())
     return path
 
 
@@ -125,7 +125,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes 0600 files; colleagues on a shared server should read metrics like the model
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
