@@ -451,22 +451,30 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live (default: $KEXP_DATA_DIR, else the run's own data dir)")] = None,
     allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="Evaluate even if the data files differ from what the run read (recorded as a warning)")] = False,
     as_json: JsonOption = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the evaluation JSON to this file instead of <run>/evaluations/ (for a read-only run)")] = None,
 ) -> None:
     """Evaluate a run's saved model on its data again (no refitting); write <run>/evaluations/<UTC time>.json."""
     from kexp.evaluate import evaluate_run
 
     with exit_on_error():
-        result = evaluate_run(run_dir, split, data_dir, allow_changed_data)
+        result = evaluate_run(run_dir, split, data_dir, allow_changed_data, output=output)
     for warning in result["warnings"]:
         print_warning(warning)
     if as_json:
-        print(Path(result["path"]).read_text(encoding="utf-8"), end="")
+        saved = {k: v for k, v in result.items() if k != "path"}
+        if result["path"] is None:  # not saved (read-only run): the same strict JSON, on stdout only
+            from kexp.rundir import finite_or_none
+
+            print(json.dumps(finite_or_none(saved), indent=2, default=str))
+        else:
+            print(Path(result["path"]).read_text(encoding="utf-8"), end="")
         return
     if result["positive_class"] is not None:
         console.print(f"positive class (precision, recall, auc): {result['positive_class']}", highlight=False, markup=False)
     for name in result["splits"]:
         print_evaluation(name, result["results"][name])
-    console.print(f"evaluation: {result['path']}", highlight=False)
+    if result["path"] is not None:
+        console.print(f"evaluation: {result['path']}", highlight=False)
 
 
 def print_evaluation(split: str, result: dict) -> None:

@@ -30,7 +30,8 @@ SPLIT_CHOICES = (*PARTS, "all")
 EVALUATIONS_DIR = "evaluations"
 
 
-def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = None, allow_changed_data: bool = False) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = None, allow_changed_data: bool = False,
+                 output: Path | None = None) -> dict[str, Any]:
     """Evaluate a run's model on `split` (train, validation, test or all) and write the evaluation JSON.
 
     `data_dir` None: $KEXP_DATA_DIR, else the folder the run read its data from. Data files
@@ -63,7 +64,15 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = Non
         "warnings": warnings,
         "data": {"data_dir": str(folder.resolve()), "files": raw.summary.get("files", [])},
     }
-    return write_evaluation(record.path, document)
+    if output is not None:
+        write_json(Path(output), document)
+        return {**document, "path": str(output)}
+    try:
+        return write_evaluation(record.path, document)
+    except OSError as exc:  # a colleague's read-only run, a full disk: the numbers are still shown
+        where = exc.filename or record.path / EVALUATIONS_DIR
+        warning = f"could not save the evaluation in {where} ({exc.strerror}); the numbers below are not saved: add --output FILE to save them"
+        return {**document, "path": None, "warnings": [*warnings, warning]}
 
 
 def choose_data_dir(data_dir: Path | None, record: RunRecord) -> Path:
@@ -145,6 +154,7 @@ def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
     """<run>/evaluations/<UTC stamp>.json (a second one in the same second gets -2, -3, ...) and its confusion PNGs."""
     folder = run_dir / EVALUATIONS_DIR
     folder.mkdir(exist_ok=True)
+    # a name taken but left empty by a failed write is removed below, so a full disk leaves nothing behind
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for attempt in range(1, 1000):
         stem = stamp if attempt == 1 else f"{stamp}-{attempt}"
@@ -164,7 +174,11 @@ def claim(path: Path, document: dict[str, Any]) -> bool:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         return False
-    write_json(path, document)
+    try:
+        write_json(path, document)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return True
 
 

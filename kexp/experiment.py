@@ -211,7 +211,10 @@ def exit_code(exc: BaseException) -> int:
 
 
 def stop_message(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    from kexp.errors import describe_os_error
+
+    text = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def check_same_data(run_dir: Path, data: Dataset) -> None:
@@ -490,8 +493,15 @@ def write_run_start(run_dir: Path, spec: ExperimentSpec, data: Dataset, device, 
 def save_model(model, path: Path) -> None:
     """Save beside the target, fsync, rename: a kill or power loss mid-save never leaves half a model.keras."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    replace_durably(tmp, path)
+    try:
+        model.save(tmp)
+        replace_durably(tmp, path)
+    except OSError as exc:  # a full disk or quota: no half-written temp file left, and the file named
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _set_env_end(run_dir: Path) -> None:

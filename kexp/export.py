@@ -187,7 +187,7 @@ def staging_beside(target: Path):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"{target.parent}: cannot create the export folder: {exc.strerror}") from None
+        raise RunDirError(f"{target.parent}: cannot create the export folder: {exc.strerror}; choose another folder with --output") from None
     try:
         folder = make_temp_dir(target.parent, f".{target.name}.", ".tmp")
     except OSError as exc:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError
+from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError, describe_os_error
 from kexp.rundir import create_named_run_dir, create_run_dir, now_iso, read_json, write_json, write_status
 
 HEARTBEAT_SECONDS = 30.0
@@ -104,7 +104,11 @@ class Run:
             self.set_status("diverged", ended=ended, exit_code=exc.exit_code, error=str(exc))
         else:
             code = getattr(exc, "exit_code", 1)
-            self.set_status("failed", ended=ended, exit_code=code, error=f"{type(exc).__name__}: {exc}")
+            error = describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            try:
+                self.set_status("failed", ended=ended, exit_code=code, error=error)
+            except OSError:  # the disk that failed the run refuses its status too: the original error is the one to report
+                self.state, self.fields["error"] = "failed", error
             self.log("".join(traceback.format_exception(exc)).rstrip())
         self.log(f"{self.state}: {self.fields.get('error')}")
 

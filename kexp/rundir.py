@@ -18,6 +18,7 @@ Nothing here imports TensorFlow: reading runs must stay fast.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -122,7 +123,10 @@ def make_temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
 def write_text_atomic(path: Path, text: str) -> None:
     """Temp file in the same folder, flush, fsync, rename, fsync the folder: after a crash or
     power loss a reader finds the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # named after the file meant, not the temp name it never got
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         # mkstemp makes 0600 files; colleagues on a shared server should read metrics like the model
         os.fchmod(fd, 0o666 & ~umask())
@@ -131,6 +135,9 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -291,4 +298,17 @@ def usable_state(source: Path, status: dict[str, Any]) -> list[str]:
 
 
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
-    write_json(run_dir / "status.json", {"state": state, "updated": now_iso(), **fields})
+    """status.json, atomically; on a full disk (no room for the temp file) rewritten in place instead,
+    which fits in the blocks the old file holds: a run that fails for want of space still says so."""
+    status = {"state": state, "updated": now_iso(), **fields}
+    try:
+        write_json(run_dir / "status.json", status)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or not (run_dir / "status.json").is_file():
+            raise
+        text = json.dumps(finite_or_none(status), indent=2, default=_to_json) + "\n"
+        with open(run_dir / "status.json", "r+", encoding="utf-8") as f:  # no truncation first: the old blocks are reused
+            f.write(text)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
