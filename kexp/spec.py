@@ -380,7 +380,9 @@ def read_spec_text(path: Path) -> str:
     except OSError as exc:
         raise SpecError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     if len(data) > MAX_SPEC_BYTES:
-        raise SpecError([f"{path}: more than {MAX_SPEC_BYTES // 1024} KiB is too large for a spec; is this the right file?"])
+        size = Path(path).stat().st_size if Path(path).is_file() else 0  # a regular file says its size; a device or pipe cannot
+        amount = f"{size:,} bytes" if size > MAX_SPEC_BYTES else f"more than {MAX_SPEC_BYTES // 1024} KiB"
+        raise SpecError([f"{path}: {amount} is too large for a spec (limit {MAX_SPEC_BYTES // 1024} KiB); is this the right file?"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
