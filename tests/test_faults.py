@@ -240,32 +240,3 @@ def test_a_read_only_run_still_evaluates_resumes_as_done_and_refuses_export_in_o
         assert exported.returncode == 1 and "Traceback" not in exported.stderr
         assert exported.stderr.strip().splitlines() == [f"kexp: error: {run / 'export'}: cannot create the export folder: Read-only file system; choose another folder with --output"]
 
-
-# --- predict streams: memory stays bounded whatever the input's size -----------------------------
-
-
-@pytest.mark.slow
-def test_predict_streams_a_large_text_file_in_bounded_memory(tmp_path):
-    """20,000 words x 30,000 lines would be a 2.4 GB count matrix held at once; streamed, it never is."""
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(20_000)]
-    rows = ["text,label"] + [f"{' '.join(rng.choice(words, 60))},{['a', 'b'][i % 2]}" for i in range(400)]
-    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    spec = write_spec(tmp_path / "t.yaml", smoke_spec(name="wide", data={"name": "text_csv", "path": "t.csv", "text": {"num_words": 20_000, "encoding": "count"}},
-                                                      model={"name": "mlp", "hidden_units": [4]}, train={"epochs": 1, "batch_size": 50}))
-    env = {**os.environ, "KEXP_CACHE_DIR": "none"}
-    trained = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path), env=env)
-    assert trained.returncode == 0, trained.stderr
-    [run] = list((tmp_path / "runs").iterdir())
-    lines = 30_000
-    (tmp_path / "new.txt").write_text("".join(f"{' '.join(rng.choice(words, 10))}\n" for _ in range(lines)))
-    # a parent of its own, so the peak is this predict's alone (RUSAGE_CHILDREN: the largest child waited for)
-    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)")
-    result = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "kexp", "predict", str(run), str(tmp_path / "new.txt"),
-                             "-o", str(tmp_path / "out.jsonl")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    code, peak_mb = map(int, result.stdout.split()[-2:])
-    assert code == 0, result.stderr
-    answered = [json.loads(line)["input"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [int(name.split(" ")[0].rsplit(":", 1)[1]) for name in answered] == list(range(1, lines + 1))  # every line, in order
-    assert peak_mb < 1500, f"predict peaked at {peak_mb} MB"
