@@ -463,9 +463,9 @@ def evaluate(
     if as_json:
         saved = {k: v for k, v in result.items() if k != "path"}
         if result["path"] is None:  # not saved (read-only run): the same strict JSON, on stdout only
-            from kexp.rundir import finite_or_none
+            from kexp.rundir import strict_json
 
-            print(json.dumps(finite_or_none(saved), indent=2, default=str))
+            print(strict_json(saved))
         else:
             print(Path(result["path"]).read_text(encoding="utf-8"), end="")
         return

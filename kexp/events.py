@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from kexp.rundir import finite_or_none, now_iso
+from kexp.rundir import now_iso, strict_json
 
 EVENTS_FILE = "events.jsonl"
 NOT_RECORDED = {"batch"}  # many a second: for live displays only
@@ -32,13 +32,8 @@ def event(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def json_line(e: dict[str, Any]) -> str:
-    """Strict JSON (no bare NaN/Infinity, which JSON.parse and jq misread): a non-finite number is
-    null, and the event names it under "non_finite" (`{"metrics.loss": "inf"}`), as history.json does."""
-    found: dict[str, str] = {}
-    clean = finite_or_none(e, found=found)
-    if found:
-        clean["non_finite"] = found
-    return json.dumps(clean, default=str, allow_nan=False) + "\n"
+    """One strict JSON line: a non-finite number is null and named under "non_finite", as in every run file."""
+    return strict_json(e, indent=None) + "\n"
 
 
 def discard(kind: str, /, **fields: Any) -> None:

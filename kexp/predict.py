@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv as csvlib
-import io
 import itertools
 import json
 import math
@@ -135,25 +134,9 @@ def stack(parts: list[Any], kind: str) -> Any:
     return parts if kind == "text" else np.stack(parts)
 
 
-def read_inputs(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> RawInputs:
-    """Every input in one batch (for small inputs and tests; predict itself streams input_batches)."""
-    batches = list(input_batches(fitted, inputs, spec, warn))
-    if not batches:
-        raise DataError(f"no examples in {', '.join(inputs)} (empty files)")
-    names = [name for b in batches for name in b.names]
-    examples = [e for b in batches for e in b.examples] if fitted.kind == "text" else np.concatenate([b.examples for b in batches])
-    return RawInputs(names, examples)
-
-
 # An argument that ends like a file name is meant as a file: predicting on the name itself
 # ("new_reviews.csv" as a review) would answer a question nobody asked.
 FILE_LIKE = re.compile(r"^[^\s]+\.(txt|csv|tsv|json|jsonl|text|lst)$", re.IGNORECASE)
-
-
-def read_texts(inputs: Sequence[str], warn: Warn | None = None) -> RawInputs:
-    """Literal strings, or one example per line of `@file` / a `.txt` file (blank lines skipped, with a warning)."""
-    pairs = list(text_examples(inputs, warn or (lambda message: None)))
-    return RawInputs([name for name, _ in pairs], [text for _, text in pairs])
 
 
 def text_examples(inputs: Sequence[str], warn: Warn) -> Iterator[tuple[str, str]]:
@@ -203,22 +186,11 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def read_lines(path: Path) -> list[str]:
-    return [line for _, line in numbered_lines(path)]
-
-
 def excerpt(text: str) -> str:
     return " ".join(text.split())[:EXCERPT_CHARS]
 
 
 # --- tables --------------------------------------------------------------------------------
-
-
-def read_table_inputs(paths: list[Path], feature_names: list[str], spec: Any) -> RawInputs:
-    """Feature rows of CSV files, with or without a header, in one batch; an extra (label) column is ignored."""
-    pairs = list(table_examples(paths, feature_names, spec))
-    x = np.stack([row for _, row in pairs]) if pairs else np.empty((0, len(feature_names)), np.float32)
-    return RawInputs([name for name, _ in pairs], x)
 
 
 def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> Iterator[tuple[str, np.ndarray]]:
@@ -309,13 +281,6 @@ def parse_row(path: Path, line: int, row: list[str], columns: list[int], feature
 
 
 # --- images --------------------------------------------------------------------------------
-
-
-def read_image_inputs(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> RawInputs:
-    """uint8 greyscale images [n, h, w] from PNG/JPEG, .npy and IDX files, checked against `shape`, in one batch."""
-    pairs = list(image_examples(paths, shape, warn))
-    images = np.stack([image for _, image in pairs]) if pairs else np.empty((0, *shape), np.uint8)
-    return RawInputs([name for name, _ in pairs], images)
 
 
 def image_examples(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> Iterator[tuple[str, np.ndarray]]:
@@ -646,12 +611,6 @@ def rows_writer(f: Any, suffix: str) -> Callable[[Rows], None]:
             writer[0].writerows(flat)
 
     return write
-
-
-def csv_text(rows: Rows) -> str:
-    out = io.StringIO()
-    rows_writer(out, ".csv")(rows)
-    return out.getvalue()
 
 
 def flatten_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -192,13 +192,18 @@ def finite_or_none(value: Any, path: str = "", found: dict[str, str] | None = No
     return value
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Strict JSON (RFC 8259 has no NaN): non-finite numbers become null, listed under "non_finite"."""
+def strict_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259 has no NaN; JSON.parse and jq misread bare NaN/Infinity): non-finite
+    numbers become null, listed under "non_finite" ({"metrics.loss": "inf"})."""
     found: dict[str, str] = {}
     clean = finite_or_none(data, found=found)
     if found and isinstance(clean, dict):
         clean["non_finite"] = found
-    write_text_atomic(path, json.dumps(clean, indent=2, default=_to_json, allow_nan=False) + "\n")
+    return json.dumps(clean, indent=indent, default=_to_json, allow_nan=False)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, strict_json(data) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -306,7 +311,7 @@ def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or not (run_dir / "status.json").is_file():
             raise
-        text = json.dumps(finite_or_none(status), indent=2, default=_to_json) + "\n"
+        text = strict_json(status) + "\n"
         with open(run_dir / "status.json", "r+", encoding="utf-8") as f:  # no truncation first: the old blocks are reused
             f.write(text)
             f.truncate()
