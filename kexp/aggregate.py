@@ -24,12 +24,31 @@ def t_quantile_975(df: int) -> float:
     return float(stdtrit(df, 0.975))
 
 
-def summarize_values(values: Iterable[float | None]) -> dict[str, Any]:
+# Metrics that cannot leave a range, by name part: an interval past the bound (an accuracy CI
+# ending at 1.0005) is clipped to it and says so ("ci95_clipped").
+PROPORTIONS = {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc"}
+NON_NEGATIVE = {"loss", "mae", "mse", "rmse"}
+
+
+def metric_range(name: str | None) -> tuple[float | None, float | None]:
+    """(lowest, highest) a metric can take: [0, 1] for proportions (accuracy, f1.spam, val_auc), [0, inf) for losses, r2 at most 1."""
+    parts = {part.removeprefix("val_") for part in (name or "").replace(" ", ".").split(".")}
+    if parts & PROPORTIONS:
+        return 0.0, 1.0
+    if parts & NON_NEGATIVE:
+        return 0.0, None
+    if "r2" in parts:
+        return None, 1.0
+    return None, None
+
+
+def summarize_values(values: Iterable[float | None], name: str | None = None) -> dict[str, Any]:
     """{"mean", "std", "ci95": [low, high], "n"} of the numbers in `values` (None skipped).
 
     std is the sample standard deviation (ddof=1), 0 for one value. ci95 is the t-interval
     mean ± t(0.975, n-1)·std/√n; with fewer than two values it is unknown: [None, None].
-    No values: mean and std are None and n is 0.
+    No values: mean and std are None and n is 0. With the metric's `name`, an interval past
+    the metric's range (metric_range) is clipped to it and "ci95_clipped" is true.
     """
     numbers = [float(v) for v in values if v is not None]
     n = len(numbers)
@@ -40,7 +59,13 @@ def summarize_values(values: Iterable[float | None]) -> dict[str, Any]:
         return {"mean": mean, "std": 0.0, "ci95": [None, None], "n": 1}
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in numbers) / (n - 1))
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+    summary = {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+    lowest, highest = metric_range(name)
+    low = mean - half if lowest is None else max(lowest, mean - half)
+    high = mean + half if highest is None else min(highest, mean + half)
+    if [low, high] != summary["ci95"]:
+        summary.update(ci95=[low, high], ci95_clipped=True)
+    return summary
 
 
 def numeric_items(metrics: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float | None]]:
@@ -65,7 +90,7 @@ def aggregate_members(members: Sequence[Mapping[str, Any]], parts: Sequence[str]
         for member in members:
             for name, value in numeric_items(member.get(split) or {}):
                 values.setdefault(name, []).append(value)
-        summaries = {name: summarize_values(found) for name, found in values.items()}
+        summaries = {name: summarize_values(found, name) for name, found in values.items()}
         summaries = {name: summary for name, summary in summaries.items() if summary["n"]}
         if summaries:
             result[split] = summaries

@@ -22,6 +22,7 @@ from rich.markup import escape as literal  # help text shown as written, `[ray]`
 from rich.table import Table
 
 import kexp
+from kexp.display import PipeSafeConsole
 from kexp.errors import KexpError, SpecError
 
 app = typer.Typer(
@@ -34,14 +35,16 @@ data_app = typer.Typer(help="Get data sets into the data directory.", no_args_is
 app.add_typer(data_app, name="data")
 
 # emoji=False: rich would turn ":x:" in a path or value into an emoji
-console = Console(soft_wrap=True, emoji=False)
-err_console = Console(stderr=True, soft_wrap=True, emoji=False)
+console = PipeSafeConsole(soft_wrap=True, emoji=False)
+err_console = PipeSafeConsole(stderr=True, soft_wrap=True, emoji=False)
 
 SetOption = Annotated[list[str], typer.Option("--set", help="Override a spec value: --set train.epochs=2 (value parsed as YAML). Repeatable.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Where data files live (default: $KEXP_DATA_DIR, else ./data)")]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Where run directories are created")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto (a live display on a terminal, else plain), rich, plain (a line per epoch) or jsonl (one JSON event per line on stdout; also in <run>/events.jsonl)")]
+LogEveryOption = Annotated[int | None, typer.Option("--log-every", min=1, show_default=False,
+                                                    help="Print every Nth epoch's line (and the first and last); default: every epoch on a terminal, about 20 per training in plain logs")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Python warnings and TensorFlow's start-up messages")]
 
 
@@ -107,9 +110,10 @@ def train(
     resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this stopped run in its own directory instead (same as `kexp resume RUN_DIR`)", autocompletion=complete_runs)] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write the run to exactly this new (or empty) directory instead of <runs-dir>/<time>-<name>-<xxxx>/")] = None,
     log_format: LogFormatOption = "auto",
+    log_every: LogEveryOption = None,
     verbose: VerboseOption = False,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write TensorBoard logs into <run>/tensorboard/ (sets train.tensorboard)")] = False,
-    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the run to MLflow: $MLFLOW_TRACKING_URI or MLflow's default (sets tracking.mlflow)")] = False,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the run to MLflow: $MLFLOW_TRACKING_URI, else a SQLite store beside the runs (<runs-dir>/mlflow.db) (sets tracking.mlflow)")] = False,
     mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="Log to the MLflow tracking server or store at this URI (implies --mlflow)")] = None,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory.
@@ -123,7 +127,7 @@ def train(
     if resume_dir is not None:
         if config is not None or set_ or repeat is not None or run_dir is not None:
             usage_error("--resume continues a run as it was: give no CONFIG, --set, --repeat or --run-dir with it")
-        return resume(resume_dir, data_dir, log_format, verbose)
+        return resume(resume_dir, data_dir, log_format, log_every, verbose)
     if config is None:
         usage_error("missing CONFIG: kexp train configs/<name>.yaml (or --resume RUN_DIR)")
     check_log_format(log_format)
@@ -141,7 +145,7 @@ def train(
         from kexp.display import display
         from kexp.experiment import run_experiment
 
-        with display(log_format, console) as (chosen, emit):
+        with display(log_format, console, log_every) as (chosen, emit):
             result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
     if chosen != "jsonl":  # there the run_finished event carries the metrics
         show_result(result, plain=chosen == "plain")
@@ -174,6 +178,12 @@ def quiet_unless(verbose: bool) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import logging
+
+    # With a handler on the root logger, TensorFlow adds no stderr handler of its own (tf.get_logger)
+    # and Python's last-resort handler stays silent: libraries' logged warnings (TensorFlow's
+    # retracing notes) reach log.txt in a run (kexp.lifecycle), not the screen.
+    logging.getLogger().addHandler(logging.NullHandler())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     # MLflow logs INFO lines of its own (creating a SQLite store's tables) to stderr; it sets its
@@ -186,6 +196,7 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run directory that was interrupted, failed or crashed: runs/<id>", autocompletion=complete_runs)],
     data_dir: DataDirOption = None,
     log_format: LogFormatOption = "auto",
+    log_every: LogEveryOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Continue a stopped run in the same directory from its last checkpoint (a completed run is left unchanged).
@@ -201,7 +212,7 @@ def resume(
         from kexp.display import display
         from kexp.experiment import resume_experiment
 
-        with display(log_format, console) as (chosen, emit):
+        with display(log_format, console, log_every) as (chosen, emit):
             result = resume_experiment(run_dir, resolve_data_dir(data_dir), emit)
     if chosen != "jsonl":
         show_result(result, plain=chosen == "plain")
@@ -368,7 +379,8 @@ def describe_value(metrics: dict, aggregate: dict | None, split: str, name: str)
     if not summary or summary["n"] < 2:
         return f"{value:.4f}"
     low, high = summary["ci95"]
-    return f"{value:.4f} ± {summary['std']:.4f} [{low:.4f}, {high:.4f}]"
+    clipped = " (interval clipped to the metric's range)" if summary.get("ci95_clipped") else ""
+    return f"{value:.4f} ± {summary['std']:.4f} [{low:.4f}, {high:.4f}]{clipped}"
 
 
 @app.command()
@@ -447,7 +459,7 @@ def print_entries(kind: str, as_json: bool) -> None:
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/20261123-133045-imdb-h1vd", autocompletion=complete_runs)],
-    split: Annotated[str, typer.Option("--split", help="test, validation, train, or all (every part the run has)")] = "test",
+    split: Annotated[str | None, typer.Option("--split", help="test, validation, train, or all (every part the run has); default: test, else the part the run was scored on", show_default=False)] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data files live (default: $KEXP_DATA_DIR, else the run's own data dir)")] = None,
     allow_changed_data: Annotated[bool, typer.Option("--allow-changed-data", help="Evaluate even if the data files differ from what the run read (recorded as a warning)")] = False,
     as_json: JsonOption = False,
@@ -469,6 +481,8 @@ def evaluate(
         else:
             print(Path(result["path"]).read_text(encoding="utf-8"), end="")
         return
+    if result["split_note"] is not None:
+        console.print(result["split_note"], highlight=False, markup=False)
     if result["positive_class"] is not None:
         console.print(f"positive class (precision, recall, auc): {result['positive_class']}", highlight=False, markup=False)
     for name in result["splits"]:
@@ -491,8 +505,10 @@ def print_evaluation(split: str, result: dict) -> None:
         table.add_row(name, number(value), number(recorded.get(name)))
     for name in ("balanced_accuracy", "mae", "rmse", "r2"):
         if name in result and name not in result["metrics"]:  # regression's mae/rmse/r2 are Keras metrics too
-            table.add_row(name, number(result[name]), "")
+            table.add_row(name, number(result[name]), number(recorded.get(name)))
     console.print(table)
+    if result.get("recorded_note"):
+        console.print(f"note: {result['recorded_note']}", highlight=False, markup=False)
     if "per_class" not in result:
         return
     classes = Table(title=f"{split}: per class (rows: true class)")
@@ -523,7 +539,7 @@ def runs_command(
     fmt: FormatOption = "table",
 ) -> None:
     """List run directories: name, data, model, status, epochs, main metric (mean ± std for folds and seeds), duration, age."""
-    from kexp.compare import RUN_COLUMNS, STATES, list_runs, render_runs, select_runs
+    from kexp.compare import RUN_COLUMNS, STATES, list_runs, render_runs, select_runs, sweep_trials_note
 
     check_format(fmt)
     for state in status:
@@ -533,10 +549,13 @@ def runs_command(
         raise typer.BadParameter(f"{sort!r}: sort by one of {', '.join(RUN_COLUMNS)} (prefix - for descending)", param_hint="'--sort'")
     with exit_on_error():
         rows = select_runs(list_runs(runs_dir), status, name, sort, limit)
+    note = sweep_trials_note(runs_dir)
     if not rows and fmt == "table":
         console.print(f"no runs in {runs_dir}{' match --status/--name' if status or name else ''}", highlight=False, markup=False)
-        return
-    print(render_runs(rows, fmt), end="")
+    else:
+        print(render_runs(rows, fmt), end="")
+    if note:
+        err_console.print(f"kexp: note: {printable(note)}", highlight=False, markup=False)
 
 
 def print_wide(table: Table) -> None:
@@ -552,7 +571,7 @@ def print_wide(table: Table) -> None:
 def compare_command(
     run_dirs: Annotated[list[str], typer.Argument(help="Run directories, or a quoted glob such as 'runs/*pima*'", show_default=False, autocompletion=complete_runs)],
     fmt: FormatOption = "table",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the learning-curve PNG; compare.json goes beside it")] = Path("compare.png"),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the learning-curve PNG (default: runs/compare.png, beside the first run); compare.json goes beside it", show_default=False)] = None,
 ) -> None:
     """Set runs side by side: the spec keys that differ, final metrics, seed-only differences as mean ± std, and learning curves."""
     from kexp.compare import compare_runs, compare_table, expand_run_paths, group_table, render_compare, write_compare
@@ -571,7 +590,7 @@ def compare_command(
         return
     for title, (header, rows) in (
         (f"{len(result['runs'])} run{'s' * (len(result['runs']) != 1)}: spec keys that differ, final metrics", compare_table(result)),
-        ("runs that differ only in seed: mean ± std over their n trainings", group_table(result) if result["groups"] else ([], [])),
+        ("runs that differ only in seed, or reruns of one seed: mean ± std over their n trainings", group_table(result) if result["groups"] else ([], [])),
     ):
         if not rows:
             continue
@@ -651,6 +670,8 @@ def print_predictions(rows: list[dict], output: Path | None, count: int | None =
     """The first SHOWN_PREDICTIONS of `count` predictions as a table (control characters escaped)."""
     from rich.text import Text
 
+    from kexp.predict import shown_input
+
     count = len(rows) if count is None else count
     table = Table(title=f"predictions ({count})")
     regression = bool(rows) and "value" in rows[0]
@@ -659,7 +680,7 @@ def print_predictions(rows: list[dict], output: Path | None, count: int | None =
     for name in columns + (["top labels"] if has_top else []):
         table.add_column(name, justify="right" if name in ("value", "probability") else "left")
     for row in rows[:SHOWN_PREDICTIONS]:
-        cells = [row["input"], f"{row['value']:.4g}"] if regression else [row["input"], row["label"], f"{row['probability']:.3f}"]
+        cells = [shown_input(row), f"{row['value']:.4g}"] if regression else [shown_input(row), row["label"], f"{row['probability']:.3f}"]
         if has_top:
             cells.append(", ".join(f"{pair['label']} {pair['probability']:.3f}" for pair in row.get("top", [])))
         table.add_row(*(Text(printable(str(cell))) for cell in cells))
@@ -718,7 +739,7 @@ def describe_file_state(file) -> str:
         "valid": "ok: sha256 matches",
         "present": "present (no published hash)",
         "missing": "missing" if file.needed else "missing (not needed once extracted)",
-        "invalid": "INVALID: sha256 differs from the published file",
+        "differs": f"not the published file (sha256 {(file.sha256 or '')[:12]}…); it reads whole, kexp uses it",
         "unreadable": f"UNREADABLE: {file.problem}" if file.problem else "UNREADABLE",
     }[file.state]
 
@@ -808,7 +829,7 @@ def init(
         usage_error("--from copies a tutorial config as it is: give it without --dataset or --model")
     with exit_on_error():
         if example is not None:
-            text = read_example(example)
+            text = read_example(example, path)
         else:
             text = render_starter(dataset or DEFAULT_DATASET, model or DEFAULT_MODEL, path)
         if path is None:
@@ -841,7 +862,8 @@ def export(
         highlight=False,
     )
     console.print(f"details (inputs, class names, versions): {info['json']}", highlight=False, markup=False)
-    console.print(f"note: the model takes {info['preprocessing']['kind']} inputs already preprocessed by the run; its preprocessing is in that JSON", highlight=False, markup=False)
+    kind = {"images": "image"}.get(info["preprocessing"]["kind"], info["preprocessing"]["kind"])
+    console.print(f"note: the model takes {kind} inputs already preprocessed by the run; its preprocessing is in that JSON", highlight=False, markup=False)
 
 
 def escape_docstring_markup(*apps: typer.Typer) -> None:

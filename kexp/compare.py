@@ -207,6 +207,19 @@ def list_runs(runs_dir: Path, now: datetime | None = None) -> list[dict[str, Any
     return sort_rows(rows, None)
 
 
+def sweep_trials_note(runs_dir: Path) -> str | None:
+    """'12 sweep trials in 2 sweeps under runs/sweeps/ (kexp runs runs/sweeps/<sweep>)', or None: `kexp runs` lists top-level runs only."""
+    from kexp.sweep import SWEEPS
+
+    folder = Path(runs_dir) / SWEEPS
+    sweeps = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    trials = sum(1 for sweep in sweeps for p in sweep.iterdir() if p.is_dir() and p.name.startswith("trial-"))
+    if not sweeps:
+        return None
+    return (f"{trials} sweep trial{'s' * (trials != 1)} in {len(sweeps)} sweep{'s' * (len(sweeps) != 1)} under {folder}/, not listed here "
+            f"(kexp runs {folder}/<sweep> lists a sweep's trials)")
+
+
 def sort_rows(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
     """By a column ("-column" descending); default newest first. Empty values always go last."""
     if not sort:
@@ -494,13 +507,17 @@ def seed_groups(runs: list[dict], listed: list[dict], keys: list[str], names: di
         shown = next(r for r in listed if r["id"] == ids[0])
         shared = {k: v for k, v in shown["spec"].items() if k not in SEED_KEYS}
         trainings = [t for i in ids for t in trainings_of(by_id[i])]
+        seeds = list(dict.fromkeys(t.get("seed") for t in trainings))
+        # one seed throughout: the spread is rerun noise (threads, hardware), not seed-to-seed variation
+        rerun = f" (reruns of seed {seeds[0]}, not other seeds)" if len(seeds) == 1 else ""
         groups.append({
-            "label": run_label(shared, names) or "same spec",
+            "label": (run_label(shared, names) or "same spec") + rerun,
+            "same_seed": len(seeds) == 1,
             "spec": shared,
             "runs": ids,
             "trainings": len(trainings),
-            "seeds": list(dict.fromkeys(t.get("seed") for t in trainings)),
-            "metrics": {f"{s} {n}": summarize_values((t.get(s) or {}).get(n) for t in trainings) for s, n in columns},
+            "seeds": seeds,
+            "metrics": {f"{s} {n}": summarize_values(((t.get(s) or {}).get(n) for t in trainings), n) for s, n in columns},
         })
     return groups
 
@@ -546,7 +563,7 @@ def render_compare(result: dict[str, Any], fmt: str) -> str:
     text = render_markdown(header, rows)
     if result["groups"]:
         header, rows = group_table(result)
-        text += "\nRuns that differ only in seed (mean ± std over their n trainings):\n\n" + render_markdown(header, rows)
+        text += "\nRuns with the same spec but for the seed (mean ± std over their n trainings):\n\n" + render_markdown(header, rows)
     return text
 
 
@@ -572,9 +589,14 @@ def group_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def write_compare(result: dict[str, Any], png: Path) -> dict[str, Path]:
-    """compare.png (learning curves) and, beside it, compare.json with every number shown."""
+def write_compare(result: dict[str, Any], png: Path | None = None) -> dict[str, Path]:
+    """compare.png (learning curves) and, beside it, compare.json with every number shown;
+    `png` None: compare.png in the folder that holds the first run (runs/), not where kexp was started."""
+    if png is None:
+        png = Path(result["runs"][0]["path"]).parent / "compare.png" if result["runs"] else Path("compare.png")
     png = Path(png)
+    if not png.suffix:  # matplotlib would add .png itself, and the line saying where would be wrong
+        png = png.with_suffix(".png")
     if not png.parent.is_dir():
         raise RunDirError(f"{png.parent}: no such directory for {png.name}")
     json_path = png.with_suffix(".json")

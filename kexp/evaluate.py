@@ -30,24 +30,31 @@ SPLIT_CHOICES = (*PARTS, "all")
 EVALUATIONS_DIR = "evaluations"
 
 
-def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = None, allow_changed_data: bool = False,
+def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None = None, allow_changed_data: bool = False,
                  output: Path | None = None) -> dict[str, Any]:
     """Evaluate a run's model on `split` (train, validation, test or all) and write the evaluation JSON.
+
+    `split` None: the test part if the run has one, else the part its metrics were scored on
+    (Pima's tutorial scores its training rows); "split_note" then says which was chosen and why.
 
     `data_dir` None: $KEXP_DATA_DIR, else the folder the run read its data from. Data files
     that differ from the run's fingerprint are a DataError unless `allow_changed_data`, which
     records a warning instead. Returns the evaluation document plus "path", the JSON written.
     """
-    if split not in SPLIT_CHOICES:
+    if split is not None and split not in SPLIT_CHOICES:
         raise SpecError([f"--split {split}: choose from {', '.join(SPLIT_CHOICES)}"])
     record = open_run(Path(run_dir))
-    choose_parts(split, None, record)
+    if split is not None:
+        choose_parts(split, None, record)
     fitted = from_document(record.preprocessing, source=str(record.path / PREPROCESSING_FILE))
     warnings = list(record.warnings)
     folder = choose_data_dir(data_dir, record)
     raw = read_data(record.spec, folder)
     warnings += check_data(record, raw.summary.get("files", []), raw.class_names, allow_changed_data)
     rows = plan_members(raw, record.spec)[0].rows  # the single member's rows: same split seed, same protocol
+    split_note = None
+    if split is None:
+        split, split_note = default_split(rows, record)
     names = choose_parts(split, rows, record)
     empty = np.array([], dtype=np.int64)
     data = prepare_dataset(raw, {part: rows[part] if part in names else empty for part in PARTS}, fitted)
@@ -57,6 +64,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: Path | None = Non
         "run": str(record.path.resolve()),
         "created": now_iso(),
         "split": split,
+        "split_note": split_note,
         "task": record.preprocessing.get("task", "classification"),
         "class_names": record.preprocessing.get("class_names", []),
         "positive_class": record.preprocessing.get("positive_class"),
@@ -99,6 +107,16 @@ def check_data(record: RunRecord, current: list[dict[str, Any]], class_names: li
     if not allow_changed:
         raise DataError(f"{changes[0]}{more}; the run's metrics came from other data: point --data-dir at the run's data, or pass --allow-changed-data")
     return [f"data changed since training: {change}" for change in changes]
+
+
+def default_split(rows: dict[str, np.ndarray], record: RunRecord) -> tuple[str, str]:
+    """(the part evaluated when no --split is given, the line that says which and why)."""
+    if len(rows["test"]):
+        return "test", "no --split given: evaluating the test part"
+    scored = ((record.metrics or {}).get("report") or {}).get("part") or "train"
+    if scored not in rows or not len(rows[scored]):
+        scored = "train"
+    return scored, f"no --split given and the run has no test part ({absent_because('test', record)}): evaluating the {scored} part its metrics were scored on"
 
 
 def choose_parts(split: str, rows: dict[str, np.ndarray] | None, record: RunRecord) -> list[str]:
@@ -146,8 +164,28 @@ def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
         metrics, outputs = training.evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
         metrics = metrics[name]
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
-        results[name] = {"metrics": metrics, "recorded_metrics": (record.metrics or {}).get(name), **report}
+        results[name] = {"metrics": metrics, "recorded_metrics": recorded_figures(record.metrics or {}, name),
+                         "recorded_note": recorded_note(record.metrics or {}, name), **report}
     return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}
+
+
+def recorded_figures(metrics: dict[str, Any], part: str) -> dict[str, Any] | None:
+    """What metrics.json says of `part`: its Keras metrics, plus the report's figures (balanced
+    accuracy, mae, ...) when the report was made on this part."""
+    figures = metrics.get(part)
+    report = metrics.get("report") or {}
+    if report.get("part") != part:
+        return figures
+    extra = {name: report[name] for name in ("balanced_accuracy", "mae", "rmse", "r2") if isinstance(report.get(name), (int, float))}
+    return {**(figures or {}), **extra} if figures is not None or extra else None
+
+
+def recorded_note(metrics: dict[str, Any], part: str) -> str | None:
+    """Why the train part's numbers can differ from metrics.json's, where they do."""
+    if part == "train" and metrics.get("train_metrics_from") == "last_epoch" and metrics.get("train"):
+        return ("metrics.json's train figures are the last epoch's running means over its batches (dropout on, weights still "
+                "changing); here the final model scores every train row with dropout off, so the two differ")
+    return None
 
 
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:

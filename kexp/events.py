@@ -6,7 +6,7 @@ a live display, plain lines or JSON lines (kexp.display), and every event but th
 high-frequency `batch` is also appended to `<run>/events.jsonl`, so a script can follow a
 run, or read it afterwards, without parsing what was shown.
 
-Kinds: data, run_started, member_started, member_skipped, warning, train_started, batch
+Kinds: data, run_started, tracking (where MLflow logs), member_started, member_skipped, warning, train_started, batch
 (not recorded), epoch_end, evaluation, checkpoint, run_finished, run_failed.
 """
 

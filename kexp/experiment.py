@@ -102,7 +102,7 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
     if fresh:
         check_runs_dir(run_dir.parent if run_dir is not None else runs_dir)
         if spec.tracking.mlflow is not None:
-            check_mlflow_reachable(spec.tracking.mlflow)
+            check_mlflow_reachable(spec.tracking.mlflow, run_dir.parent if run_dir is not None else runs_dir)
     raw = read_data(spec, data_dir)
     check_task(spec, len(raw.class_names), raw.task)
     # every member's split is checked here: one that leaves a part or a class empty is a spec error, before any run directory exists
@@ -124,6 +124,9 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
     emit.record_to(run.path)
     emit("run_started", run_dir=str(run.path), name=spec.name, attempt=run.attempt, model=spec.model.name, params=model.count_params(),
          device=device.name, steps_per_execution=model.kexp_steps_per_execution, loop=model.kexp_loop)
+    lowered = lowered_steps_note(spec, model.kexp_steps_per_execution, model.kexp_loop, training.steps(len(data.train), spec.train.batch_size))
+    if lowered:
+        emit("warning", message=lowered)
     tracker = None
     try:
         with run.guarded(guard):
@@ -132,6 +135,11 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
             else:
                 record_attempt(run, sys.argv)
             tracker = start_tracking(run.path, spec)
+            if tracker is not None:
+                from kexp.tracking import store_note
+
+                emit("tracking", tool="mlflow", uri=tracker.client.tracking_uri, experiment=tracker.experiment, run_id=tracker.run_id,
+                     note=store_note(spec.tracking.mlflow, run.path.parent) if fresh else None)
             run.begin(epochs=spec.train.epochs, members=len(members))
             results = []
             for i, member in enumerate(members):
@@ -252,6 +260,15 @@ def protocol_note(spec: ExperimentSpec, members: list) -> str:
     if len(members) > 1:
         return f"  ({len(members)} members: {spec.evaluation.protocol}{', seeds ' + str(spec.member_seeds()) if spec.seeds else ''}; sizes of the first)"
     return ""
+
+
+def lowered_steps_note(spec: ExperimentSpec, used: int, loop: str, steps_per_epoch: int) -> str | None:
+    """The line that says a set train.steps_per_execution was lowered, or None."""
+    asked = spec.train.steps_per_execution
+    if asked == "auto" or loop == "xla" or used == asked:
+        return None
+    return (f"train.steps_per_execution {asked} lowered to {used}: a call never runs past the end of an epoch, and {used} is the "
+            f"largest divisor of the epoch's {steps_per_epoch} batches not above {asked}")
 
 
 def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device, loss: str, outputs: int):

@@ -113,16 +113,18 @@ def run_tflite(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Outputs of the TFLite interpreter, resized to the batch of `x`."""
     import tensorflow as tf
 
-    with warnings.catch_warnings():
+    from kexp.training import quiet_native_stderr
+
+    with warnings.catch_warnings(), quiet_native_stderr():  # TFLite's C++ "INFO: Created ... XNNPACK delegate" line
         # tf.lite.Interpreter warns that it moves to ai_edge_litert; it is what TF 2.21 ships
         warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_path=str(path))
-    (given,) = interpreter.get_input_details()
-    (result,) = interpreter.get_output_details()
-    interpreter.resize_tensor_input(given["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(given["index"], x.astype(given["dtype"]))
-    interpreter.invoke()
+        (given,) = interpreter.get_input_details()
+        (result,) = interpreter.get_output_details()
+        interpreter.resize_tensor_input(given["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(given["index"], x.astype(given["dtype"]))
+        interpreter.invoke()
     return interpreter.get_tensor(result["index"]), {"input": given["name"], "output": result["name"]}
 
 

@@ -126,7 +126,9 @@ class FileCheck:
     """One file `kexp data fetch` writes, as found in a data directory."""
 
     path: Path  # absolute
-    state: str  # valid (SHA-256 matches), present (no published hash to compare), missing, invalid, unreadable
+    # valid (SHA-256 matches), present (no published hash to compare), missing, differs (reads
+    # whole but is not the published file: a re-packed or edited copy kexp can use), unreadable
+    state: str
     # Read by kexp; False for an archive whose member kexp reads once extracted (sms/smsspamcollection.zip).
     needed: bool
     url: str | None  # where `kexp data fetch` gets it; None for a member extracted from an archive
@@ -159,7 +161,7 @@ def check_file(path: Path, expected_sha256: str | None, url: str | None, needed:
         problem = archive_problem(path)
         if problem is not None:
             return FileCheck(path, "unreadable", needed, url, expected_sha256, size, digest, problem)
-    state = "present" if expected_sha256 is None else "valid" if digest == expected_sha256 else "invalid"
+    state = "present" if expected_sha256 is None else "valid" if digest == expected_sha256 else "differs"
     return FileCheck(path, state, needed, url, expected_sha256, size, digest)
 
 
@@ -191,11 +193,12 @@ def archive_problem(path: Path) -> str | None:
 
 
 def dataset_state(files: list[FileCheck]) -> str:
-    """ready, missing (nothing there), incomplete (a file kexp reads is absent or unreadable) or invalid (a SHA-256 mismatch)."""
+    """ready, missing (nothing there), incomplete (a file kexp reads is absent or unreadable) or
+    differs (every file reads, one is not the published file: usable, and runs record its hash)."""
     if all(f.state == "missing" for f in files):
         return "missing"
     if any(f.state in ("missing", "unreadable") for f in files if f.needed) or any(f.state == "unreadable" for f in files):
         return "incomplete"
-    if any(f.state == "invalid" for f in files):
-        return "invalid"
+    if any(f.state == "differs" for f in files):
+        return "differs"
     return "ready"

@@ -116,6 +116,26 @@ class Run:
         with contextlib.suppress(OSError), open(self.path / "log.txt", "a", encoding="utf-8") as f:
             f.write(f"{now_iso()} {message}\n")
 
+    @contextlib.contextmanager
+    def library_warnings_logged(self) -> Iterator[None]:
+        """Warnings the libraries log (TensorFlow's retracing notes, MLflow's) go to log.txt while
+        the run lasts; whether they also reach the screen is the CLI's choice (--verbose)."""
+        import logging
+
+        run = self
+
+        class ToLog(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                with contextlib.suppress(Exception):
+                    run.log(f"{record.levelname.lower()}: {record.name}: {' '.join(record.getMessage().split())}")
+
+        handler = ToLog(logging.WARNING)
+        logging.getLogger().addHandler(handler)
+        try:
+            yield
+        finally:
+            logging.getLogger().removeHandler(handler)
+
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):
@@ -128,7 +148,7 @@ class Run:
         beat = threading.Thread(target=self._beat, name="kexp-heartbeat", daemon=True)
         beat.start()
         try:
-            with guard.deferred():
+            with guard.deferred(), self.library_warnings_logged():
                 yield self
                 if self.state == "running":
                     raise RuntimeError("the run ended without a final status")  # a bug in kexp, never a success

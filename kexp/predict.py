@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from kexp.datasets.csv import PIMA_LABEL_COLUMN
+from kexp.datasets.csv import PIMA_LABEL_COLUMN, header_columns, is_number
 from kexp.errors import DataError, KexpError, RunDirError
 
 # Examples per preprocessing + model step: bounds memory (a 10,000-word count matrix of 1,024
@@ -46,11 +46,21 @@ Progress = Callable[[int, int], None]  # (examples done, total)
 Warn = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where one example came from, as its output row names it: the input whole (a text, a CSV row's
+    cells, an image's file), and its file and 1-based line (or .npy/IDX row); None for a literal string."""
+
+    input: str
+    file: str | None = None
+    line: int | None = None
+
+
 @dataclass
 class RawInputs:
-    """A batch of new examples as read: what each output row shows, and the examples for the preprocessing."""
+    """A batch of new examples as read: where each came from, and the examples for the preprocessing."""
 
-    names: list[str]
+    sources: list[Source]
     examples: Any  # list[str] (text), float32 [n, d] (table), uint8 [n, h, w] (images)
 
 
@@ -116,18 +126,18 @@ def input_batches(fitted: Any, inputs: Sequence[str], spec: Any, warn: Warn) -> 
     return batched(examples, fitted.kind)
 
 
-def batched(examples: Iterator[tuple[str, Any]], kind: str) -> Iterator[RawInputs]:
-    """(name, example) pairs, or (names, array) blocks of images, gathered into batches of BATCH_SIZE."""
-    names: list[str] = []
+def batched(examples: Iterator[tuple[Source, Any]], kind: str) -> Iterator[RawInputs]:
+    """(source, example) pairs gathered into batches of BATCH_SIZE."""
+    sources: list[Source] = []
     parts: list[Any] = []
-    for name, example in examples:
-        names.append(name)
+    for source, example in examples:
+        sources.append(source)
         parts.append(example)
-        if len(names) == BATCH_SIZE:
-            yield RawInputs(names, stack(parts, kind))
-            names, parts = [], []
-    if names:
-        yield RawInputs(names, stack(parts, kind))
+        if len(sources) == BATCH_SIZE:
+            yield RawInputs(sources, stack(parts, kind))
+            sources, parts = [], []
+    if sources:
+        yield RawInputs(sources, stack(parts, kind))
 
 
 def stack(parts: list[Any], kind: str) -> Any:
@@ -139,21 +149,21 @@ def stack(parts: list[Any], kind: str) -> Any:
 FILE_LIKE = re.compile(r"^[^\s]+\.(txt|csv|tsv|json|jsonl|text|lst)$", re.IGNORECASE)
 
 
-def text_examples(inputs: Sequence[str], warn: Warn) -> Iterator[tuple[str, str]]:
-    """(name, text) for each literal string and each non-blank line of each file, read as they come."""
+def text_examples(inputs: Sequence[str], warn: Warn) -> Iterator[tuple[Source, str]]:
+    """(source, text) for each literal string and each non-blank line of each file, read as they come."""
     paths = [text_file(item) for item in inputs]  # every file named is checked before the first is read
     for item, path in zip(inputs, paths):
         if path is None:
-            yield excerpt(item), item
+            yield Source(item), item
             continue
         blank = 0
         for n, line in numbered_lines(path):
             if not line.strip():
                 blank += 1
                 continue
-            yield f"{path.name}:{n} {excerpt(line)}", line
+            yield Source(line, str(path), n), line
         if blank:
-            warn(f"{path}: skipped {blank} blank line(s); inputs are named file:line so results match lines")
+            warn(f"{path}: skipped {blank} blank line(s); each prediction names its file and line, so results match lines")
 
 
 def text_file(item: str) -> Path | None:
@@ -190,11 +200,21 @@ def excerpt(text: str) -> str:
     return " ".join(text.split())[:EXCERPT_CHARS]
 
 
+def shown_input(row: dict[str, Any]) -> str:
+    """A prediction's input as a terminal table shows it: `name:line` and the input shortened to one line."""
+    where = "" if row.get("file") is None else Path(row["file"]).name + ("" if row.get("line") is None else f":{row['line']}")
+    text = excerpt(str(row["input"]))
+    if where and (text == row["file"] or not text):
+        return where
+    return f"{where} {text}" if where else text
+
+
 # --- tables --------------------------------------------------------------------------------
 
 
-def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> Iterator[tuple[str, np.ndarray]]:
-    """(file:line, float32 features) for each data row of each CSV file, read a row at a time."""
+def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> Iterator[tuple[Source, np.ndarray]]:
+    """(source, float32 features) for each data row of each CSV file, read a row at a time; the
+    source's input is the row's cells as written."""
     delimiter = spec.data.options().get("delimiter", ",")
     for path in paths:
         if not path.is_file():
@@ -206,7 +226,7 @@ def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> It
             continue
         columns, header = table_columns(path, first, feature_names, spec)
         for line, row in rows if header else itertools.chain([first], rows):
-            yield f"{path.name}:{line}", parse_row(path, line, row, columns, feature_names)
+            yield Source(delimiter.join(row), str(path), line), parse_row(path, line, row, columns, feature_names)
 
 
 def csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -233,11 +253,16 @@ def csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
 def table_columns(path: Path, first: tuple[int, list[str]], feature_names: list[str], spec: Any) -> tuple[list[int], bool]:
     """(the column of each feature, whether the first row is a header): by header names, else by position."""
     cells = [cell.strip() for cell in first[1]]
-    if set(feature_names) <= set(cells):
-        return [cells.index(name) for name in feature_names], True
-    if any(cell in feature_names for cell in cells):
-        missing = [name for name in feature_names if name not in cells]
-        raise DataError(f"{path}:{first[0]}: the header lacks the run's feature column(s) {', '.join(missing)} (the run's features: {', '.join(feature_names)})")
+    found = header_columns(cells, feature_names)
+    if None not in found:
+        return [int(at) for at in found], True
+    expected = f"the run's features: {', '.join(feature_names)}; header names match ignoring case and punctuation"
+    if any(at is not None for at in found):
+        missing = [name for name, at in zip(feature_names, found) if at is None]
+        raise DataError(f"{path}:{first[0]}: the header lacks the run's feature column(s) {', '.join(missing)} ({expected})")
+    text = [cell for cell in cells if cell and not is_number(cell)]
+    if text and len(text) >= len(cells) - 1:  # every column but perhaps a text label holds a name: a header, not data
+        raise DataError(f"{path}:{first[0]}: a header row ({', '.join(cells[:4])}{', ...' if len(cells) > 4 else ''}) that names none of the run's features ({expected})")
     return positional_columns(path, len(cells), feature_names, spec), False
 
 
@@ -283,8 +308,9 @@ def parse_row(path: Path, line: int, row: list[str], columns: list[int], feature
 # --- images --------------------------------------------------------------------------------
 
 
-def image_examples(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, uint8 [h, w] image) from each PNG/JPEG, and from each row of .npy and IDX batches, read a block at a time."""
+def image_examples(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> Iterator[tuple[Source, np.ndarray]]:
+    """(source, uint8 [h, w] image) from each PNG/JPEG, and from each row of .npy and IDX batches
+    (its 1-based row as the line), read a block at a time."""
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: not found; an image run predicts from PNG/JPEG, .npy or IDX (*-ubyte[.gz]) files")
@@ -294,10 +320,10 @@ def image_examples(paths: list[Path], shape: tuple[int, ...], warn: Warn) -> Ite
         elif is_idx(path):
             blocks = idx_blocks(path, shape)
         else:
-            yield path.name, decode_image(path, shape, warn)
+            yield Source(str(path), str(path)), decode_image(path, shape, warn)
             continue
         for start, block in blocks:
-            yield from ((f"{path.name}:{start + i}", image) for i, image in enumerate(block))
+            yield from ((Source(str(path), str(path), start + i + 1), image) for i, image in enumerate(block))
 
 
 def npy_blocks(path: Path, shape: tuple[int, ...]) -> Iterator[tuple[int, np.ndarray]]:
@@ -454,8 +480,8 @@ def predicted_rows(model_path: Path, fitted: Any, batches: Iterator[RawInputs], 
         start_tensorflow()  # while the first batches are tokenized in the worker, if any
         model = load_model(model_path)
         for raw, x in encoded:
-            outputs = np.asarray(model.predict_on_batch(x), dtype=np.float32).reshape(len(raw.names), -1)
-            rows = make_rows(raw.names, outputs, document, top_k, model_path, warn_once)
+            outputs = np.asarray(model.predict_on_batch(x), dtype=np.float32).reshape(len(raw.sources), -1)
+            rows = make_rows(raw.sources, outputs, document, top_k, model_path, warn_once)
             done += len(rows)
             if progress is not None:
                 progress(done, None)
@@ -531,10 +557,10 @@ def class_probabilities(outputs: np.ndarray, class_names: list[str], model_path:
     raise RunDirError(f"{model_path}: the model gives {units} output(s) per example but the run has {len(class_names)} classes ({', '.join(class_names)})")
 
 
-def make_rows(names: list[str], outputs: np.ndarray, document: dict[str, Any], top_k: int, model_path: Path, warn: Warn) -> list[dict[str, Any]]:
-    """One dict per input: input, label, probability (and `top`, the top_k best), or input and value."""
+def make_rows(sources: list[Source], outputs: np.ndarray, document: dict[str, Any], top_k: int, model_path: Path, warn: Warn) -> list[dict[str, Any]]:
+    """One dict per input: input, file, line, then label, probability (and `top`, the top_k best), or value."""
     if document.get("task") == "regression":
-        return [{"input": name, "value": float(value)} for name, value in zip(names, outputs[:, 0])]
+        return [{**source_fields(source), "value": float(value)} for source, value in zip(sources, outputs[:, 0])]
     class_names = list(document.get("class_names") or [])
     probabilities = class_probabilities(outputs, class_names, model_path)
     if probabilities.min() < -1e-6 or probabilities.max() > 1 + 1e-6 or (probabilities.shape[1] > 2 and not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)):
@@ -542,12 +568,16 @@ def make_rows(names: list[str], outputs: np.ndarray, document: dict[str, Any], t
     k = min(top_k, len(class_names))
     best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     rows = []
-    for name, order, p in zip(names, best, probabilities):
-        row: dict[str, Any] = {"input": name, "label": class_names[order[0]], "probability": round(float(p[order[0]]), 6)}
+    for source, order, p in zip(sources, best, probabilities):
+        row: dict[str, Any] = {**source_fields(source), "label": class_names[order[0]], "probability": round(float(p[order[0]]), 6)}
         if top_k > 1:
             row["top"] = [{"label": class_names[c], "probability": round(float(p[c]), 6)} for c in order]
         rows.append(row)
     return rows
+
+
+def source_fields(source: Source) -> dict[str, Any]:
+    return {"input": source.input, "file": source.file, "line": source.line}
 
 
 # --- output files --------------------------------------------------------------------------

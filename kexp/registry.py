@@ -48,7 +48,7 @@ class Registry:
         def decorate(fn: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered by {self._entries[name].fn.__module__}")
-            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+            summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
             self._entries[name] = Entry(name, fn, options, summary)
             return fn
 

@@ -586,6 +586,26 @@ def spec_train_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
     return problems
 
 
+def raw_component(section: Any) -> ComponentSpec | None:
+    """A data/model section as a ComponentSpec, or None when it is not one (the top level reports that)."""
+    try:
+        return ComponentSpec.model_validate(section)
+    except ValidationError:
+        return None
+
+
+def protocol_problems(spec: ExperimentSpec, data_options: BaseModel) -> list[tuple[str, str]]:
+    """k-fold tests on every row, so a hold-out the dataset could turn off (test_fraction may be 0) must be off."""
+    fraction = getattr(data_options, "test_fraction", 0) or 0
+    if spec.evaluation.protocol != "kfold" or fraction <= 0:
+        return []
+    try:
+        type(data_options).model_validate({**data_options.model_dump(), "test_fraction": 0})
+    except ValidationError:
+        return []  # this dataset always holds a test part out; k-fold notes that it is not used
+    return [("data.test_fraction", f"must be 0 with evaluation.protocol: kfold, which tests on every row in turn (it is {fraction:g})")]
+
+
 def check_task(spec: ExperimentSpec, num_classes: int, task: str = CLASSIFICATION) -> None:
     """After the data loads: what only the class count can decide (exit 2, before a run directory exists)."""
     problems = spec_task_problems(spec, num_classes, task)
@@ -619,16 +639,23 @@ def validate_spec(
     `overrides` maps each overridden key to where its value came from ("--set train.epochs=2")."""
     load_components()
     lines, overrides = lines or {}, overrides or {}
+    # Every problem in one pass, as a compiler reports them: the top level, then each component
+    # from its own section even when the top level failed, then what needs both.
     try:
-        spec = ExperimentSpec.model_validate(raw)
-        problems = _component_problems("data", spec.data, DATASETS)
-        problems += _component_problems("model", spec.model, MODELS)
+        spec: ExperimentSpec | None = ExperimentSpec.model_validate(raw)
+        problems = []
+    except ValidationError as exc:
+        spec, problems = None, _problems(exc, ExperimentSpec)
+    for section, registry in (("data", DATASETS), ("model", MODELS)):
+        component = getattr(spec, section) if spec is not None else raw_component(raw.get(section))
+        if component is not None and not any(key == section or key.startswith(f"{section}.") for key, _ in problems):
+            problems += _component_problems(section, component, registry)
+    if spec is not None:
         if not problems:
             data_options = DATASETS.get(spec.data.name).options.model_validate(spec.data.options())
-            problems = spec_task_problems(spec, data_options.static_num_classes(), data_options.static_task())
-            problems += spec_train_problems(spec)
-    except ValidationError as exc:
-        problems = _problems(exc, ExperimentSpec)
+            problems += spec_task_problems(spec, data_options.static_num_classes(), data_options.static_task())
+            problems += protocol_problems(spec, data_options)
+        problems += spec_train_problems(spec)
     if problems:
         raise SpecError([f"{_origin(key, source, lines, overrides)}: {key}: {msg}" for key, msg in problems])
     return resolve_components(spec)

@@ -53,14 +53,20 @@ def example_names() -> list[str]:
     return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml")) if folder.is_dir() else []
 
 
-def read_example(name: str) -> str:
-    """The text of tutorial config `name` (configs/NAME.yaml), comments and all."""
+def read_example(name: str, path: Path | None = None) -> str:
+    """The text of tutorial config `name` (configs/NAME.yaml), comments and all; copied to `path`,
+    its comments' commands name the copy (`kexp train my_pima.yaml`), not the tutorial file."""
     names = example_names()
     if name.removesuffix(".yaml") not in names:
         close = closest(name, names)
         hint = f" Did you mean '{close}'?" if close else ""
         raise SpecError([f"--from {name}: no such tutorial config.{hint} Available: {', '.join(names) or 'none (configs/ not found)'}"])
-    return (example_dir() / f"{name.removesuffix('.yaml')}.yaml").read_text(encoding="utf-8")
+    stem = name.removesuffix(".yaml")
+    text = (example_dir() / f"{stem}.yaml").read_text(encoding="utf-8")
+    if path is None:
+        return text
+    lines = [line.replace(f"configs/{stem}.yaml", str(path)) if line.lstrip().startswith("#") else line for line in text.splitlines(keepends=True)]
+    return f"# copied from kexp's tutorial config configs/{stem}.yaml (kexp init --from {stem})\n" + "".join(lines)
 
 
 def write_text(text: str, path: Path, force: bool) -> None:

@@ -69,7 +69,7 @@ def point_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def point_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def point_rows(rows: list[dict[str, Any]], metric: str | None = None) -> list[dict[str, Any]]:
     """One row per distinct params (first-seen order): n completed trials and summarize_values per part over its seeds."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -78,7 +78,7 @@ def point_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for members in grouped.values():
         done = [r for r in members if r["state"] == "completed"]
         points.append({"params": members[0]["params"], "n": len(done), "trials": [r["id"] for r in members],
-                       "seeds": [r["seed"] for r in members], **{part: summarize_values(r[part] for r in done) for part in PARTS}})
+                       "seeds": [r["seed"] for r in members], **{part: summarize_values((r[part] for r in done), metric) for part in PARTS}})
     return points
 
 
@@ -104,7 +104,7 @@ def build_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | N
     all_metrics = [read_trial_metrics(sweep_dir, t) for t in trials]
     metric = metric or default_metric(all_metrics)
     rows = [trial_row(t, m, metric) for t, m in zip(trials, all_metrics)]
-    points = point_rows(rows)
+    points = point_rows(rows, metric)
     return {
         "metric": metric,
         "higher_is_better": not lower_is_better(metric),

@@ -65,8 +65,8 @@ class TensorBoardSpec(BaseModel):
 
 class MlflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    # null: $MLFLOW_TRACKING_URI, else MLflow's own default (MLflow 3: sqlite:///mlflow.db in the current
-    # directory, or ./mlruns if that already holds runs; MLflow 2: ./mlruns); e.g. http://127.0.0.1:5000, sqlite:////abs/mlflow.db
+    # null: $MLFLOW_TRACKING_URI, else sqlite:///<runs dir>/mlflow.db (artifacts in <runs dir>/mlartifacts);
+    # e.g. http://127.0.0.1:5000, sqlite:////abs/mlflow.db, or a folder (./mlruns: MLflow's file store)
     uri: str | None = None
     # null: the spec's name
     experiment: str | None = None
@@ -112,8 +112,8 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 class MlflowRun:
     """One kexp run's MLflow run, written through MlflowClient (no global active run)."""
 
-    def __init__(self, client, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, run_id: str, experiment: str = "") -> None:
+        self.client, self.run_id, self.experiment = client, run_id, experiment
         self.failures: list[str] = []
         self.gave_up = False
 
@@ -162,7 +162,7 @@ class MlflowRun:
         try:
             call()
         except Exception as exc:  # MLflow raises many kinds (REST, file store, network)
-            self.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            self.failures.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
             if time.monotonic() - started > STALL_SECONDS:
                 self.gave_up = True
                 self.failures.append(f"no answer from {self.client.tracking_uri} after MLflow's retries; the rest of this run was not logged to MLflow")
@@ -187,10 +187,61 @@ def check_installed(tensorboard: bool, mlflow: bool) -> None:
         import_mlflow()
 
 
-def check_mlflow_reachable(options: MlflowSpec) -> None:
-    """Before any run directory exists: an HTTP tracking server answers (a run that could not be
-    tracked would otherwise be left behind as failed). The URI is resolved as MLflow does."""
-    check_reachable(options.uri or os.environ.get("MLFLOW_TRACKING_URI") or "")
+# A folder as the tracking URI (`./mlruns`, `file:///…`) is MLflow's file store, which MLflow 3
+# refuses unless this is set ("maintenance mode"); kexp sets it for a run that names a folder.
+FILE_STORE_SWITCH = "MLFLOW_ALLOW_FILE_STORE"
+
+
+def local_folder(uri: str | None) -> Path | None:
+    """The folder a tracking URI names (a plain path or file://), or None for a server or database."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return None if "://" in uri or uri.startswith(("databricks", "sqlite:", "postgresql:", "mysql:", "mssql:")) else Path(uri)
+
+
+def store_uri(uri: str | None) -> str | None:
+    """The URI MLflow is given: a folder as an absolute file:// URI (a resume from another folder
+    finds the same store), with MLflow's file store allowed; anything else as written."""
+    folder = local_folder(uri)
+    if folder is None:
+        return uri
+    os.environ[FILE_STORE_SWITCH] = "true"
+    return folder.expanduser().resolve().as_uri()
+
+
+def tracking_uri(options: MlflowSpec, runs_dir: Path) -> str:
+    """tracking.mlflow.uri, else $MLFLOW_TRACKING_URI, else a SQLite store beside the runs
+    (<runs>/mlflow.db; MLflow's own default would put mlflow.db and mlruns/ wherever kexp was started)."""
+    return options.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(runs_dir) / DEFAULT_STORE).resolve()}"
+
+
+DEFAULT_STORE, DEFAULT_ARTIFACTS = "mlflow.db", "mlartifacts"
+
+
+def store_note(options: MlflowSpec, runs_dir: Path) -> str | None:
+    """What kexp chose or did to make the store work, for the run's output."""
+    uri = tracking_uri(options, runs_dir)
+    if not (options.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return (f"no tracking URI given (tracking.mlflow.uri, --mlflow-uri or $MLFLOW_TRACKING_URI): a SQLite store beside the runs, "
+                f"artifacts in {Path(runs_dir) / DEFAULT_ARTIFACTS}; view it with `mlflow ui --backend-store-uri {uri}`")
+    folder = local_folder(uri)
+    if folder is None:
+        return None
+    return (f"{uri} is a folder: MLflow's file store there ({FILE_STORE_SWITCH}=true set for this run, as MLflow 3 asks); "
+            f"view it with `{FILE_STORE_SWITCH}=true mlflow ui --backend-store-uri {store_uri(uri)}`")
+
+
+def check_mlflow_reachable(options: MlflowSpec, runs_dir: Path) -> None:
+    """Before any run directory exists: the store opens and an HTTP tracking server answers (a run
+    that could not be tracked would otherwise be left behind as failed)."""
+    uri = tracking_uri(options, runs_dir)
+    check_reachable(uri)
+    if not uri.startswith(("http://", "https://")):
+        connect(uri)  # a store MLflow refuses (a database it cannot open) fails here, not after the data loads
 
 
 def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
@@ -205,17 +256,19 @@ def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: Mlfl
 
 def create_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
     """A new MLflow run in the experiment (created if need be), recorded in run_dir/mlflow.json."""
-    client = connect(options.uri)
+    client = connect(tracking_uri(options, run_dir.parent))
+    chosen = not (options.uri or os.environ.get("MLFLOW_TRACKING_URI"))  # kexp's default store: artifacts beside it too
+    artifacts = (run_dir.parent / DEFAULT_ARTIFACTS).resolve().as_uri() if chosen else None
     tags = {"kexp.run_id": run_dir.name, "kexp.version": version, "kexp.run_dir": str(run_dir.resolve()), "kexp.status": "running", "kexp.name": name}
     with one_line_errors(client.tracking_uri):
         experiment_name = options.experiment or name
         experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name, artifact_location=artifacts)
         run_id = client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
         # written before the params, so a resume finds this MLflow run rather than starting a second
         write_json(run_dir / MLFLOW_FILE, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
         log_params(client, run_id, spec_document)
-    return MlflowRun(client, run_id)
+    return MlflowRun(client, run_id, experiment_name)
 
 
 def resume_mlflow_run(saved: dict[str, Any], options: MlflowSpec) -> MlflowRun:
@@ -223,7 +276,7 @@ def resume_mlflow_run(saved: dict[str, Any], options: MlflowSpec) -> MlflowRun:
 
     With no uri in the spec it is looked up where it was created (mlflow.json), since
     $MLFLOW_TRACKING_URI or MLflow's cwd-relative default may differ in the resuming shell."""
-    client = connect(options.uri or saved.get("tracking_uri"))
+    client = connect(options.uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"))
     with one_line_errors(client.tracking_uri):
         client.update_run(saved["run_id"], status="RUNNING")
         client.set_tag(saved["run_id"], "kexp.status", "running")
@@ -245,7 +298,7 @@ def connect(uri: str | None):
     from mlflow.tracking import MlflowClient
 
     try:
-        return MlflowClient(tracking_uri=uri)
+        return MlflowClient(tracking_uri=store_uri(uri))
     except Exception as exc:  # MlflowException, or the store's own (SQLAlchemy, OSError)
         raise mlflow_error(uri or "the default tracking URI", exc) from None
 
@@ -261,7 +314,7 @@ def one_line_errors(uri: str) -> Iterator[None]:
 
 
 def mlflow_error(uri: str, exc: Exception) -> KexpError:
-    return KexpError(f"MLflow at {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+    return KexpError(f"MLflow at {uri}: {type(exc).__name__}: {' '.join(str(exc).split())}")  # whole: MLflow's hint is often at the end
 
 
 def check_reachable(uri: str) -> None:

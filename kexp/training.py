@@ -34,8 +34,13 @@ from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES, count_outputs, res
 STARTUP_NOISE = re.compile(
     r"oneDNN custom operations|cudart_stub|cpu_feature_guard|To enable the following instructions"
     r"|All log messages before absl::InitializeLog|failed call to cuInit|Unable to register cu\w+ factory"
-    r"|computation placer already registered|TF-TRT Warning"
+    r"|computation placer already registered|TF-TRT Warning|Created TensorFlow Lite XNNPACK delegate"
 )
+
+
+def quiet_native_stderr():
+    """filtered_native_stderr, unless TF_CPP_MIN_LOG_LEVEL=0 asks for TensorFlow's own lines."""
+    return contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else filtered_native_stderr()
 
 
 @contextlib.contextmanager
@@ -87,8 +92,7 @@ def start_tensorflow(threads: int | None = None) -> None:
     """Import TensorFlow, set its CPU threads and GPU memory growth, without its start-up chatter
     (unless TF_CPP_MIN_LOG_LEVEL=0). Settings apply before TensorFlow's runtime starts; in a
     process where it already has (tests, notebooks), the ones it cannot change stay as they were."""
-    context = contextlib.nullcontext() if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" else filtered_native_stderr()
-    with context:
+    with quiet_native_stderr():
         with hidden_modules(KERAS_EXTRAS_UNUSED):  # TensorFlow's import loads Keras
             import keras  # noqa: F401
             import tensorflow as tf
@@ -650,9 +654,16 @@ def predict_outputs(model, part, batch_size: int, check: Callable[[], None] = la
     """Model outputs [rows, units] for a Split, fed as evaluate feeds it, one batch per call
     (model.predict with several steps per call held ~600 MB more for IMDB's test part);
     `check` runs after every batch (a pending signal raises there)."""
+    import tensorflow as tf
+
     outputs = []
     for x, _ in feed(part, batch_size):
-        outputs.append(np.asarray(model.predict_on_batch(x)))
+        rows = int(x.shape[0])
+        if rows < batch_size:
+            # the short last batch padded to full size: one traced predict step per model serves
+            # every part (a shape of its own retraced it for each part and each k-fold member)
+            x = tf.pad(x, [[0, batch_size - rows]] + [[0, 0]] * (len(x.shape) - 1))
+        outputs.append(np.asarray(model.predict_on_batch(x))[:rows])
         check()
     return np.concatenate(outputs).reshape(len(part), -1)
 

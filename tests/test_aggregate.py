@@ -57,7 +57,7 @@ def test_aggregate_members_summarizes_each_split_and_metric():
     assert "note" not in result["test"] and list(result["test"])[:2] == ["accuracy", "loss"]
     # other parts by name, as training aggregates its per-class "report"
     reports = [{"report": {"balanced_accuracy": v}} for v in (0.6, 0.7)]
-    assert aggregate_members(reports, parts=("report",)) == {"report": {"balanced_accuracy": summarize_values([0.6, 0.7])}}
+    assert aggregate_members(reports, parts=("report",)) == {"report": {"balanced_accuracy": summarize_values([0.6, 0.7], "balanced_accuracy")}}
     assert aggregate_members(reports) == {}
 
 
@@ -78,3 +78,13 @@ def test_group_runs_by_spec_ignores_only_the_seeds():
     # a key order that differs between files is still the same spec
     assert group_runs_by_spec([("a", {"x": 1, "y": 2, "seed": 1}), ("b", {"y": 2, "x": 1, "seed": 2})]) == [["a", "b"]]
     assert group_runs_by_spec(runs, ignore=()) == [[run_id] for run_id, _ in runs]
+
+
+def test_an_interval_past_a_metrics_range_is_clipped_and_says_so():
+    raw = summarize_values([1.0, 0.9967, 1.0])
+    assert raw["ci95"][1] > 1.0 and "ci95_clipped" not in raw  # the bare t-interval: [0.9923, 1.0054]
+    clipped = summarize_values([1.0, 0.9967, 1.0], "accuracy")
+    assert clipped["ci95"] == [raw["ci95"][0], 1.0] and clipped["ci95_clipped"] is True
+    assert summarize_values([1.0, 0.9967, 1.0], "f1.spam")["ci95"][1] == 1.0
+    assert summarize_values([0.01, 0.3, 0.002], "loss")["ci95"][0] == 0.0
+    assert "ci95_clipped" not in summarize_values([0.7, 0.75, 0.8], "accuracy")

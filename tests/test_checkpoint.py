@@ -208,6 +208,7 @@ def assert_restored(model, checkpoint: Checkpoint) -> None:
         np.testing.assert_array_equal(value, checkpoint.arrays[f"optimizer/{i}"], err_msg=model.optimizer.variables[i].path)
 
 
+@pytest.mark.long
 def test_restore_puts_back_every_model_and_optimizer_variable(tmp_path, xy):
     model = small_model()
     model.fit(*xy, epochs=1, batch_size=16, verbose=0)

@@ -87,6 +87,33 @@ def test_gpu_request_without_gpu_is_one_line_error(runner, tmp_path):
 
 
 @pytest.mark.slow
+def test_validate_reports_every_problem_in_one_pass(runner, tmp_path):
+    spec = smoke_spec(seed=-1, train={"epochs": 0})
+    spec["data"]["colour"] = "red"
+    spec["model"]["widht"] = 3
+    result = runner.invoke(app, ["validate", str(write_spec(tmp_path / "s.yaml", spec))])
+    assert result.exit_code == 2
+    keys = [line.split(": ")[3] for line in result.output.splitlines()]
+    assert keys == ["seed", "train.epochs", "data.colour", "model.widht"], result.output
+
+
+def test_kfold_with_a_hold_out_is_refused_by_validate(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(data={"name": "pima", "test_fraction": 0.3}, evaluation={"protocol": "kfold"}))
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"kexp: error: {spec}:5: data.test_fraction: must be 0 with evaluation.protocol: kfold, which tests on every row in turn (it is 0.3)"
+
+
+def test_a_lowered_steps_per_execution_is_said(runner, tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", smoke_spec(train={"epochs": 1, "batch_size": 16, "steps_per_execution": 5}))
+    result = runner.invoke(app, ["train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain"])
+    assert result.exit_code == 0, result.output
+    # 96 training rows (120 less the 24 held out): 6 batches, whose largest divisor not above 5 is 3
+    assert "warning: train.steps_per_execution 5 lowered to 3: a call never runs past the end of an epoch" in result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    assert "lowered to 3" in (run / "events.jsonl").read_text()
+
+
 def test_train_writes_complete_run_directory(runner, tmp_path):
     import keras
     import numpy as np
@@ -172,6 +199,7 @@ def test_early_stopping_ends_training_and_is_recorded(runner, tmp_path):
     assert json.loads((run / "history.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_records_interrupted_run_and_keeps_earlier_runs(tmp_path, sig):
@@ -345,6 +373,7 @@ def test_messages_print_text_as_written_not_as_emoji(runner, tmp_path):
 # --- issue 8: evaluation protocols and repeats -----------------------------------------------
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_kfold_run_keeps_each_fold_and_aggregates_them(runner, tmp_path):
     import statistics
@@ -371,6 +400,7 @@ def test_kfold_run_keeps_each_fold_and_aggregates_them(runner, tmp_path):
     assert reuse.exit_code == 1 and "a kfold run of 3 members has no single model" in reuse.output
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_repeat_trains_distinct_seeds_on_one_split(runner, tmp_path):
     runs = tmp_path / "runs"

@@ -280,6 +280,14 @@ def test_compare_shows_only_the_spec_keys_that_differ(runner, tmp_path):
     assert "0.7700" in table and "0.7100" in table
 
 
+def test_reruns_of_one_seed_are_named_as_reruns_not_as_seed_variation(runner, tmp_path):
+    runs = tmp_path / "runs"
+    for i, acc in enumerate([0.74, 0.74]):
+        write_run(runs, f"20261123-10000{i}-pima-r{i}r{i}", resolved_spec(seed=3), test={"accuracy": acc, "loss": 0.5})
+    (group,) = json.loads(invoke(runner, "compare", *sorted(runs.iterdir()), "--format", "json", "-o", tmp_path / "c.png"))["groups"]
+    assert group["same_seed"] is True and group["label"].endswith("(reruns of seed 3, not other seeds)")
+
+
 def test_compare_groups_runs_that_differ_only_in_seed(runner, tmp_path):
     runs = tmp_path / "runs"
     accuracies, losses = [0.74, 0.77, 0.71], [0.5, 0.45, 0.6]
@@ -403,3 +411,26 @@ def test_short_names_keep_a_top_level_key_that_is_the_tail_of_others():
     from kexp.compare import short_names
 
     assert short_names(["name", "data.name", "model.hidden_units"]) == {"name": "name", "data.name": "data.name", "model.hidden_units": "hidden_units"}
+
+
+def test_compare_writes_beside_the_runs_by_default_and_names_the_file_it_wrote(runner, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for i in range(2):
+        write_run(runs, f"20261123-10000{i}-pima-d{i}d{i}", resolved_spec(seed=i), test={"accuracy": 0.7, "loss": 0.5})
+    monkeypatch.chdir(tmp_path)
+    compared = sorted(runs.iterdir())
+    out = invoke(runner, "compare", *compared)
+    assert (runs / "compare.png").is_file() and (runs / "compare.json").is_file() and not (tmp_path / "compare.png").exists()
+    assert f"learning curves: {runs / 'compare.png'}" in out
+    out = invoke(runner, "compare", *compared, "-o", tmp_path / "x")
+    assert (tmp_path / "x.png").is_file() and f"learning curves: {tmp_path / 'x.png'}" in out and (tmp_path / "x.json").is_file()
+
+
+def test_kexp_runs_says_how_many_sweep_trials_it_does_not_list(runner, tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "20261123-100000-pima-a0a0", resolved_spec(seed=0), test={"accuracy": 0.7, "loss": 0.5})
+    for i in range(3):
+        write_run(runs / "sweeps" / "20261123-110000-grid-abcd", f"trial-{i:03d}", resolved_spec(seed=i), test={"accuracy": 0.7, "loss": 0.5})
+    result = runner.invoke(app, ["runs", str(runs)])
+    assert result.exit_code == 0 and "20261123-100000-pima-a0a0" in result.stdout and "trial-000" not in result.stdout
+    assert f"3 sweep trials in 1 sweep under {runs / 'sweeps'}/, not listed here (kexp runs {runs / 'sweeps'}/<sweep> lists" in result.stderr

@@ -19,6 +19,29 @@ def test_pima_reads_all_rows_as_train(data_dir):
     assert set(np.unique(data.train.y)) <= {0, 1}
 
 
+KAGGLE_PIMA_HEADER = "Pregnancies,Glucose,BloodPressure,SkinThickness,Insulin,BMI,DiabetesPedigreeFunction,Age,Outcome"
+
+
+def test_pima_with_kaggles_header_reads_the_same_rows(data_dir):
+    plain = write_pima_csv(data_dir / "pima-indians-diabetes.data.csv", rows=50)
+    (data_dir / "diabetes.csv").write_text(KAGGLE_PIMA_HEADER + "\n" + plain.read_text())
+    expected = prepared(load_pima, PimaOptions(), data_dir, seed=0)
+    kaggle = prepared(load_pima, PimaOptions(path="diabetes.csv"), data_dir, seed=0)
+    assert np.array_equal(kaggle.train.x, expected.train.x) and np.array_equal(kaggle.train.y, expected.train.y)
+    # columns in another order are found by name
+    rows = [line.split(",") for line in (data_dir / "diabetes.csv").read_text().splitlines()]
+    order = [7, 0, 1, 2, 3, 4, 5, 6, 8]
+    (data_dir / "shuffled.csv").write_text("".join(",".join(row[i] for i in order) + "\n" for row in rows))
+    assert np.array_equal(prepared(load_pima, PimaOptions(path="shuffled.csv"), data_dir, seed=0).train.x, expected.train.x)
+
+
+def test_a_pima_header_that_misses_a_feature_lists_the_expected_names(data_dir):
+    plain = write_pima_csv(data_dir / "pima-indians-diabetes.data.csv", rows=20)
+    (data_dir / "d.csv").write_text(KAGGLE_PIMA_HEADER.replace("BMI", "MassIndex") + "\n" + plain.read_text())
+    with pytest.raises(DataError, match=r"d.csv:1: the header names no column for bmi; expected the features pregnancies, glucose, blood_pressure"):
+        prepared(load_pima, PimaOptions(path="d.csv"), data_dir, seed=0)
+
+
 def test_pima_missing_file_says_where_and_how(data_dir):
     with pytest.raises(DataError) as info:
         prepared(load_pima, PimaOptions(), data_dir, seed=0)

@@ -87,7 +87,7 @@ def test_validation_split_names_a_class_too_small_to_hold_out():
 def spec_for(protocol: str = "holdout", k: int = 5, repeats: int = 1, seeds=None, validation_split: float = 0.0, split_seed=None):
     from kexp.spec import validate_spec
 
-    raw = {"name": "p", "seed": 3, "data": {"name": "synthetic", "split_seed": split_seed}, "model": "mlp",
+    raw = {"name": "p", "seed": 3, "data": {"name": "synthetic", "split_seed": split_seed, **({"test_fraction": 0} if protocol == "kfold" else {})}, "model": "mlp",
            "train": {"validation_split": validation_split}, "evaluation": {"protocol": protocol, "k": k, "repeats": repeats}}
     if seeds:
         raw["seeds"] = seeds

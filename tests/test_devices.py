@@ -45,6 +45,7 @@ def run_files(runs: Path) -> tuple[dict, dict]:
     return json.loads((run / "env.json").read_text()), json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.long
 def test_device_all_mirrors_the_model_on_two_logical_cpus_and_records_them(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(device="all", train={"epochs": 2, "batch_size": 16}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), two_cpus=True)
@@ -55,6 +56,7 @@ def test_device_all_mirrors_the_model_on_two_logical_cpus_and_records_them(tmp_p
     assert metrics["epochs_completed"] == 2 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
+@pytest.mark.long
 def test_device_all_refuses_several_steps_per_call_before_any_run_exists(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(device="all", train={"epochs": 1, "steps_per_execution": 4}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), two_cpus=True)
@@ -63,6 +65,7 @@ def test_device_all_refuses_several_steps_per_call_before_any_run_exists(tmp_pat
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.long
 def test_threads_precision_and_auto_steps_are_applied_and_recorded(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(train={"epochs": 1, "threads": 1, "precision": "mixed_bfloat16"}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"))
@@ -74,6 +77,7 @@ def test_threads_precision_and_auto_steps_are_applied_and_recorded(tmp_path):
     assert metrics["timing"]["startup_seconds"] > 0
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not (DATA_DIR / "mnist").exists(), reason=f"MNIST not in {DATA_DIR}")
 def test_mnist_mlp_on_two_mirrored_devices_reaches_the_single_device_accuracy(tmp_path):
     accuracies = {}
@@ -103,6 +107,7 @@ def test_gpu_choices_by_their_placement_logic(monkeypatch):
     assert mirrored == [[g.name for g in gpus]] and placement.devices == [g.name for g in gpus]  # every GPU, none of the CPUs
 
 
+@pytest.mark.long
 def test_steps_per_execution_that_does_not_divide_the_epoch_is_lowered_to_one_that_does(tmp_path):
     """Keras' last call of an epoch would run on into the next: 6 batches in calls of 4 would train 8."""
     spec = write_spec(tmp_path / "s.yaml", smoke_spec(train={"epochs": 2, "batch_size": 16, "steps_per_execution": 4}))
@@ -112,6 +117,7 @@ def test_steps_per_execution_that_does_not_divide_the_epoch_is_lowered_to_one_th
     assert env["steps_per_execution"] == 3
 
 
+@pytest.mark.long
 def test_xla_loop_trains_as_keras_loop_does_and_is_recorded(tmp_path):
     histories, envs = {}, {}
     # 203 training rows: a short last batch of 3 in every epoch

@@ -45,6 +45,7 @@ def nltk_corpus_outside(home: Path, name: str) -> bool:
     return any((Path(p) / "corpora" / f"{name}{suffix}").exists() for p in system for suffix in ("", ".zip"))
 
 
+@pytest.mark.long
 def test_doctor_reports_missing_nltk_corpora_and_an_incomplete_data_set_and_exits_1(tmp_path):
     if nltk_corpus_outside(tmp_path, "stopwords"):
         pytest.skip("NLTK's stopwords are installed in a system folder")
@@ -68,6 +69,7 @@ def test_doctor_reports_missing_nltk_corpora_and_an_incomplete_data_set_and_exit
 
 @pytest.mark.skipif(not (SHARED_DATA and SHARED_NLTK and Path(SHARED_DATA, "pima-indians-diabetes.data.csv").is_file()),
                     reason="needs KEXP_DATA_DIR and NLTK_DATA pointing at the real data (../shared)")
+@pytest.mark.long
 def test_doctor_on_the_shared_setup_reports_ok_and_exits_0(tmp_path):
     done = run_kexp(["doctor", "--json", "--runs-dir", str(tmp_path / "runs")])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -166,16 +168,17 @@ def test_data_list_shows_present_missing_and_invalid_files(runner, tmp_path, mon
     listing = json.loads(result.output)
     found = {d["name"]: d for d in listing["datasets"]}
     assert listing["data_dir"] == str(data)
-    assert {name: d["state"] for name, d in found.items()} == {"imdb": "missing", "mnist": "missing", "pima": "invalid", "sms_spam": "ready"}
+    assert {name: d["state"] for name, d in found.items()} == {"imdb": "missing", "mnist": "missing", "pima": "differs", "sms_spam": "ready"}
     (pima,) = found["pima"]["files"]
-    assert pima["state"] == "invalid" and pima["path"] == str(data / "pima-indians-diabetes.data.csv")
+    assert pima["state"] == "differs" and pima["path"] == str(data / "pima-indians-diabetes.data.csv")
     assert pima["sha256"] != pima["expected_sha256"] and pima["url"].startswith("https://")
     archive, extracted = found["sms_spam"]["files"]
     assert (archive["state"], archive["needed"], extracted["state"]) == ("missing", False, "present")
     assert [f["state"] for f in found["mnist"]["files"]] == ["missing"] * 4
 
     table = runner.invoke(app, ["data", "list", "--data-dir", str(data)])
-    assert table.exit_code == 0 and "pima: invalid" in table.output and "INVALID: sha256 differs" in table.output
+    assert table.exit_code == 0 and "pima: differs" in table.output and f"not the published file (sha256 {pima['sha256'][:12]}…); it reads whole" in table.output
+    assert "INVALID" not in table.output
     assert "mnist: missing" in table.output and str(data / "mnist" / "t10k-labels-idx1-ubyte.gz") in table.output
 
     # the same file is valid once its hash is the published one
@@ -187,3 +190,12 @@ def test_data_list_shows_present_missing_and_invalid_files(runner, tmp_path, mon
     pima = next(d for d in json.loads(result.output)["datasets"] if d["name"] == "pima")
     assert pima["state"] == "ready" and pima["files"][0]["state"] == "valid"
     assert doctor.check_dataset("pima", data).status == "ok"
+
+
+def test_a_copy_that_reads_whole_but_is_not_the_published_file_is_a_warning_with_no_fetch_suggested(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_pima_csv(data / "pima-indians-diabetes.data.csv")
+    check = doctor.check_dataset("pima", data)
+    assert check.status == "warn" and "pima-indians-diabetes.data.csv is not the published file (sha256 " in check.found
+    assert "every file reads whole, so kexp uses them" in check.found and "fetch" not in check.fix

@@ -182,6 +182,38 @@ def test_a_part_the_run_does_not_have_is_a_one_line_error(binary_run, binary_dat
     assert "--split validation" in line and "train.validation_split is 0" in line
 
 
+def test_without_split_a_run_with_no_test_part_evaluates_the_part_it_was_scored_on(binary_data, tmp_path_factory):
+    """Pima's tutorial scores its training rows: a bare `kexp evaluate` must not fail on it."""
+    spec = {"name": "trainonly", "seed": 0, "data": {"name": "csv", "path": "pima.csv", "test_fraction": 0},
+            "model": {"name": "mlp", "hidden_units": [4]}, "train": {"epochs": 1, "batch_size": 8}}  # fmt: skip
+    run = train(tmp_path_factory.mktemp("trainonly"), spec, binary_data)
+    result = evaluate(run, data_dir=binary_data)
+    assert result.exit_code == 0, result.output
+    assert "no --split given and the run has no test part (data.test_fraction is 0): evaluating the train part" in result.stdout
+    assert "train: 80 rows" in result.stdout
+    document = evaluate_json(run, data_dir=binary_data)
+    assert document["split"] == "train" and document["splits"] == ["train"] and document["split_note"].startswith("no --split given")
+
+
+def test_without_split_a_run_with_a_test_part_evaluates_it_and_says_so(binary_run, binary_data):
+    result = evaluate(binary_run, data_dir=binary_data)
+    assert result.exit_code == 0, result.output
+    assert "no --split given: evaluating the test part" in result.stdout and "test: 24 rows" in result.stdout
+
+
+def test_the_table_says_why_train_differs_and_fills_balanced_accuracys_recorded_value(three_class_run):
+    recorded = json.loads((three_class_run / "metrics.json").read_text())
+    result = evaluate(three_class_run, "--split", "all")
+    assert result.exit_code == 0, result.output
+    assert "note: metrics.json's train figures are the last epoch's running means over its batches" in result.stdout
+    rows = [line.split("│") for line in result.stdout.splitlines() if "balanced_accuracy" in line]
+    recorded_column = [row[-2].strip() for row in rows]  # train, validation, test: only the test part was reported in metrics.json
+    assert recorded_column == ["-", "-", f"{recorded['report']['balanced_accuracy']:.4f}"]
+    document = evaluate_json(three_class_run, "--split", "all")
+    assert document["results"]["test"]["recorded_metrics"]["balanced_accuracy"] == recorded["report"]["balanced_accuracy"]
+    assert document["results"]["test"]["recorded_note"] is None and document["results"]["train"]["recorded_note"]
+
+
 def test_an_unknown_split_lists_the_choices(three_class_run):
     result = evaluate(three_class_run, "--split", "tests")
     assert result.exit_code == 2

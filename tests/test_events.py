@@ -27,6 +27,7 @@ def only_run(runs: Path) -> Path:
     return run
 
 
+@pytest.mark.long
 def test_jsonl_prints_one_event_per_line_that_match_history_and_events_file(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(train={"epochs": 3, "batch_size": 16, "validation_split": 0.2}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--log-format", "jsonl")
@@ -44,6 +45,7 @@ def test_jsonl_prints_one_event_per_line_that_match_history_and_events_file(tmp_
     assert read_events(run) == shown  # the run keeps exactly what was shown
 
 
+@pytest.mark.long
 def test_plain_shows_a_line_per_epoch_and_no_redrawn_bar(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(train={"epochs": 2, "batch_size": 16}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain")
@@ -58,6 +60,7 @@ def test_plain_shows_a_line_per_epoch_and_no_redrawn_bar(tmp_path):
     assert "Warning" not in done.stderr  # Python warnings stay off the screen without --verbose
 
 
+@pytest.mark.long
 def test_a_diverged_run_reports_run_failed_with_its_exit_code(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", smoke_spec(train={"epochs": 3, "optimizer": {"name": "sgd", "learning_rate": 1e30}}))
     done = kexp("train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--log-format", "jsonl")

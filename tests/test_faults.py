@@ -104,7 +104,7 @@ def test_a_truncated_gzip_is_unreadable_not_just_a_different_hash(tmp_path):
     found = check_file(tmp_path / "x.gz", "0" * 64, None, needed=True)
     assert found.state == "unreadable" and "truncated" in found.problem
     (tmp_path / "y.gz").write_bytes(whole)
-    assert check_file(tmp_path / "y.gz", "0" * 64, None, needed=True).state == "invalid"  # reads fine: only the hash differs
+    assert check_file(tmp_path / "y.gz", "0" * 64, None, needed=True).state == "differs"  # reads fine: only the hash differs
 
 
 def test_an_oversized_image_is_one_line(tmp_path):
@@ -168,6 +168,7 @@ def test_a_run_folder_holding_only_its_lock_is_listed(tmp_path):
     assert row["id"] == "half" and row["status"] == "damaged"
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_an_exploding_regression_is_diverged_with_exit_3(tmp_path):
     rng = np.random.default_rng(0)
@@ -202,6 +203,7 @@ def mounted(*args: str, target: Path):
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs mounts")
 def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_temporary_file(tmp_path):
@@ -219,6 +221,7 @@ def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_temporary_file(tmp_
         assert run.name in listed.stdout and "failed" in listed.stdout
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="bind mounts")
 def test_a_read_only_run_still_evaluates_resumes_as_done_and_refuses_export_in_one_line(tmp_path):

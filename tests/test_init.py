@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kexp.cli import app, complete_datasets, complete_examples, complete_models, complete_runs
 from kexp.registry import DATASETS, MODELS, load_components
@@ -52,6 +53,7 @@ def test_starter_shows_every_option_at_its_default_with_comments(runner, tmp_pat
     assert "None" not in text and all(len(line) <= 100 for line in text.splitlines())
 
 
+@pytest.mark.long
 def test_every_dataset_and_model_pair_gives_a_valid_starter():
     load_components()
     for dataset in DATASETS.names():
@@ -73,7 +75,10 @@ def test_init_from_copies_a_tutorial_config(runner, tmp_path):
     path = tmp_path / "pima.yaml"
     result = runner.invoke(app, ["init", "--from", "pima", str(path)])
     assert result.exit_code == 0, result.output
-    assert path.read_text() == (ROOT / "configs" / "pima.yaml").read_text()
+    copied, original = path.read_text(), (ROOT / "configs" / "pima.yaml").read_text()
+    assert copied.startswith("# copied from kexp's tutorial config configs/pima.yaml (kexp init --from pima)\n")
+    assert f"kexp train {path}" in copied and "configs/pima.yaml" not in copied.split("\n", 1)[1]  # its commands name the copy
+    assert yaml.safe_load(copied) == yaml.safe_load(original)
     assert set(example_names()) == {p.stem for p in (ROOT / "configs").glob("*.yaml")}
 
     unknown = runner.invoke(app, ["init", "--from", "pimaa"])

@@ -38,6 +38,7 @@ def venv(tmp_path_factory) -> Path:
     return root / "venv"
 
 
+@pytest.mark.long
 def test_the_wheel_runs_outside_the_checkout(venv, tmp_path):
     where = run(venv / "bin" / "python", "-c", "import kexp; print(kexp.__file__)", cwd=tmp_path).stdout
     assert str(venv) in where  # the installed copy, not the checkout

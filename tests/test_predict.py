@@ -133,7 +133,8 @@ def test_table_predictions_equal_the_model_on_the_runs_standardized_rows(table_r
     predicted = predict_run(table_run, [str(path)])
     assert [p["label"] for p in predicted] == [raw.class_names[i] for i in outputs.argmax(axis=1)]
     assert np.allclose([p["probability"] for p in predicted], outputs.max(axis=1), atol=1e-5)
-    assert predicted[0]["input"] == "new.csv:2"
+    first = predicted[0]
+    assert (first["input"], first["file"], first["line"]) == (path.read_text().splitlines()[1], str(path), 2)
 
 
 def test_table_csv_with_or_without_header_and_with_a_label_column(table_run, tmp_path):
@@ -196,11 +197,22 @@ def test_jsonl_and_csv_outputs_parse_and_json_lines_print(table_run, tmp_path):
     with open(tmp_path / "p.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["label"] for r in table] == [r["label"] for r in saved]
-    assert set(table[0]) == {"input", "label", "probability", "label_1", "probability_1", "label_2", "probability_2"}
+    assert set(table[0]) == {"input", "file", "line", "label", "probability", "label_1", "probability_1", "label_2", "probability_2"}
     assert float(table[1]["probability_2"]) == saved[1]["top"][1]["probability"]
     assert "unknown output format '.txt'" in one_error_line(invoke(table_run, path, "-o", tmp_path / "p.txt"))
     with pytest.raises(Exception, match="unknown output format"):
         write_predictions(saved, tmp_path / "p.json")
+
+
+def test_header_names_match_ignoring_case_and_punctuation_and_a_foreign_header_lists_the_names(table_run, tmp_path):
+    raw, rows, outputs = model_answers(table_run)
+    expected = [p["label"] for p in predict_run(table_run, [str(write_rows(tmp_path / "a.csv", FEATURES, raw.inputs[rows].tolist()))])]
+    spelled = write_rows(tmp_path / "b.csv", ["F0", "f-1", "F_2", " F3 "], raw.inputs[rows].tolist())
+    assert [p["label"] for p in predict_run(table_run, [str(spelled)])] == expected
+    foreign = write_rows(tmp_path / "c.csv", ["Alpha", "Beta", "Gamma", "Delta"], raw.inputs[rows].tolist())
+    line = one_error_line(invoke(table_run, foreign))
+    assert "c.csv:1: a header row (Alpha, Beta, Gamma, Delta) that names none of the run's features" in line
+    assert "the run's features: f0, f1, f2, f3; header names match ignoring case and punctuation" in line
 
 
 def test_a_run_that_cannot_encode_raw_input_is_refused(table_run, tmp_path):
@@ -234,7 +246,7 @@ def test_png_npy_and_idx_files_give_the_labels_of_the_idx_rows_they_came_from(mn
     for source in (tmp_path / "u8.npy", tmp_path / "unit.npy", idx):
         predicted = predict_run(mnist_run, [str(source)])
         assert [p["label"] for p in predicted] == expected, source
-    assert predicted[3]["input"] == "t10k-images-idx3-ubyte.gz:3"
+    assert (predicted[3]["input"], predicted[3]["file"], predicted[3]["line"]) == (str(idx), str(idx), 4)  # rows are 1-based
     np.save(tmp_path / "one.npy", images[4])  # one [28, 28] image
     assert [p["label"] for p in predict_run(mnist_run, [str(tmp_path / "one.npy")])] == expected[4:5]
     np.save(tmp_path / "flat.npy", images.reshape(len(images), -1))  # as a dense model takes them
@@ -249,7 +261,8 @@ def test_a_larger_image_is_resized_with_a_warning(mnist_run, tmp_path):
     Image.fromarray(np.zeros((56, 42), np.uint8), mode="L").save(tmp_path / "big.png")
     warnings = []
     (row,) = predict_run(mnist_run, [str(tmp_path / "big.png")], warn=warnings.append)
-    assert row["input"] == "big.png" and any("42x56 image resized to the run's 28x28" in w for w in warnings)
+    assert (row["input"], row["file"], row["line"]) == (str(tmp_path / "big.png"), str(tmp_path / "big.png"), None)
+    assert any("42x56 image resized to the run's 28x28" in w for w in warnings)
 
 
 def test_an_image_shape_that_cannot_fit_is_one_line_naming_file_and_shapes(mnist_run, tmp_path):
@@ -275,7 +288,7 @@ def test_text_lines_and_strings_give_the_models_answers_on_the_runs_rows(text_ru
         assert [r["top"][0]["probability"] + r["top"][1]["probability"] for r in predicted] == pytest.approx([1.0] * len(rows), abs=1e-5)
         assert [dict((t["label"], t["probability"]) for t in r["top"])["good"] for r in predicted] == pytest.approx(p_good.tolist(), abs=1e-5)
     (literal,) = predict_run(text_run, [texts[rows[0]]])
-    assert literal == {"input": texts[rows[0]][:60], "label": expected[0], "probability": predicted[0]["probability"]}
+    assert literal == {"input": texts[rows[0]], "file": None, "line": None, "label": expected[0], "probability": predicted[0]["probability"]}
 
 
 def test_the_table_shows_fifty_rows_and_says_how_many_more(text_run, tmp_path):
@@ -296,7 +309,7 @@ def test_a_regression_run_predicts_values(tmp_path, cache_off):
                            "model": {"name": "mlp", "hidden_units": [4]}, "train": {"epochs": 1, "batch_size": 8}})  # fmt: skip
     raw, rows, outputs = model_answers(run)
     predicted = predict_run(run, [str(write_rows(tmp_path / "new.csv", ["a", "b", "c", "y"], [[*r, 0] for r in raw.inputs[rows].tolist()]))])
-    assert set(predicted[0]) == {"input", "value"}
+    assert set(predicted[0]) == {"input", "file", "line", "value"}
     assert [p["value"] for p in predicted] == pytest.approx(outputs[:, 0].tolist(), abs=1e-5)
 
 
@@ -326,5 +339,61 @@ def test_blank_lines_are_skipped_with_a_warning_and_inputs_keep_their_line_numbe
     (tmp_path / "m.txt").write_text("\ufeffgood film\n\nbad film\n   \n", encoding="utf-8")
     warnings: list[str] = []
     rows = predict_run(text_run, [str(tmp_path / "m.txt")], warn=warnings.append)
-    assert [r["input"] for r in rows] == ["m.txt:1 good film", "m.txt:3 bad film"]  # the byte-order mark is gone
+    assert [(r["input"], r["line"]) for r in rows] == [("good film", 1), ("bad film", 3)]  # the byte-order mark is gone
     assert any("skipped 2 blank line(s)" in w for w in warnings)
+
+
+def test_machine_output_keeps_each_input_whole_with_its_file_and_line(text_run, tmp_path):
+    long_line = "a lovely, lovely film, " * 12 + "with a comma, and \"quotes\""
+    (tmp_path / "long.txt").write_text(f"good food\n{long_line}\n")
+    literal = "bad food, " * 10
+    printed = invoke(text_run, tmp_path / "long.txt", literal, "--json")
+    assert printed.exit_code == 0, printed.output
+    rows = [json.loads(line) for line in printed.stdout.splitlines()]
+    expected = [("good food", str(tmp_path / "long.txt"), 1), (long_line, str(tmp_path / "long.txt"), 2), (literal, None, None)]
+    assert [(r["input"], r["file"], r["line"]) for r in rows] == expected
+    assert invoke(text_run, tmp_path / "long.txt", literal, "-o", tmp_path / "p.jsonl").exit_code == 0
+    assert [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()] == rows
+    table = invoke(text_run, tmp_path / "long.txt", literal, "-o", tmp_path / "p.csv")
+    with open(tmp_path / "p.csv", newline="") as f:
+        saved = list(csv.DictReader(f))
+    assert [(r["input"], r["file"], r["line"]) for r in saved] == [(i, f or "", "" if n is None else str(n)) for i, f, n in expected]
+    assert "long.txt:2 a lovely" in table.stdout and long_line not in table.stdout  # only the terminal shortens
+
+
+def traced_peak_mb(run: Path, source: Path) -> float:
+    """Peak Python/NumPy memory (tracemalloc) while every prediction for `source` is made and dropped."""
+    import gc
+    import tracemalloc
+
+    from kexp.predict import predict_batches
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        count = sum(len(rows) for rows in predict_batches(run, [str(source)]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count > 0
+    return peak / 1e6
+
+
+@pytest.mark.parametrize("kind", ["text", "table", "npy"])
+def test_predict_memory_does_not_grow_with_the_input(kind, text_run, table_run, mnist_run, tmp_path):
+    """Streaming: 4x the input costs no more memory (the pre-streaming code held every example and row)."""
+    rng = np.random.default_rng(0)
+
+    def write(n: int) -> tuple[Path, Path]:
+        if kind == "text":
+            path = tmp_path / f"{n}.txt"
+            path.write_text("".join(f"the {GOOD[i % 4]} food was {BAD[i % 3]} really number {i}\n" for i in range(n)))
+            return text_run, path
+        if kind == "table":
+            return table_run, write_rows(tmp_path / f"{n}.csv", FEATURES, np.round(rng.normal(size=(n, 4)) * 10, 3).tolist())
+        np.save(tmp_path / f"{n}.npy", rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        return mnist_run, tmp_path / f"{n}.npy"
+
+    small, large = traced_peak_mb(*write(5_000)), traced_peak_mb(*write(20_000))
+    assert large < small * 1.3 + 2, f"peak {small:.1f} MB for 5,000 examples, {large:.1f} MB for 20,000"
+    assert large < 64, f"peak {large:.1f} MB for 20,000 examples (cap 64 MB)"

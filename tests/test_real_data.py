@@ -66,6 +66,7 @@ def train_config(runner, tmp_path, config: str) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs("pima-indians-diabetes.data.csv")
 def test_pima_tutorial_accuracy(runner, tmp_path):
@@ -73,6 +74,7 @@ def test_pima_tutorial_accuracy(runner, tmp_path):
     assert metrics["train"]["accuracy"] >= 0.73  # the plain Keras script: 0.738 with seed 7
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs("sms/SMSSpamCollection")
 def test_sms_spam_tutorial_accuracy_and_recall(runner, tmp_path):

@@ -71,6 +71,7 @@ def history(run: Path) -> dict:
     return json.loads((run / "history.json").read_text())
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_mid_fit_saves_a_checkpoint_and_resume_continues_every_epoch_once(tmp_path, sig):
     proc = start(tmp_path, SLOW_SPEC)
@@ -102,6 +103,7 @@ def test_signal_mid_fit_saves_a_checkpoint_and_resume_continues_every_epoch_once
     assert [a["attempt"] for a in env["attempts"]] == [2] and env["ended"] is not None
 
 
+@pytest.mark.long
 def test_sigkill_during_a_checkpoint_write_leaves_a_run_that_resumes_from_the_previous_one(tmp_path):
     marker = tmp_path / "paused"
     proc = start(tmp_path, SLOW_SPEC, pause=f"checkpoint@3:{marker}")
@@ -121,6 +123,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_run_that_resumes_from_the_pr
     assert history(run)["epochs"] == EPOCHS and status(run)["state"] == "completed"
 
 
+@pytest.mark.long
 def test_sigterm_during_a_checkpoint_write_completes_the_write_then_stops(tmp_path):
     marker = tmp_path / "paused"
     proc = start(tmp_path, SLOW_SPEC, pause=f"checkpoint@2:{marker}")
@@ -133,6 +136,7 @@ def test_sigterm_during_a_checkpoint_write_completes_the_write_then_stops(tmp_pa
     assert not list((run / "checkpoints").glob(".tmp-*"))
 
 
+@pytest.mark.long
 def test_sigterm_while_the_run_finishes_leaves_it_completed(tmp_path):
     marker = tmp_path / "paused"
     proc = start(tmp_path, smoke_spec(), pause=f"finish:{marker}")
@@ -145,6 +149,7 @@ def test_sigterm_while_the_run_finishes_leaves_it_completed(tmp_path):
     assert status(run)["state"] == "completed" and (run / "model.keras").is_file() and (run / "metrics.json").is_file()
 
 
+@pytest.mark.long
 def test_three_signals_during_a_checkpoint_write_quit_at_once_and_keep_the_previous_checkpoint(tmp_path):
     marker = tmp_path / "paused"
     proc = start(tmp_path, SLOW_SPEC, pause=f"checkpoint@2:{marker}")
@@ -184,6 +189,7 @@ def test_resume_refuses_an_edited_config_a_held_run_and_leaves_a_completed_one_a
     assert busy.exit_code == 1 and "in use by another kexp process" in busy.output
 
 
+@pytest.mark.long
 def test_deterministic_runs_repeat_history_and_weights_exactly(runner, tmp_path):
     import keras
     import numpy as np
@@ -205,6 +211,7 @@ def test_deterministic_runs_repeat_history_and_weights_exactly(runner, tmp_path)
     assert json.loads((runs[0] / "env.json").read_text())["deterministic"] is True
 
 
+@pytest.mark.long
 def test_a_stopped_and_resumed_run_trains_exactly_as_an_uninterrupted_one(runner, tmp_path):
     """Resume restores weights, optimizer and RNG state, and the feed skips to the epoch's own
     shuffle: with deterministic ops the history is identical, epoch for epoch."""
@@ -227,6 +234,7 @@ def test_a_stopped_and_resumed_run_trains_exactly_as_an_uninterrupted_one(runner
     assert {k: v for k, v in got.items() if k != "epoch_seconds"} == {k: v for k, v in expected.items() if k != "epoch_seconds"}
 
 
+@pytest.mark.long
 def test_a_kfold_run_stopped_in_its_second_fold_resumes_there_and_aggregates_all_folds(tmp_path):
     spec = {**SLOW_SPEC, "evaluation": {"protocol": "kfold", "k": 3}}
     spec["data"] = {**SLOW_SPEC["data"], "test_fraction": 0.0}

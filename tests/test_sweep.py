@@ -98,6 +98,7 @@ def only_sweep(runs: Path) -> Path:
     return sweep_dir
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_parallel_sweep_writes_a_run_per_trial_a_manifest_and_a_summary(tmp_path):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [2, 16]}, "metric": "accuracy"}, train={"epochs": 2, "batch_size": 16})
@@ -121,6 +122,7 @@ def test_a_parallel_sweep_writes_a_run_per_trial_a_manifest_and_a_summary(tmp_pa
     assert json.loads((sweep_dir / "manifest.json").read_text())["trials"][0]["attempts"] == 1
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_sweep_stopped_mid_trial_resumes_without_rerunning_finished_trials(tmp_path):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8, 12]}},
@@ -157,6 +159,7 @@ def test_a_sweep_stopped_mid_trial_resumes_without_rerunning_finished_trials(tmp
     assert summary["complete"] and len(summary["points"]) == 3
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_two_sweeps_at_once_in_one_runs_directory_get_their_own_directories(tmp_path):
     runs = tmp_path / "runs"
@@ -204,6 +207,7 @@ def local_ray():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_the_ray_backend_runs_trials_as_tasks_and_matches_the_local_results(tmp_path, local_ray):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8]}}, train={"epochs": 2, "batch_size": 16})
@@ -224,6 +228,7 @@ def test_the_ray_backend_runs_trials_as_tasks_and_matches_the_local_results(tmp_
     assert all(Path(t["command"].split()[3]).is_absolute() for t in manifest["trials"])  # resolved before submitting
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_a_trial_process_killed_mid_trial_is_resumed_from_its_checkpoint_by_the_same_sweep(tmp_path):
     config = sweep_spec(tmp_path, {"params": {"model.hidden_units.0": [4, 8]}},

@@ -62,8 +62,8 @@ def test_points_hold_mean_std_and_ci_over_seeds_as_summarize_values_computes_the
     assert [p["params"] for p in summary["points"]] == [{KEY: 10}, {KEY: 100}]
     for point, units in zip(summary["points"], (10, 100)):
         assert point["n"] == 3 and point["seeds"] == [0, 1, 2]
-        assert point["test"] == summarize_values(r["accuracy"] for r in results[units])
-        assert point["train"] == summarize_values(r["accuracy"] + 0.02 for r in results[units])
+        assert point["test"] == summarize_values((r["accuracy"] for r in results[units]), "accuracy")
+        assert point["train"] == summarize_values((r["accuracy"] + 0.02 for r in results[units]), "accuracy")
         assert point["validation"] == {"mean": None, "std": None, "ci95": [None, None], "n": 0}
     assert summary["points"][1]["test"]["mean"] == pytest.approx(0.96) and summary["points"][1]["test"]["std"] == pytest.approx(0.01)
     first = summary["trials"][0]

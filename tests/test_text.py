@@ -81,6 +81,7 @@ def test_stemming():
     assert tokens("running runners", stem="snowball") == ["run", "runner"]
 
 
+@pytest.mark.long
 def test_lemmatizer_when_wordnet_is_available():
     try:
         require_nltk_corpus("wordnet")

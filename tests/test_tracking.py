@@ -40,7 +40,7 @@ def kexp(*args: str, cwd: Path, env: dict | None = None, code: str | None = None
 def train(tmp_path: Path, *args: str, spec: dict = SPEC, **kwargs) -> tuple[subprocess.CompletedProcess, Path | None]:
     path = write_spec(tmp_path / "spec.yaml", spec)
     done = kexp("train", str(path), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain", *args, cwd=tmp_path, **kwargs)
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()] if (tmp_path / "runs").exists() else []
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name != "mlartifacts"] if (tmp_path / "runs").exists() else []
     return done, runs[0] if runs else None
 
 
@@ -48,6 +48,7 @@ def history(run: Path) -> dict:
     return json.loads((run / "history.json").read_text())
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs_tensorboard
 def test_tensorboard_logs_read_back_with_tensorboards_reader_match_the_history(tmp_path):
@@ -110,7 +111,48 @@ def test_mlflow_store_gets_params_metrics_tags_and_files(tmp_path):
     check_mlflow_run(uri, run, epochs=3)
 
 
+@pytest.mark.long
 @pytest.mark.slow
+@needs_mlflow
+@pytest.mark.parametrize("form", ["./mlruns", "file"])
+def test_a_local_mlflow_folder_works_and_the_run_says_where_it_logged(tmp_path, form, monkeypatch):
+    """`--mlflow-uri ./mlruns`, every MLflow user's habit: MLflow 3 refuses its file store unless allowed."""
+    uri = "./mlruns" if form == "./mlruns" else (tmp_path / "mlruns").as_uri()
+    done, run = train(tmp_path, "--mlflow-uri", uri, env={"MLFLOW_ALLOW_FILE_STORE": ""})
+    assert done.returncode == 0, done.stderr
+    store = (tmp_path / "mlruns").as_uri()
+    assert f"mlflow: logging to {store} (experiment smoke, run " in done.stdout
+    assert f"MLFLOW_ALLOW_FILE_STORE=true set for this run, as MLflow 3 asks); view it with `MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {store}`" in done.stdout
+    assert json.loads((run / "mlflow.json").read_text())["tracking_uri"] == store
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # to read the store back here
+    check_mlflow_run(store, run, epochs=3)
+
+
+@needs_mlflow
+def test_a_store_mlflow_refuses_is_one_whole_line_before_any_run_folder(tmp_path):
+    done, run = train(tmp_path, "--mlflow-uri", "nosuch://host/store")
+    assert done.returncode == 1 and run is None
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("kexp: error: MLflow at nosuch://host/store: ")
+    assert line.endswith("against one of the supported backend storage locations.")  # MLflow's hint comes last: never cut
+
+
+@pytest.mark.long
+@needs_mlflow
+def test_mlflow_without_a_uri_logs_beside_the_runs_and_says_where(tmp_path):
+    done, run = train(tmp_path, "--mlflow", env={"MLFLOW_TRACKING_URI": ""})
+    assert done.returncode == 0, done.stderr
+    store = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert f"mlflow: logging to {store} (experiment smoke, run " in done.stdout and "a SQLite store beside the runs" in done.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()  # nothing where kexp was started
+    check_mlflow_run(store, run, epochs=3)
+    assert (tmp_path / "runs" / "mlartifacts").is_dir()
+    (tmp_path / "other").mkdir()
+    done, _ = train(tmp_path / "other", "--mlflow", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+    assert f"mlflow: logging to sqlite:///{tmp_path / 'm.db'} (experiment smoke, run " in done.stdout
+
+
+@pytest.mark.long
 @needs_mlflow
 def test_a_resumed_run_continues_the_same_mlflow_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -181,6 +223,7 @@ def answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs_mlflow
 def test_mlflow_server_gets_the_same_run(tmp_path, mlflow_server):
@@ -335,6 +378,7 @@ def new_run_dir(tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @needs_mlflow
 def test_an_mlflow_run_holds_params_epochs_tags_files_and_continues_on_resume(tmp_path, store):
@@ -419,15 +463,16 @@ def test_an_unreachable_server_is_one_kexp_error_in_seconds(tmp_path, resume):
 
 
 @needs_mlflow
-def test_a_store_mlflow_refuses_is_one_kexp_error(tmp_path, monkeypatch):
-    from mlflow import environment_variables
+def test_a_store_mlflow_refuses_is_one_kexp_error(tmp_path):
+    with pytest.raises(KexpError, match=r"MLflow at nosuch://x: UnsupportedModelRegistryStoreURIException: .* Supported URI schemes are"):
+        start_mlflow_run(new_run_dir(tmp_path), SPEC_DOCUMENT, MlflowSpec(uri="nosuch://x"), "tiny", "9.9.9")
 
-    if not hasattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE"):
-        pytest.skip("this MLflow still accepts its file store")
+
+def test_a_folder_uri_is_mlflows_file_store_allowed_for_the_run(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     uri = (tmp_path / "mlruns").as_uri()
-    with pytest.raises(KexpError, match=f"MLflow at {uri}: MlflowException: The filesystem tracking backend"):
-        start_mlflow_run(new_run_dir(tmp_path), SPEC_DOCUMENT, MlflowSpec(uri=uri), "tiny", "9.9.9")
+    tracked = start_mlflow_run(new_run_dir(tmp_path), SPEC_DOCUMENT, MlflowSpec(uri=uri), "tiny", "9.9.9")
+    assert tracked.client.tracking_uri == uri and (tmp_path / "mlruns").is_dir()
 
 
 class DeadClient:

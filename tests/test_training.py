@@ -161,6 +161,7 @@ def test_an_explicit_xla_loop_that_cannot_work_names_the_setting_in_the_way():
         loop_for(model, loop="xla", mirrored=True)
 
 
+@pytest.mark.long
 def test_keras_loads_without_the_extras_kexp_does_not_use_which_stay_importable():
     code = ("import sys; from kexp.training import start_tensorflow; start_tensorflow(); import keras;"
             " hidden = [m for m in ('sklearn', 'pandas', 'matplotlib.pyplot', 'IPython') if m in sys.modules];"

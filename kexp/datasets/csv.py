@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv as csvlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -76,7 +77,7 @@ class Table:
     header: dict[str, Any]  # {"option", "detected", "reason"}: kept in the summary, since auto can guess wrong
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
         return True
@@ -96,13 +97,31 @@ def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from None
 
 
+# Other spellings of kexp's feature names in well-known copies of a data set (Kaggle's Pima CSV).
+FEATURE_ALIASES = {"pedigree": ("DiabetesPedigreeFunction",)}
+
+
+def name_key(name: str) -> str:
+    """A column name as headers are matched: case, spaces and punctuation ignored (BloodPressure = blood_pressure)."""
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def header_columns(cells: list[str], names: list[str]) -> list[int | None]:
+    """For each of `names`, the header cell that spells it (or a FEATURE_ALIASES spelling), else None."""
+    at: dict[str, int] = {}
+    for i, cell in enumerate(cells):
+        at.setdefault(name_key(cell), i)
+    return [next((at[name_key(s)] for s in (name, *FEATURE_ALIASES.get(name, ())) if name_key(s) in at), None) for name in names]
+
+
 def column_index(column: int | str, header: list[str] | None, width: int, path: Path) -> int:
-    """A column given by index (negative counts from the end) or, with a header, by name."""
+    """A column given by index (negative counts from the end) or, with a header, by name (case and punctuation ignored)."""
     if isinstance(column, str):
-        if header is None or column not in header:
+        (found,) = header_columns(header or [], [column])
+        if found is None:
             names = ", ".join(header) if header else "none (the file has no header)"
             raise DataError(f"{path}: no column named '{column}'; columns: {names}")
-        return header.index(column)
+        return found
     if not -width <= column < width:
         raise DataError(f"{path}: column {column} is out of range for {width} columns")
     return column % width
@@ -129,7 +148,7 @@ def class_ids(labels: list[str], lines: list[int], class_names: list[str] | None
     """
     check_labels_present(labels, lines, class_names, path, column)
     if class_names is None:
-        numeric = all(_is_number(v) for v in labels)
+        numeric = all(is_number(v) for v in labels)
         values = sorted(set(labels), key=float) if numeric else sorted(set(labels))
         if numeric:  # "1" and "1.0" are one class
             canon = {v: str(int(float(v))) if float(v).is_integer() else v for v in values}
@@ -153,7 +172,7 @@ def detect_header(header: bool | str, first: list[str], label_column: int | str)
         return {"option": "auto", "detected": True, "reason": f"label_column '{label_column}' is a column name"}
     # Only the feature columns count: a text label (Iris-setosa) in a header-less file is data.
     label_at = label_column % len(first) if -len(first) <= label_column < len(first) else None
-    text = [c.strip() for i, c in enumerate(first) if i != label_at and c.strip() and not _is_number(c)]
+    text = [c.strip() for i, c in enumerate(first) if i != label_at and c.strip() and not is_number(c)]
     if text:
         return {"option": "auto", "detected": True, "reason": f"first row's feature columns hold text ('{text[0]}')"}
     return {"option": "auto", "detected": False, "reason": "first row's feature columns are all numbers"}
@@ -189,7 +208,7 @@ def read_table(
         try:
             features[r] = [float(v) for v in values]
         except ValueError:
-            bad = next(v for v in values if not _is_number(v))
+            bad = next(v for v in values if not is_number(v))
             raise DataError(f"{path}:{line}: feature value '{bad}' is not a number") from None
     if not np.isfinite(features).all():
         line = lines[int(np.argwhere(~np.isfinite(features))[0][0])]
@@ -205,7 +224,7 @@ def regression_targets(labels: list[str], lines: list[int], path: Path, column: 
     check_labels_present(labels, lines, None, path, column)
     targets = np.empty(len(labels), dtype=np.float32)
     for i, (value, line) in enumerate(zip(labels, lines)):
-        if not _is_number(value) or not np.isfinite(float(value)):
+        if not is_number(value) or not np.isfinite(float(value)):
             raise DataError(f"{path}:{line}: target '{value}' in column {column} is not a finite number (task: regression)")
         targets[i] = float(value)
     return targets, []
@@ -240,6 +259,16 @@ PIMA_LABEL_COLUMN = 8  # the 0/1 onset, after the 8 features
 PIMA_FEATURES = ["pregnancies", "glucose", "blood_pressure", "skin_thickness", "insulin", "bmi", "pedigree", "age"]
 
 
+def pima_header_order(path: Path, header: list[str]) -> list[int]:
+    """The column of each Pima feature in a file's header (any order; case and punctuation ignored)."""
+    found = header_columns(header, PIMA_FEATURES)
+    if None in found:
+        missing = [name for name, at in zip(PIMA_FEATURES, found) if at is None]
+        raise DataError(f"{path}:1: the header names no column for {', '.join(missing)}; expected the features {', '.join(PIMA_FEATURES)} "
+                        "(case and punctuation ignored) and the label last, or no header")
+    return [int(at) for at in found]
+
+
 class PimaOptions(Options):
     path: str = PIMA_FILE
     standardize: bool = False
@@ -251,10 +280,13 @@ class PimaOptions(Options):
 
 @dataset("pima", PimaOptions)
 def load_pima(options: PimaOptions, data_dir: Path, seed: int) -> RawData:
-    """Pima Indians diabetes: 768 rows, 8 numeric features, 0/1 onset of diabetes."""
+    """Pima Indians diabetes: 768 rows, 8 numeric features (pregnancies, glucose, blood_pressure, skin_thickness,
+    insulin, bmi, pedigree, age), then the 0/1 onset; a header row is optional (Kaggle's Pregnancies,...,Outcome is matched by name)."""
     path = find_file(data_dir, [options.path], "pima")
-    table = read_table(path, False, ",", PIMA_LABEL_COLUMN, ["0", "1"])
+    table = read_table(path, "auto", ",", PIMA_LABEL_COLUMN, ["0", "1"])
     if table.x.shape[1] != len(PIMA_FEATURES):
         raise DataError(f"{path}: expected {len(PIMA_FEATURES)} feature columns and the label, found {table.x.shape[1] + 1} columns")
+    if table.header["detected"]:
+        table.x = table.x[:, pima_header_order(path, table.feature_names)]
     table.feature_names = PIMA_FEATURES
     return table_data(table, options.standardize, options.test_fraction, True, path)
