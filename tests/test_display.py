@@ -48,3 +48,18 @@ def test_plain_logs_are_thinned_and_log_every_chooses_the_epochs(tmp_path):
     assert shown == ["1/30", "10/30", "20/30", "30/30"] * 2
     run = sorted((tmp_path / "runs").iterdir())[-1]
     assert (run / "events.jsonl").read_text().count('"event": "epoch_end"') == 60  # every epoch is recorded whatever is shown
+
+
+@pytest.mark.long
+def test_tensorflows_retracing_warnings_go_to_log_txt_not_the_screen(tmp_path):
+    """Every k-fold member is a new model, so TensorFlow warns of retracing from the fifth on."""
+    document = smoke_spec(train={"epochs": 2, "batch_size": 32}, evaluation={"protocol": "kfold", "k": 6})
+    document["data"]["test_fraction"] = 0
+    spec = write_spec(tmp_path / "s.yaml", document)
+    done = subprocess.run([sys.executable, "-m", "kexp", "train", str(spec), "--runs-dir", str(tmp_path / "runs"), "--log-format", "plain"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "KEXP_CACHE_DIR": "none"})
+    assert done.returncode == 0, done.stderr
+    shown = done.stderr + done.stdout
+    assert "WARNING:tensorflow" not in shown and "triggered tf.function retracing" not in shown, shown
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "warning: tensorflow: " in (run / "log.txt").read_text() and "triggered tf.function retracing" in (run / "log.txt").read_text()

@@ -52,3 +52,9 @@ def test_the_wheel_runs_outside_the_checkout(venv, tmp_path):
     assert trained.returncode == 0, trained.stderr
     [run_dir] = (tmp_path / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file() and (run_dir / "model.keras").is_file()
+
+
+def test_the_readme_is_a_short_guide_with_the_spec_early():
+    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text().splitlines()
+    assert len(lines) < 400
+    assert next(i for i, line in enumerate(lines, 1) if line.startswith("```yaml")) < 150
