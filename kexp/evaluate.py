@@ -152,7 +152,7 @@ def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
     document = record.preprocessing
     task, class_names = document.get("task", "classification"), document.get("class_names", [])
     loss = (record.metrics or {}).get("loss_function") or training.resolve_loss(record.spec.train.loss, len(class_names), task)
-    batch_size = max(record.spec.train.batch_size, 256)  # kexp.training.evaluate_splits' batch size
+    batch_size = training.evaluation_batch_size(record.spec.train.batch_size)
     training.start_tensorflow()
     model = load_model(record.model_path)
     if not model.compiled:

@@ -383,7 +383,7 @@ def fit_and_evaluate(model, data: Dataset, loss: str, spec: ExperimentSpec, memb
             model.fit(
                 batches,
                 steps_per_epoch=steps_per_epoch,
-                validation_data=None if validation is None else training.feed(validation, max(spec.train.batch_size, 256)),
+                validation_data=None if validation is None else training.feed(validation, training.evaluation_batch_size(spec.train.batch_size)),
                 epochs=spec.train.epochs,
                 initial_epoch=first_epoch,
                 shuffle=False,  # the feed shuffles, seeded, each epoch

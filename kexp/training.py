@@ -650,6 +650,12 @@ def class_report(data, part: str, outputs: np.ndarray) -> dict[str, Any]:
     return {"part": part, **classification_report(getattr(data, part).y, to_classes(outputs), data.class_names)}
 
 
+def evaluation_batch_size(batch_size: int) -> int:
+    """The batch that scoring passes use: at least 256 rows, since no gradients are kept (one rule for
+    the validation feed, evaluate_splits and `kexp evaluate`)."""
+    return max(batch_size, 256)
+
+
 def predict_outputs(model, part, batch_size: int, check: Callable[[], None] = lambda: None) -> np.ndarray:
     """Model outputs [rows, units] for a Split, fed as evaluate feeds it, one batch per call
     (model.predict with several steps per call held ~600 MB more for IMDB's test part);
@@ -683,7 +689,7 @@ def evaluate_splits(model, splits: dict[str, Any], batch_size: int, check: Calla
 
     direct = not tf.distribute.has_strategy() and not any(getattr(layer, "activity_regularizer", None) is not None
                                                           for layer in model._flatten_layers())
-    results, kept, size = {}, None, max(batch_size, 256)
+    results, kept, size = {}, None, evaluation_batch_size(batch_size)
     for name, split in splits.items():
         if split is None:
             results[name] = None
