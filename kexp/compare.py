@@ -212,10 +212,10 @@ def sweep_trials_note(runs_dir: Path) -> str | None:
     from kexp.sweep import SWEEPS
 
     folder = Path(runs_dir) / SWEEPS
-    sweeps = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    trials = sum(1 for sweep in sweeps for p in sweep.iterdir() if p.is_dir() and p.name.startswith("trial-"))
+    sweeps = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
     if not sweeps:
         return None
+    trials = sum(1 for sweep in sweeps for p in sweep.iterdir() if p.is_dir() and p.name.startswith("trial-"))
     return (f"{trials} sweep trial{'s' * (trials != 1)} in {len(sweeps)} sweep{'s' * (len(sweeps) != 1)} under {folder}/, not listed here "
             f"(kexp runs {folder}/<sweep> lists a sweep's trials)")
 
@@ -563,7 +563,7 @@ def render_compare(result: dict[str, Any], fmt: str) -> str:
     text = render_markdown(header, rows)
     if result["groups"]:
         header, rows = group_table(result)
-        text += "\nRuns with the same spec but for the seed (mean ± std over their n trainings):\n\n" + render_markdown(header, rows)
+        text += "\nRuns that differ only in seed, or reruns of one seed (mean ± std over their n trainings):\n\n" + render_markdown(header, rows)
     return text
 
 

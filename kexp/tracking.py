@@ -213,26 +213,31 @@ def store_uri(uri: str | None) -> str | None:
     return folder.expanduser().resolve().as_uri()
 
 
-def tracking_uri(options: MlflowSpec, runs_dir: Path) -> str:
-    """tracking.mlflow.uri, else $MLFLOW_TRACKING_URI, else a SQLite store beside the runs
-    (<runs>/mlflow.db; MLflow's own default would put mlflow.db and mlruns/ wherever kexp was started)."""
-    return options.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(runs_dir) / DEFAULT_STORE).resolve()}"
-
-
 DEFAULT_STORE, DEFAULT_ARTIFACTS = "mlflow.db", "mlartifacts"
+
+
+def given_uri(options: MlflowSpec) -> str | None:
+    """The tracking URI the user gave: tracking.mlflow.uri (--mlflow-uri), else $MLFLOW_TRACKING_URI; None: kexp chooses."""
+    return options.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def tracking_uri(options: MlflowSpec, runs_dir: Path) -> str:
+    """The given URI, else a SQLite store beside the runs (<runs>/mlflow.db; MLflow's own default
+    would put mlflow.db and mlruns/ wherever kexp was started)."""
+    return given_uri(options) or f"sqlite:///{(Path(runs_dir) / DEFAULT_STORE).resolve()}"
 
 
 def store_note(options: MlflowSpec, runs_dir: Path) -> str | None:
     """What kexp chose or did to make the store work, for the run's output."""
     uri = tracking_uri(options, runs_dir)
-    if not (options.uri or os.environ.get("MLFLOW_TRACKING_URI")):
+    if given_uri(options) is None:
         return (f"no tracking URI given (tracking.mlflow.uri, --mlflow-uri or $MLFLOW_TRACKING_URI): a SQLite store beside the runs, "
                 f"artifacts in {Path(runs_dir) / DEFAULT_ARTIFACTS}; view it with `mlflow ui --backend-store-uri {uri}`")
     folder = local_folder(uri)
     if folder is None:
         return None
     return (f"{uri} is a folder: MLflow's file store there ({FILE_STORE_SWITCH}=true set for this run, as MLflow 3 asks); "
-            f"view it with `{FILE_STORE_SWITCH}=true mlflow ui --backend-store-uri {store_uri(uri)}`")
+            f"view it with `{FILE_STORE_SWITCH}=true mlflow ui --backend-store-uri {folder.expanduser().resolve().as_uri()}`")
 
 
 def check_mlflow_reachable(options: MlflowSpec, runs_dir: Path) -> None:
@@ -257,8 +262,8 @@ def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: Mlfl
 def create_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: MlflowSpec, name: str, version: str) -> MlflowRun:
     """A new MLflow run in the experiment (created if need be), recorded in run_dir/mlflow.json."""
     client = connect(tracking_uri(options, run_dir.parent))
-    chosen = not (options.uri or os.environ.get("MLFLOW_TRACKING_URI"))  # kexp's default store: artifacts beside it too
-    artifacts = (run_dir.parent / DEFAULT_ARTIFACTS).resolve().as_uri() if chosen else None
+    # kexp's default store: its artifacts beside it too (MLflow's default would be ./mlruns of the current folder)
+    artifacts = (run_dir.parent / DEFAULT_ARTIFACTS).resolve().as_uri() if given_uri(options) is None else None
     tags = {"kexp.run_id": run_dir.name, "kexp.version": version, "kexp.run_dir": str(run_dir.resolve()), "kexp.status": "running", "kexp.name": name}
     with one_line_errors(client.tracking_uri):
         experiment_name = options.experiment or name
@@ -276,7 +281,7 @@ def resume_mlflow_run(saved: dict[str, Any], options: MlflowSpec) -> MlflowRun:
 
     With no uri in the spec it is looked up where it was created (mlflow.json), since
     $MLFLOW_TRACKING_URI or MLflow's cwd-relative default may differ in the resuming shell."""
-    client = connect(options.uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"))
+    client = connect(options.uri or saved.get("tracking_uri") or given_uri(options))
     with one_line_errors(client.tracking_uri):
         client.update_run(saved["run_id"], status="RUNNING")
         client.set_tag(saved["run_id"], "kexp.status", "running")
