@@ -48,8 +48,12 @@ def plot_history(run_dir: Path) -> list[Path]:
 def save_png(fig, path: Path) -> Path:
     """Write beside the target, then rename: a helper stopped mid-drawing never leaves half a PNG."""
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves neither half a PNG nor its temporary file
+        raise
     return path
 
 
@@ -97,6 +101,7 @@ class BackgroundPlots:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.asked: list[Path] = []
+        self.ever_asked: set[Path] = set()  # where a killed helper may have left a temporary PNG
         if "matplotlib.figure" in sys.modules:
             return
         try:
@@ -113,6 +118,7 @@ class BackgroundPlots:
             self.process.stdin.write(json.dumps(str(run_dir)) + "\n")
             self.process.stdin.flush()
             self.asked.append(run_dir)
+            self.ever_asked.add(run_dir)
         except OSError:  # the helper has gone: wait() draws here
             self.close()
 
@@ -143,6 +149,10 @@ class BackgroundPlots:
             process.stdin.close()
         process.kill()
         process.wait()
+        # Killed mid-drawing (the run failed before it waited, say on a full disk): no temporary file stays behind.
+        for run_dir in self.ever_asked:
+            for tmp in (run_dir / "plots").glob(".*.tmp.png"):
+                tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> BackgroundPlots:
         return self

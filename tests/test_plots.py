@@ -53,3 +53,32 @@ def test_what_the_helper_cannot_draw_fails_in_the_run_as_it_would_without_it(tmp
     (tmp_path / "run").mkdir()  # no history.json
     result = plots_in_fresh_process(tmp_path / "run")
     assert result["started"] and result["written"] == [] and "history.json" in result["error"]
+
+
+def test_a_helper_stopped_mid_drawing_leaves_no_temporary_png(tmp_path):
+    # The run failed (say a full disk) before it waited for its curves: close() kills the helper while it draws.
+    from kexp.plots import BackgroundPlots
+
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    plots = BackgroundPlots()
+    plots.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    plots.draw(run)
+    (run / "plots" / ".loss.tmp.png").write_bytes(b"\x89PNG half")  # what the helper had begun
+    plots.close()
+    assert list((run / "plots").iterdir()) == []
+
+
+def test_a_png_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+    import pytest
+
+    from kexp.plots import save_png
+
+    class FullDisk:
+        def savefig(self, path, **_):
+            path.write_bytes(b"\x89PNG half")
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        save_png(FullDisk(), tmp_path / "loss.png")
+    assert list(tmp_path.iterdir()) == []
