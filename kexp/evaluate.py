@@ -140,7 +140,7 @@ def absent_because(part: str, record: RunRecord) -> str:
     if part == "validation":
         return f"train.validation_split is {record.spec.train.validation_split:g}"
     if part == "test":
-        return f"data.test_fraction is {record.spec.data.options().get('test_fraction', 0):g}"
+        return f"data.test_fraction is {record.spec.data.options.held_out_fraction():g}"
     return "the data has no training rows"
 
 

@@ -48,9 +48,8 @@ def describe_data(data: Dataset) -> str:
 
 
 def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
-    entry = MODELS.get(spec.model.name)
     try:
-        return entry.fn(entry.options.model_validate(spec.model.options()), input_shape, num_outputs, task)
+        return MODELS.get(spec.model.name).fn(spec.model.options, input_shape, num_outputs, task)
     except ValueError as exc:
         raise ModelError(f"model '{spec.model.name}': {exc}") from None
 

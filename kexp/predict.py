@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from kexp.datasets.csv import PIMA_LABEL_COLUMN, header_columns, is_number
+from kexp.datasets.csv import header_columns, is_number
 from kexp.errors import DataError, KexpError, RunDirError
 
 # Examples per preprocessing + model step: bounds memory (a 10,000-word count matrix of 1,024
@@ -215,7 +215,7 @@ def shown_input(row: dict[str, Any]) -> str:
 def table_examples(paths: list[Path], feature_names: list[str], spec: Any) -> Iterator[tuple[Source, np.ndarray]]:
     """(source, float32 features) for each data row of each CSV file, read a row at a time; the
     source's input is the row's cells as written."""
-    delimiter = spec.data.options().get("delimiter", ",")
+    delimiter = spec.data.options.table_layout().delimiter
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: not found; a table run predicts from CSV files of its feature columns ({', '.join(feature_names)})")
@@ -276,8 +276,7 @@ def positional_columns(path: Path, width: int, feature_names: list[str], spec: A
             f"{path}: {width} columns and no header naming the features; the run expects {d} feature columns "
             f"({', '.join(feature_names)}), optionally with its label column"
         )
-    options = spec.data.options()
-    label = PIMA_LABEL_COLUMN if spec.data.name == "pima" else options.get("label_column", -1)
+    label = spec.data.options.table_layout().label_column
     if isinstance(label, str):
         raise DataError(
             f"{path}: {width} columns and no header: one is the label, but the run named its label column '{label}' "

@@ -28,6 +28,25 @@ class Options(BaseModel):
         """classification, or regression (csv's `task` option): known from the spec alone."""
         return "classification"
 
+    # A dataset's hold-out share and CSV layout are read by name (test_fraction, delimiter,
+    # label_column) here and only here: built-ins and plugins spell those options so, and a
+    # dataset that spells or fixes them otherwise overrides these methods (pima does).
+    def held_out_fraction(self) -> float:
+        """The share of rows the `test_fraction` option holds out for testing (0 for a dataset without one)."""
+        return float(getattr(self, "test_fraction", 0.0) or 0.0)
+
+    def table_layout(self) -> TableLayout:
+        """How this dataset's CSV files place their columns, so new rows for `kexp predict` are read the same way."""
+        return TableLayout(getattr(self, "delimiter", ","), getattr(self, "label_column", -1))
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """A CSV's delimiter and label column (an index, negative from the end, or a header name)."""
+
+    delimiter: str = ","
+    label_column: int | str = -1
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -155,7 +155,7 @@ def render_component(section: str, entry: Any, values: dict[str, Any]) -> list[s
     lines += comment_lines(f"One of {', '.join(registry.names())} (`kexp {kind}` lists their options). {entry.name}: {entry.summary}", 2)
     lines.append(f"  name: {flow(entry.name)}")
     for field, info in holder.model_fields.items():
-        if field != "name":
+        if field not in ("name", "options"):  # the options follow, one by one
             lines += render_field(f"{section}.{field}", field, values[field], info, field_comments(holder).get(field, ""), 2)
     for field, info in entry.options.model_fields.items():
         note = PLACEHOLDER_NOTE if info.is_required() else ""

@@ -23,10 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
 from kexp.errors import KexpError
 from kexp.rundir import read_json, write_json
+from kexp.spec.schema import MlflowSpec, TensorBoardSpec, TrackingSpec  # noqa: F401  (the spec's sections, defined with it)
 
 MLFLOW_FILE = "mlflow.json"
 # kexp's final states as MLflow run statuses (failed and diverged, or anything else: FAILED)
@@ -37,45 +36,6 @@ PARAM_LIMIT = 6000
 # doubling). A run should not wait that long to learn the server is down, nor every epoch.
 PROBE_SECONDS = 10
 STALL_SECONDS = 30
-
-
-class TensorBoardSpec(BaseModel):
-    """train.tensorboard: true, or these options."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    # each layer's weight histograms every epoch (Keras 3 logs no gradients; costs time on big models)
-    histograms: bool = False
-    # profile these batches with TensorBoard's profiler: 5, or "5,8" for a range
-    profile_batches: int | str | None = None
-    # the Keras model graph (Keras 3 writes the conceptual graph only, not the TensorFlow op graph)
-    write_graph: bool = True
-
-    @field_validator("profile_batches")
-    @classmethod
-    def _batch_range(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, str):
-            parts = value.split(",")
-            # Keras counts batches from 1: a range starting at 0 would silently profile nothing
-            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]):
-                raise ValueError(f"profile_batches '{value}': give one batch number or 'first,last', counting from 1 (e.g. '5,8')")
-        elif isinstance(value, int) and value < 1:
-            raise ValueError("profile_batches counts batches from 1")
-        return value
-
-
-class MlflowSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    # null: $MLFLOW_TRACKING_URI, else sqlite:///<runs dir>/mlflow.db (artifacts in <runs dir>/mlartifacts);
-    # e.g. http://127.0.0.1:5000, sqlite:////abs/mlflow.db, or a folder (./mlruns: MLflow's file store)
-    uri: str | None = None
-    # null: the spec's name
-    experiment: str | None = None
-
-
-class TrackingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    # log to MLflow as well (pip install 'kexp[mlflow]'); `kexp train --mlflow` sets it
-    mlflow: MlflowSpec | None = None
 
 
 def tensorboard_callback(member_dir: Path, options: TensorBoardSpec):

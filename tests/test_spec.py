@@ -31,10 +31,10 @@ def test_valid_spec_fills_defaults(tmp_path):
     spec = load_spec(write_text(tmp_path, GOOD))
     assert spec.seed == 3 and spec.train.epochs == 5
     assert spec.train.optimizer.name == "adam"
-    assert spec.model.options()["hidden_units"] == [12, 8]
+    assert spec.model.options.hidden_units == [12, 8]
     # every option of the chosen entries is written out, so the saved spec is complete
-    assert spec.data.options() == {"path": "pima-indians-diabetes.data.csv", "standardize": False, "test_fraction": 0.0}
-    assert spec.model.options()["activation"] == "relu"
+    assert spec.data.options.model_dump() == {"path": "pima-indians-diabetes.data.csv", "standardize": False, "test_fraction": 0.0}
+    assert spec.model.options.activation == "relu"
 
 
 def write_text(tmp_path: Path, text: str) -> Path:
@@ -95,7 +95,7 @@ def test_override_sets_nested_value_and_parses_yaml(tmp_path):
     path = write_text(tmp_path, GOOD)
     spec = load_spec(path, ["train.epochs=2", "model.hidden_units=[64, 32]", "train.optimizer.learning_rate=0.01"])
     assert spec.train.epochs == 2
-    assert spec.model.options()["hidden_units"] == [64, 32]
+    assert spec.model.options.hidden_units == [64, 32]
     assert spec.train.optimizer.name == "adam" and spec.train.optimizer.learning_rate == 0.01
 
 
@@ -122,8 +122,8 @@ def test_override_through_a_scalar_is_refused(tmp_path):
 
 def test_override_reaches_list_items(tmp_path):
     path = write_text(tmp_path, GOOD)
-    assert load_spec(path, ["model.hidden_units.0=64"]).model.options()["hidden_units"] == [64, 8]
-    assert load_spec(path, ["model.hidden_units.-1=4"]).model.options()["hidden_units"] == [12, 4]
+    assert load_spec(path, ["model.hidden_units.0=64"]).model.options.hidden_units == [64, 8]
+    assert load_spec(path, ["model.hidden_units.-1=4"]).model.options.hidden_units == [12, 4]
     [problem] = problems(path, ["model.hidden_units.2=5"])
     assert "'model.hidden_units' has 2 item(s) ([12, 8]); index 2 is out of range" in problem
     [problem] = problems(path, ["model.hidden_units.first=5"])
@@ -167,7 +167,7 @@ def test_mlp_dropout_list_must_match_layers(tmp_path):
 def test_component_shorthand_by_name(tmp_path):
     path = write_text(tmp_path, "name: s\ndata: synthetic\nmodel: mlp\n")
     spec = load_spec(path)
-    assert spec.data.name == "synthetic" and spec.model.options()["hidden_units"] == [64]
+    assert spec.data.name == "synthetic" and spec.model.options.hidden_units == [64]
 
 
 # --- issue 6: nothing bad gets through ---------------------------------------------------
@@ -355,3 +355,46 @@ def test_duplicate_metrics_and_infinite_learning_rate_are_refused(tmp_path):
 def test_a_section_created_by_an_override_is_blamed_on_it(tmp_path):
     [problem] = problems(write_text(tmp_path, GOOD), ["train.early_stopping.patience=2"])
     assert problem.startswith("--set train.early_stopping.patience=2: train.early_stopping.monitor: 'val_loss' needs a validation split")
+
+
+# --- issue 25: options are validated once and travel typed --------------------------------
+
+
+def test_options_are_validated_once_and_travel_typed(tmp_path, monkeypatch):
+    from kexp.datasets.pipeline import read_data
+    from kexp.datasets.synthetic import SyntheticOptions
+    from kexp.models.mlp import MlpOptions
+
+    calls = []
+    validate = SyntheticOptions.model_validate.__func__
+    monkeypatch.setattr(SyntheticOptions, "model_validate", classmethod(lambda cls, obj, **kw: calls.append(obj) or validate(cls, obj, **kw)))
+    spec = load_spec(write_text(tmp_path, "name: s\ndata: {name: synthetic, samples: 40}\nmodel: {name: mlp, hidden_units: [4]}\n"))
+    assert isinstance(spec.data.options, SyntheticOptions) and spec.data.options.samples == 40
+    assert isinstance(spec.model.options, MlpOptions) and spec.model.options.hidden_units == [4]
+    assert len(read_data(spec, tmp_path)) == 40
+    assert calls == [{"samples": 40}]  # once, when the spec was loaded; the reader got the same object
+
+
+def test_saved_sections_stay_flat(tmp_path):
+    spec = load_spec(write_text(tmp_path, "name: s\ndata: {name: synthetic, split_seed: 5}\nmodel: mlp\n"))
+    document = spec.model_dump(mode="json")
+    assert list(document["data"])[:3] == ["name", "split_seed", "samples"] and "options" not in document["data"]
+    assert list(document["model"])[:2] == ["name", "hidden_units"]
+
+
+def test_a_section_checked_beside_a_top_level_error_keeps_its_own_keys(tmp_path):
+    # split_seed is the data section's own key, not a dataset option, even when the top level failed elsewhere
+    path = write_text(tmp_path, "name: 'bad name'\ndata: {name: synthetic, split_seed: 3}\nmodel: mlp\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:1: name: String should match pattern")
+
+
+def test_datasets_say_their_hold_out_and_table_layout(tmp_path):
+    from kexp.datasets.csv import PIMA_LABEL_COLUMN
+
+    pima = load_spec(write_text(tmp_path, "name: p\ndata: {name: pima, test_fraction: 0.25}\nmodel: mlp\n")).data.options
+    assert pima.held_out_fraction() == 0.25 and pima.table_layout().label_column == PIMA_LABEL_COLUMN
+    csv = load_spec(write_text(tmp_path, "name: c\ndata: {name: csv, path: a.csv, delimiter: ';', label_column: y}\nmodel: mlp\n")).data.options
+    assert (csv.table_layout().delimiter, csv.table_layout().label_column, csv.held_out_fraction()) == (";", "y", 0.0)
+    mnist = load_spec(write_text(tmp_path, "name: m\ndata: mnist\nmodel: mlp\n")).data.options
+    assert mnist.held_out_fraction() == 0.0 and mnist.table_layout().delimiter == ","

@@ -65,7 +65,7 @@ def test_plan_combines_the_yaml_section_params_seeds_and_set(tmp_path):
     assert [t["params"] for t in first] == [{"model.hidden_units.0": 4, "train.batch_size": 8}] * 2
     assert [t["seed"] for t in first] == [0, 1]
     spec = plan.specs["trial-007"]
-    assert spec.train.epochs == 1 and spec.model.options()["hidden_units"] == [8] and spec.train.batch_size == 16 and spec.seed == 1
+    assert spec.train.epochs == 1 and spec.model.options.hidden_units == [8] and spec.train.batch_size == 16 and spec.seed == 1
     assert plan.fingerprint != plan_sweep(config, ["train.epochs=2"], ["train.batch_size=8,16"], seeds=2).fingerprint
 
 

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from kexp.datasets.base import RawData, find_file
 from kexp.errors import DataError
 from kexp.preprocessing import TablePreprocessor
-from kexp.registry import Options, dataset
+from kexp.registry import Options, TableLayout, dataset
 
 # pandas' default NA strings (STR_NA_VALUES), and "?", the UCI repository's missing marker
 # (adult, mushroom, breast-cancer...): a label spelled like one of these is a missing value,
@@ -276,6 +276,9 @@ class PimaOptions(Options):
 
     def static_num_classes(self) -> int | None:
         return 2
+
+    def table_layout(self) -> TableLayout:
+        return TableLayout(",", PIMA_LABEL_COLUMN)
 
 
 @dataset("pima", PimaOptions)

@@ -24,8 +24,7 @@ from kexp.registry import DATASETS
 
 def read_data(spec: Any, data_dir: Path) -> RawData:
     """The `data` section's dataset, read (no split, nothing fitted)."""
-    entry = DATASETS.get(spec.data.name)
-    raw = entry.fn(entry.options.model_validate(spec.data.options()), data_dir, spec.split_seed)
+    raw = DATASETS.get(spec.data.name).fn(spec.data.options, data_dir, spec.split_seed)
     raw.summary.setdefault("files", describe_files(raw.files))
     return raw
 
