@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kexp.cli import app
-from kexp.predict import predict_run, write_predictions
+from kexp.reuse.predict import predict_run, write_predictions
 from tests.conftest import write_mnist, write_spec
 
 pytestmark = pytest.mark.slow
@@ -109,6 +109,16 @@ def model_answers(run: Path, part: str = "test"):
 
 def invoke(*args: str):
     return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+def warnings_into(warnings: list[str]):
+    """An Emit that keeps the messages of predict's warning events."""
+
+    def emit(kind: str, /, **fields) -> None:
+        if kind == "warning":
+            warnings.append(fields["message"])
+
+    return emit
 
 
 def one_error_line(result) -> str:
@@ -260,7 +270,7 @@ def test_a_larger_image_is_resized_with_a_warning(mnist_run, tmp_path):
 
     Image.fromarray(np.zeros((56, 42), np.uint8), mode="L").save(tmp_path / "big.png")
     warnings = []
-    (row,) = predict_run(mnist_run, [str(tmp_path / "big.png")], warn=warnings.append)
+    (row,) = predict_run(mnist_run, [str(tmp_path / "big.png")], emit=warnings_into(warnings))
     assert (row["input"], row["file"], row["line"]) == (str(tmp_path / "big.png"), str(tmp_path / "big.png"), None)
     assert any("42x56 image resized to the run's 28x28" in w for w in warnings)
 
@@ -338,7 +348,7 @@ def test_file_like_text_inputs_are_files_never_predicted_as_their_names(text_run
 def test_blank_lines_are_skipped_with_a_warning_and_inputs_keep_their_line_numbers(text_run, tmp_path):
     (tmp_path / "m.txt").write_text("\ufeffgood film\n\nbad film\n   \n", encoding="utf-8")
     warnings: list[str] = []
-    rows = predict_run(text_run, [str(tmp_path / "m.txt")], warn=warnings.append)
+    rows = predict_run(text_run, [str(tmp_path / "m.txt")], emit=warnings_into(warnings))
     assert [(r["input"], r["line"]) for r in rows] == [("good film", 1), ("bad film", 3)]  # the byte-order mark is gone
     assert any("skipped 2 blank line(s)" in w for w in warnings)
 
@@ -366,7 +376,7 @@ def traced_peak_mb(run: Path, source: Path) -> float:
     import gc
     import tracemalloc
 
-    from kexp.predict import predict_batches
+    from kexp.reuse.predict import predict_batches
 
     gc.collect()
     tracemalloc.start()

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from kexp.errors import DataError
+from kexp.preprocessing.text import FittedText, TextPreprocessor
 from kexp.text import (
     FOLDED_NUMBER,
-    FittedText,
     TextOptions,
-    TextPreprocessor,
     cache_path,
     make_tokenizer,
     require_nltk_corpus,

@@ -72,6 +72,11 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
         "warnings": warnings,
         "data": {"data_dir": str(folder.resolve()), "files": raw.summary.get("files", [])},
     }
+    return save_evaluation(record, document, output)
+
+
+def save_evaluation(record: RunRecord, document: dict[str, Any], output: Path | None) -> dict[str, Any]:
+    """The document written to `output`, else to <run>/evaluations/, plus "path" (None, with a warning, when it could not be saved)."""
     if output is not None:
         write_json(Path(output), document)
         return {**document, "path": str(output)}
@@ -80,7 +85,7 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
     except OSError as exc:  # a colleague's read-only run, a full disk: the numbers are still shown
         where = exc.filename or record.path / EVALUATIONS_DIR
         warning = f"could not save the evaluation in {where} ({exc.strerror}); the numbers below are not saved: add --output FILE to save them"
-        return {**document, "path": None, "warnings": [*warnings, warning]}
+        return {**document, "path": None, "warnings": [*document["warnings"], warning]}
 
 
 def choose_data_dir(data_dir: Path | None, record: RunRecord) -> Path:
