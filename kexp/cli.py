@@ -873,7 +873,7 @@ def main() -> None:
     from kexp.events import reporting
 
     try:
-        with progress_bars(err_console) as show, reporting(show):  # a dataset reader's tokenizing bar
+        with progress_bars(err_console, off_terminal=True) as show, reporting(show):  # a dataset reader's tokenizing bar
             app(prog_name="kexp")  # standalone mode: always ends in SystemExit
     except SystemExit as exc:
         if "tensorflow" in sys.modules and os.environ.get("KEXP_FAST_EXIT", "1") != "0" and isinstance(exc.code, (int, type(None))):

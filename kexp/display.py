@@ -165,9 +165,13 @@ def display(log_format: str, console: Console, log_every: int | None = None) -> 
 
 
 @contextmanager
-def progress_bars(console: Console, warn: Callable[[str], None] | None = None) -> Iterator[Emit]:
+def progress_bars(console: Console, warn: Callable[[str], None] | None = None, off_terminal: bool = False) -> Iterator[Emit]:
     """`progress` events (predicting, tokenizing) as transient bars, one per task, on a terminal
-    (elsewhere nothing: bars redraw); `warning` events through `warn`, when given."""
+    (elsewhere nothing: bars redraw); `warning` events through `warn`, when given.
+
+    `off_terminal`: run the bars on any console, as the tokenizing bar always has; off a
+    terminal rich draws nothing but ends each bar with a blank line, which logs have shown.
+    """
     from rich.progress import Progress
 
     bar = Progress(console=console, transient=True)
@@ -176,7 +180,7 @@ def progress_bars(console: Console, warn: Callable[[str], None] | None = None) -
     def show(kind: str, /, **fields: Any) -> None:
         if kind == "warning" and warn is not None:
             warn(fields["message"])
-        elif kind == "progress" and console.is_terminal:
+        elif kind == "progress" and (console.is_terminal or off_terminal):
             if not tasks:
                 bar.start()
             if fields["task"] not in tasks:
@@ -190,4 +194,5 @@ def progress_bars(console: Console, warn: Callable[[str], None] | None = None) -
     try:
         yield show
     finally:
-        bar.stop()
+        if bar.live.is_started:  # a bar never started is not stopped: rich would print a blank line
+            bar.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +18,7 @@ import numpy as np
 
 from kexp.errors import DataError
 from kexp.preprocessing.inputs import BATCH_SIZE, Source, Warn
-from kexp.preprocessing.kinds import preprocessing_kind, select
+from kexp.preprocessing.kinds import generic_inputs, preprocessing_kind, select
 
 # The IDX header of unsigned-byte 3-D data (0x0803), as MNIST's image files open.
 IMAGE_MAGIC = 2051
@@ -72,6 +72,14 @@ class FittedImages:
 
     def encode(self, examples: np.ndarray) -> np.ndarray:
         return self.transform(examples)
+
+    @classmethod
+    def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
+                      id_limit: Callable[[int], int]) -> np.ndarray:
+        """Rows like encoded images, for export's check: pixels in [0, 1], as scaled images are."""
+        if np.issubdtype(dtype, np.integer):
+            return generic_inputs(rng, shape, dtype)
+        return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
 
 
 # --- new raw images for predict ----------------------------------------------------------------

@@ -42,6 +42,10 @@ class Fitted(Protocol):
 
     def encode(self, examples: Any) -> np.ndarray: ...
 
+    @classmethod
+    def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
+                      id_limit: Callable[[int], int]) -> np.ndarray: ...
+
 
 class Preprocessor(Protocol):
     def fit(self, inputs: Any, train_rows: np.ndarray) -> Fitted: ...
@@ -90,3 +94,10 @@ def preprocessing_kind(name: str) -> Callable[[K], K]:
 
 def select(inputs: Any, rows: np.ndarray | None) -> Any:
     return inputs if rows is None else inputs[rows]
+
+
+def generic_inputs(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Model inputs of no particular kind: 0/1 for an integer input, else standard normal (standardized features)."""
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    return rng.standard_normal(size=shape).astype(dtype)

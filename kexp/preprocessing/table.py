@@ -13,7 +13,7 @@ import csv as csvlib
 import itertools
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +22,7 @@ import numpy as np
 
 from kexp.errors import DataError
 from kexp.preprocessing.inputs import Source, Warn
-from kexp.preprocessing.kinds import preprocessing_kind, select
+from kexp.preprocessing.kinds import generic_inputs, preprocessing_kind, select
 
 
 @dataclass
@@ -88,6 +88,12 @@ class FittedTable:
 
     def encode(self, examples: np.ndarray) -> np.ndarray:
         return self.transform(examples)
+
+    @classmethod
+    def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
+                      id_limit: Callable[[int], int]) -> np.ndarray:
+        """Rows like encoded features, for export's check: standard normal, as standardized features are."""
+        return generic_inputs(rng, shape, dtype)
 
 
 # --- column names, as the csv reader and predict both match them ----------------------------

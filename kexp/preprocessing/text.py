@@ -15,7 +15,7 @@ predict are literal strings, or files of one example per line. Tokenizing is kex
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,6 +142,15 @@ class FittedText:
 
     def encode(self, examples: list[str]) -> np.ndarray:
         return self.encode_texts(list(examples))
+
+    @classmethod
+    def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
+                      id_limit: Callable[[int], int]) -> np.ndarray:
+        """Rows like encoded text, for export's check: word ids the model can look up (`id_limit` of the
+        vocabulary's ids) for sequences, else 0/1 bags of words."""
+        if (state.get("options") or {}).get("encoding") == "sequence":
+            return rng.integers(0, id_limit(len(state.get("vocabulary", [])) + 2), size=shape).astype(dtype)
+        return rng.integers(0, 2, size=shape).astype(dtype)
 
     def state(self) -> dict[str, Any]:
         return {"options": self.options.model_dump(mode="json"), "vocabulary": self.vocabulary, "idf": self.idf}

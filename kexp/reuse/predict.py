@@ -160,9 +160,9 @@ LOOKAHEAD = 2
 def encoded_batches(fitted: Fitted, batches: Iterator[RawInputs]) -> Iterator[Iterator[tuple[RawInputs, np.ndarray]]]:
     """(batch, model inputs) for each batch, in order.
 
-    A kind whose encoding is slow (text: tokenized) is encoded in a worker process while this one starts TensorFlow: both are fixed
-    costs of seconds (NLTK and WordNet ~5 s, TensorFlow ~7 s of CPU here), so on two cores a
-    1,000-line file answers in ~8 s instead of ~12. The first LOOKAHEAD batches are handed to
+    A kind that `encodes_in_worker` (text: tokenizing) is encoded in a worker process while this
+    one starts TensorFlow: both are fixed costs of seconds (NLTK and WordNet ~5 s, TensorFlow ~7 s
+    of CPU here), so on two cores a 1,000-line text file answers in ~8 s instead of ~12. The first LOOKAHEAD batches are handed to
     the worker on entry, before the caller starts TensorFlow. Once TensorFlow is loaded (a later
     call in the same process) there is nothing to overlap, and forking it would not be safe: no worker.
     """
