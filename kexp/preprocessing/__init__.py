@@ -13,7 +13,7 @@ without refitting. Each kind also reads new raw inputs for `kexp predict`.
     text    text.FittedText      tokenization options, vocabulary, idf (fitted on train)
 """
 
-from kexp.preprocessing.document import FORMAT_VERSION, from_document, to_document
+from kexp.preprocessing.document import FORMAT_VERSION, SavedPreprocessing, from_document, load_saved, to_document
 from kexp.preprocessing.images import FittedImages
 from kexp.preprocessing.inputs import BATCH_SIZE, RawInputs, Source
 from kexp.preprocessing.kinds import KINDS, Fitted, Preprocessor, preprocessing_kind
@@ -21,6 +21,6 @@ from kexp.preprocessing.table import FittedTable, TableLayout, TablePreprocessor
 from kexp.preprocessing.text import FittedText, TextPreprocessor
 
 __all__ = [
-    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedImages", "FittedTable", "FittedText", "Preprocessor", "RawInputs", "Source",
-    "TableLayout", "TablePreprocessor", "TextPreprocessor", "from_document", "preprocessing_kind", "to_document",
+    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedImages", "FittedTable", "FittedText", "Preprocessor", "RawInputs", "SavedPreprocessing", "Source",
+    "TableLayout", "TablePreprocessor", "TextPreprocessor", "from_document", "load_saved", "preprocessing_kind", "to_document",
 ]

@@ -7,6 +7,7 @@ transform without refitting.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kexp.errors import RunDirError
@@ -43,3 +44,19 @@ def from_document(document: dict[str, Any], source: str) -> Fitted:
         return KINDS.get(kind).from_state(state)
     except (TypeError, ValueError) as exc:
         raise RunDirError(f"{source}: damaged {kind} preprocessing ({exc})") from None
+
+
+@dataclass(frozen=True)
+class SavedPreprocessing:
+    """A run's preprocessing.json read back: the fitted preprocessing, and what the model's outputs mean."""
+
+    fitted: Fitted
+    task: str  # classification or regression
+    class_names: list[str]  # output unit i (softmax), or the sigmoid's 0 and 1, is class_names[i]; none for regression
+    positive_class: str | None
+
+
+def load_saved(document: dict[str, Any], source: str) -> SavedPreprocessing:
+    """The preprocessing document as a typed record (from_document's errors for a damaged one)."""
+    fitted = from_document(document, source)
+    return SavedPreprocessing(fitted, document.get("task") or "classification", list(document.get("class_names") or []), document.get("positive_class"))

@@ -31,7 +31,7 @@ import numpy as np
 
 from kexp.errors import DataError, KexpError, RunDirError
 from kexp.events import Emit, discard
-from kexp.preprocessing import Fitted, RawInputs, Source, TableLayout
+from kexp.preprocessing import Fitted, RawInputs, SavedPreprocessing, Source, TableLayout, load_saved
 from kexp.preprocessing.inputs import Warn, batched
 
 EXCERPT_CHARS = 60
@@ -54,7 +54,6 @@ def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, 
     predicted, and `warning` {message} for anything the caller should show (an interrupted
     run's model, a resized image); nothing is printed here.
     """
-    from kexp.preprocessing import from_document
     from kexp.rundir import PREPROCESSING_FILE, open_run
 
     emit("progress", task="predicting", done=0, total=None)  # total None: still reading the inputs
@@ -66,13 +65,13 @@ def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, 
     document = record.preprocessing
     if document.get("raw_input_unsupported"):
         raise RunDirError(f"{record.path}: cannot predict from raw inputs: {document['raw_input_unsupported']}")
-    fitted = from_document(document, str(record.path / PREPROCESSING_FILE))
+    saved = load_saved(document, str(record.path / PREPROCESSING_FILE))
     for message in record.warnings:
         warn(message)
-    if top_k > 1 and document.get("task") == "regression":
+    if top_k > 1 and saved.task == "regression":
         warn(f"top-k {top_k} ignored: {record.path.name} is a regression run (one predicted value per input)")
-    batches = first_batch_read(input_batches(fitted, inputs, input_layout(record.spec), warn), inputs)
-    yield from predicted_rows(record.model_path, fitted, batches, document, top_k, emit, warn)
+    batches = first_batch_read(input_batches(saved.fitted, inputs, input_layout(record.spec), warn), inputs)
+    yield from predicted_rows(record.model_path, saved, batches, top_k, emit, warn)
     emit("progress_end", task="predicting")
 
 
@@ -116,7 +115,7 @@ def shown_input(row: dict[str, Any]) -> str:
 # --- the model -----------------------------------------------------------------------------
 
 
-def predicted_rows(model_path: Path, fitted: Fitted, batches: Iterator[RawInputs], document: dict[str, Any], top_k: int,
+def predicted_rows(model_path: Path, saved: SavedPreprocessing, batches: Iterator[RawInputs], top_k: int,
                    emit: Emit, warn: Warn) -> Iterator[Rows]:
     """The rows of each batch: its inputs transformed (never refitted) and predicted in one model call."""
     from kexp.models.saving import load_model
@@ -124,12 +123,12 @@ def predicted_rows(model_path: Path, fitted: Fitted, batches: Iterator[RawInputs
 
     warn_once = once(warn)  # a model-wide warning (outputs not probabilities) is said once, not per batch
     done = 0
-    with encoded_batches(fitted, batches) as encoded:
+    with encoded_batches(saved.fitted, batches) as encoded:
         start_tensorflow()  # while the first batches are tokenized in the worker, if any
         model = load_model(model_path)
         for raw, x in encoded:
             outputs = np.asarray(model.predict_on_batch(x), dtype=np.float32).reshape(len(raw.sources), -1)
-            rows = make_rows(raw.sources, outputs, document, top_k, model_path, warn_once)
+            rows = make_rows(raw.sources, outputs, saved, top_k, model_path, warn_once)
             done += len(rows)
             emit("progress", task="predicting", done=done, total=None)
             yield rows
@@ -205,11 +204,11 @@ def class_probabilities(outputs: np.ndarray, class_names: list[str], model_path:
     raise RunDirError(f"{model_path}: the model gives {units} output(s) per example but the run has {len(class_names)} classes ({', '.join(class_names)})")
 
 
-def make_rows(sources: list[Source], outputs: np.ndarray, document: dict[str, Any], top_k: int, model_path: Path, warn: Warn) -> list[dict[str, Any]]:
+def make_rows(sources: list[Source], outputs: np.ndarray, saved: SavedPreprocessing, top_k: int, model_path: Path, warn: Warn) -> list[dict[str, Any]]:
     """One dict per input: input, file, line, then label, probability (and `top`, the top_k best), or value."""
-    if document.get("task") == "regression":
+    if saved.task == "regression":
         return [{**source_fields(source), "value": float(value)} for source, value in zip(sources, outputs[:, 0])]
-    class_names = list(document.get("class_names") or [])
+    class_names = saved.class_names
     probabilities = class_probabilities(outputs, class_names, model_path)
     if probabilities.min() < -1e-6 or probabilities.max() > 1 + 1e-6 or (probabilities.shape[1] > 2 and not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)):
         warn(f"{model_path}: the model's outputs are not probabilities (its last layer is not softmax or sigmoid); 'probability' holds the raw output")
