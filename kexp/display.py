@@ -163,7 +163,6 @@ def display(log_format: str, console: Console, log_every: int | None = None) -> 
         yield chosen, json_lines() if chosen == "jsonl" else plain_lines(console, log_every, thin=True)
 
 
-
 @contextmanager
 def progress_bars(console: Console, warn: Callable[[str], None] | None = None, off_terminal: bool = False) -> Iterator[Emit]:
     """`progress` events (predicting, tokenizing) as transient bars, one per task, on a terminal
