@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from kexp.cli import app
 from kexp.reuse.predict import predict_run, write_predictions
-from tests.conftest import write_mnist, write_spec
+from tests.conftest import write_mnist, write_pima_csv, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -164,6 +164,17 @@ def test_table_csv_with_or_without_header_and_with_a_label_column(table_run, tmp
     assert "bare_label.csv: 5 columns and no header" in one_error_line(invoke(table_run, path))
     partial = write_rows(tmp_path / "partial.csv", ["f0", "f1", "g2", "f3"], x)
     assert "partial.csv:1: the header lacks the run's feature column(s) f2" in one_error_line(invoke(table_run, partial))
+
+
+def test_a_pima_run_reads_its_own_file_layout_header_less_with_the_label_last(tmp_path, cache_off):
+    """Pima's file is 8 features then the 0/1 onset, no header: its rows predict as the features alone do."""
+    write_pima_csv(tmp_path / "pima.csv", rows=40)
+    run = train(tmp_path, {"name": "pimarun", "seed": 0, "data": {"name": "pima", "path": "pima.csv"},
+                           "model": {"name": "mlp", "hidden_units": [4]}, "train": {"epochs": 1, "batch_size": 16}})  # fmt: skip
+    features = [line.rsplit(",", 1)[0] for line in (tmp_path / "pima.csv").read_text().splitlines()]
+    (tmp_path / "features.csv").write_text("\n".join(features) + "\n")
+    expected = [p["label"] for p in predict_run(run, [str(tmp_path / "features.csv")])]
+    assert [p["label"] for p in predict_run(run, [str(tmp_path / "pima.csv")])] == expected
 
 
 def test_header_less_label_column_is_the_one_the_runs_spec_placed(tmp_path, cache_off):
