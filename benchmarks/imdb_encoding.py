@@ -17,7 +17,8 @@ from common import write_result
 
 from kexp.datasets.imdb import read_reviews_from_tar
 from kexp.datasets.textdata import tokenized_corpus
-from kexp.text import TextOptions, column_lookup, encode_bag, fit_vocabulary
+from kexp.preprocessing.text import column_lookup, encode_bag, fit_vocabulary
+from kexp.text import TextOptions
 
 
 def vectorize_sequences(sequences, dimension=10000):

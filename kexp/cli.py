@@ -22,7 +22,7 @@ from rich.markup import escape as literal  # help text shown as written, `[ray]`
 from rich.table import Table
 
 import kexp
-from kexp.display import PipeSafeConsole
+from kexp.display import PipeSafeConsole, progress_bars
 from kexp.errors import KexpError, SpecError
 
 app = typer.Typer(
@@ -466,7 +466,7 @@ def evaluate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the evaluation JSON to this file instead of <run>/evaluations/ (for a read-only run)")] = None,
 ) -> None:
     """Evaluate a run's saved model on its data again (no refitting); write <run>/evaluations/<UTC time>.json."""
-    from kexp.evaluate import evaluate_run
+    from kexp.reuse.evaluate import evaluate_run
 
     with exit_on_error():
         result = evaluate_run(run_dir, split, data_dir, allow_changed_data, output=output)
@@ -634,15 +634,15 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per prediction instead of a table")] = False,
 ) -> None:
     """Predict new raw inputs with a run's own saved preprocessing (never refitted) and model."""
-    from kexp.predict import check_output_path, predict_batches, predictions_file
+    from kexp.reuse.predict import check_output_path, predict_batches, predictions_file
 
     shown: list[dict] = []  # the first SHOWN_PREDICTIONS rows for the table; the rest stream to --output / --json
     count = 0
     with exit_on_error():
         if output is not None:
             check_output_path(output)
-        with prediction_progress() as progress, predictions_file(output) if output is not None else contextlib.nullcontext() as write:
-            for rows in predict_batches(run_dir, inputs, top_k, progress=progress, warn=print_warning):
+        with progress_bars(err_console, print_warning) as emit, predictions_file(output) if output is not None else contextlib.nullcontext() as write:
+            for rows in predict_batches(run_dir, inputs, top_k, emit):
                 if write is not None:
                     write(rows)
                 if as_json:
@@ -653,24 +653,11 @@ def predict(
         print_predictions(shown, output, count)
 
 
-@contextlib.contextmanager
-def prediction_progress() -> Iterator:
-    """A progress callback for predict_run: a transient bar on a terminal's stderr, else nothing."""
-    if not err_console.is_terminal:
-        yield None
-        return
-    from rich.progress import Progress
-
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("predicting", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)  # total None: still reading the inputs
-
-
 def print_predictions(rows: list[dict], output: Path | None, count: int | None = None) -> None:
     """The first SHOWN_PREDICTIONS of `count` predictions as a table (control characters escaped)."""
     from rich.text import Text
 
-    from kexp.predict import shown_input
+    from kexp.reuse.predict import shown_input
 
     count = len(rows) if count is None else count
     table = Table(title=f"predictions ({count})")
@@ -846,7 +833,7 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", help="Where to write (default: RUN_DIR/export/saved_model or RUN_DIR/export/model.tflite)")] = None,
 ) -> None:
     """Export a run's model for serving, checked against model.keras on generated rows; never overwrites."""
-    from kexp.export import FORMATS, export_run
+    from kexp.reuse.export import FORMATS, export_run
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -883,8 +870,11 @@ def main() -> None:
     # TensorFlow's C++ start-up chatter (oneDNN notes, missing CUDA on CPU machines)
     # buries kexp's own output; a user can still ask for it with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kexp.events import reporting
+
     try:
-        app(prog_name="kexp")  # standalone mode: always ends in SystemExit
+        with progress_bars(err_console, off_terminal=True) as show, reporting(show):  # a dataset reader's tokenizing bar
+            app(prog_name="kexp")  # standalone mode: always ends in SystemExit
     except SystemExit as exc:
         if "tensorflow" in sys.modules and os.environ.get("KEXP_FAST_EXIT", "1") != "0" and isinstance(exc.code, (int, type(None))):
             exit_now(exc.code or 0)

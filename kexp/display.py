@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -162,3 +162,36 @@ def display(log_format: str, console: Console, log_every: int | None = None) -> 
     else:
         yield chosen, json_lines() if chosen == "jsonl" else plain_lines(console, log_every, thin=True)
 
+
+@contextmanager
+def progress_bars(console: Console, warn: Callable[[str], None] | None = None, off_terminal: bool = False) -> Iterator[Emit]:
+    """`progress` events (predicting, tokenizing) as transient bars, one per task, on a terminal
+    (elsewhere nothing: bars redraw); `warning` events through `warn`, when given.
+
+    `off_terminal`: run the bars on any console, as the tokenizing bar always has; off a
+    terminal rich draws nothing but ends each bar with a blank line, which logs have shown.
+    """
+    from rich.progress import Progress
+
+    bar = Progress(console=console, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def show(kind: str, /, **fields: Any) -> None:
+        if kind == "warning" and warn is not None:
+            warn(fields["message"])
+        elif kind == "progress" and (console.is_terminal or off_terminal):
+            if not tasks:
+                bar.start()
+            if fields["task"] not in tasks:
+                tasks[fields["task"]] = bar.add_task(fields["task"], total=fields["total"])
+            bar.update(tasks[fields["task"]], completed=fields["done"], total=fields["total"])
+        elif kind == "progress_end" and fields["task"] in tasks:
+            bar.remove_task(tasks.pop(fields["task"]))
+            if not tasks:
+                bar.stop()
+
+    try:
+        yield show
+    finally:
+        if bar.live.is_started:  # a bar never started is not stopped: rich would print a blank line
+            bar.stop()

@@ -7,19 +7,27 @@ high-frequency `batch` is also appended to `<run>/events.jsonl`, so a script can
 run, or read it afterwards, without parsing what was shown.
 
 Kinds: data, run_started, tracking (where MLflow logs), member_started, member_skipped, warning, train_started, batch
-(not recorded), epoch_end, evaluation, checkpoint, run_finished, run_failed.
+(not recorded), epoch_end, evaluation, checkpoint, run_finished, run_failed; and, for live displays only,
+progress {task, done, total} and progress_end {task} (predicting, tokenizing).
+
+A step whose signature cannot carry an Emit (a dataset reader's is public: `fn(options,
+data_dir, seed)`) calls `report(kind, **fields)`: it goes to the Emit the caller installed
+with `reporting(emit)`, and nowhere when none was.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
 from kexp.rundir import now_iso, strict_json
 
 EVENTS_FILE = "events.jsonl"
-NOT_RECORDED = {"batch"}  # many a second: for live displays only
+NOT_RECORDED = {"batch", "progress", "progress_end"}  # many a second: for live displays only
 
 
 class Emit(Protocol):
@@ -38,6 +46,24 @@ def json_line(e: dict[str, Any]) -> str:
 
 def discard(kind: str, /, **fields: Any) -> None:
     """An Emit for library callers that want no reports."""
+
+
+_REPORTER: ContextVar[Emit] = ContextVar("kexp_reporter", default=discard)
+
+
+@contextmanager
+def reporting(emit: Emit) -> Iterator[None]:
+    """Send what `report` is given, inside this block, to `emit`."""
+    token = _REPORTER.set(emit)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
+def report(kind: str, /, **fields: Any) -> None:
+    """An event from deep inside a step, to the Emit installed by `reporting` (if any)."""
+    _REPORTER.get()(kind, **fields)
 
 
 class RecordingEmit:

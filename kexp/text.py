@@ -1,18 +1,10 @@
-"""Text preprocessing: tokenize -> filter -> vocabulary (train split only) -> encode.
+"""Text for the text datasets: tokenize -> a corpus of token ids, cached on disk.
 
 A corpus is tokenized once into integer ids over its distinct tokens (cached on disk,
-keyed by the files, the reader's options and the tokenization options), the vocabulary of the `num_words`
-most frequent tokens is fitted on the training documents only, and documents become
-model inputs without a Python loop per document or a float64 matrix:
-
-    multi_hot  uint8   1 where a vocabulary word occurs
-    count      uint16  occurrences per word
-    tfidf      float32 count x idf (idf fitted on train, Keras' formula)
-    sequence   int32   word ids padded/truncated to max_length (0 padding, 1 unknown word)
-
-`TextPreprocessor(options).fit(corpus, train_rows)` gives a `FittedText` (the protocol of
-kexp/preprocessing.py). Its `state()` is everything needed to encode new raw text the same
-way; the run store saves it and rebuilds it with `FittedText.from_state`.
+keyed by the files, the reader's options and the tokenization options), so the text kind
+(kexp/preprocessing/text.py) fits its vocabulary and encodes documents from ids, without a
+Python loop per document. NLTK is imported only for the options that need it. Progress goes
+out as `progress` events (kexp.events.report), never to a console of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +18,7 @@ import re
 import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +26,7 @@ import numpy as np
 from pydantic import Field, PositiveInt
 
 from kexp.errors import DataError
+from kexp.events import report
 from kexp.registry import Options
 
 CACHE_ENV = "KEXP_CACHE_DIR"
@@ -187,7 +180,7 @@ class Corpus:
 
 
 def tokenize_corpus(texts: Iterable[str], tokenize: Callable[[str], list[str]], total: int | None = None, progress: bool = True) -> Corpus:
-    """Tokenize every text into one Corpus, showing progress on stderr."""
+    """Tokenize every text into one Corpus; with `progress`, reported as "tokenizing" progress events."""
     index: defaultdict[str, int] = defaultdict()
     index.default_factory = index.__len__  # a new token gets the next id, looked up in C, not Python
     ids = array.array("i")  # 4 bytes a token; a list of ints would take ~36
@@ -202,15 +195,14 @@ def _with_progress(items: Iterable[str], total: int | None, show: bool) -> Itera
     if not show:
         yield from items
         return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("tokenizing", total=total)
+    report("progress", task="tokenizing", done=0, total=total)
+    try:
         for i, item in enumerate(items, 1):
             yield item
             if i % 500 == 0:
-                bar.update(task, completed=i)
+                report("progress", task="tokenizing", done=i, total=total)
+    finally:
+        report("progress_end", task="tokenizing")
 
 
 def file_identity(path: Path) -> tuple[str, int, int]:
@@ -252,134 +244,3 @@ def load_corpus(path: Path) -> tuple[Corpus, dict[str, np.ndarray]]:
         arrays = {k: f[k] for k in f.files}
     corpus = Corpus(arrays.pop("tokens").tolist(), arrays.pop("ids"), arrays.pop("offsets"))
     return corpus, arrays
-
-
-# --- vocabulary and encodings ---------------------------------------------------------------
-
-
-def token_positions(corpus: Corpus, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, position): for each token of the selected documents, its row in `docs` and its index in corpus.ids."""
-    docs = np.asarray(docs, dtype=np.int64)
-    starts = corpus.offsets[docs]
-    lengths = corpus.offsets[docs + 1] - starts
-    row = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
-    if len(docs) and np.all(np.diff(docs) == 1):  # a contiguous block (e.g. an official split): no gather needed
-        return row, np.arange(starts[0], starts[0] + lengths.sum())
-    first_of_row = np.cumsum(lengths) - lengths
-    position = np.arange(int(lengths.sum())) + np.repeat(starts - first_of_row, lengths)
-    return row, position
-
-
-def fit_vocabulary(corpus: Corpus, train_docs: np.ndarray, num_words: int) -> list[str]:
-    """The num_words most frequent tokens of the training documents (ties: alphabetical)."""
-    _, position = token_positions(corpus, train_docs)
-    counts = np.bincount(corpus.ids[position], minlength=len(corpus.tokens))
-    seen = np.flatnonzero(counts)
-    names = np.array(corpus.tokens, dtype=object)[seen]
-    order = np.lexsort((names.astype(str), -counts[seen]))
-    return [corpus.tokens[i] for i in seen[order[:num_words]]]
-
-
-def column_lookup(corpus: Corpus, vocabulary: list[str]) -> np.ndarray:
-    """For each corpus token id, its vocabulary column, or -1 when out of vocabulary."""
-    column = {word: i for i, word in enumerate(vocabulary)}
-    return np.array([column.get(t, -1) for t in corpus.tokens], dtype=np.int32)
-
-
-def fit_idf(corpus: Corpus, train_docs: np.ndarray, columns: np.ndarray, size: int) -> np.ndarray:
-    """Keras' TF-IDF weight log(1 + N / (1 + document frequency)), from the training documents."""
-    presence = encode_bag(corpus, train_docs, columns, size, "multi_hot")
-    df = presence.sum(axis=0, dtype=np.int64)
-    return np.log1p(len(train_docs) / (1.0 + df)).astype(np.float32)
-
-
-def encode_bag(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, size: int, encoding: str, idf: np.ndarray | None = None) -> np.ndarray:
-    """Bag-of-words matrix [len(docs), size] for multi_hot, count or tfidf."""
-    row, position = token_positions(corpus, docs)
-    col = columns[corpus.ids[position]]
-    keep = col >= 0
-    row, col = row[keep], col[keep]
-    if encoding == "multi_hot":
-        out = np.zeros((len(docs), size), dtype=np.uint8)
-        out[row, col] = 1
-        return out
-    cells, counts = np.unique(row.astype(np.int64) * size + col, return_counts=True)
-    out = np.zeros((len(docs), size), dtype=np.uint16 if encoding == "count" else np.float32)
-    out.flat[cells] = np.minimum(counts, np.iinfo(np.uint16).max) if encoding == "count" else counts
-    if encoding == "tfidf":
-        out *= idf
-    return out
-
-
-def encode_sequences(corpus: Corpus, docs: np.ndarray, columns: np.ndarray, max_length: int) -> np.ndarray:
-    """Word ids (column + 2; 1 for unknown words, 0 padding) of each document's first max_length tokens."""
-    row, position = token_positions(corpus, docs)
-    first = np.repeat(corpus.offsets[docs], corpus.lengths()[docs])
-    slot = position - first
-    keep = slot < max_length
-    out = np.zeros((len(docs), max_length), dtype=np.int32)
-    col = columns[corpus.ids[position[keep]]]
-    out[row[keep], slot[keep]] = np.where(col >= 0, col + 2, UNKNOWN)
-    return out
-
-
-@dataclass
-class TextPreprocessor:
-    """Unfitted text preprocessing: the options; `fit` learns the vocabulary (and idf) from training documents."""
-
-    options: TextOptions
-
-    def fit(self, corpus: Corpus, train_rows: np.ndarray) -> FittedText:
-        return fit_text(corpus, train_rows, self.options)
-
-
-@dataclass
-class FittedText:
-    """What a run saves to encode new text exactly as its training data was encoded."""
-
-    options: TextOptions
-    vocabulary: list[str]
-    idf: list[float] | None = None
-    kind: str = field(default="text", init=False)
-
-    def input_shape(self) -> tuple[int, ...]:
-        return (self.options.max_length,) if self.options.encoding == "sequence" else (len(self.vocabulary),)
-
-    def transform(self, corpus: Corpus, rows: np.ndarray | None = None) -> np.ndarray:
-        """Model inputs for the documents `rows` of a tokenized corpus (None: all of them)."""
-        docs = np.arange(len(corpus)) if rows is None else np.asarray(rows, dtype=np.int64)
-        columns = column_lookup(corpus, self.vocabulary)
-        if self.options.encoding == "sequence":
-            return encode_sequences(corpus, docs, columns, self.options.max_length)
-        idf = np.array(self.idf, dtype=np.float32) if self.idf is not None else None
-        return encode_bag(corpus, docs, columns, len(self.vocabulary), self.options.encoding, idf)
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Raw strings -> model inputs, with the saved options and vocabulary."""
-        return self.transform(tokenize_corpus(texts, make_tokenizer(self.options), progress=False))
-
-    def state(self) -> dict[str, Any]:
-        return {"options": self.options.model_dump(mode="json"), "vocabulary": self.vocabulary, "idf": self.idf}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> FittedText:
-        """Rebuild from `state()`; ValueError (pydantic's included) names what is missing or inconsistent."""
-        missing = [key for key in ("options", "vocabulary") if key not in state]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        options = TextOptions.model_validate(state["options"])
-        vocabulary, idf = state["vocabulary"], state.get("idf")
-        if not isinstance(vocabulary, list) or not all(isinstance(word, str) for word in vocabulary):
-            raise ValueError("vocabulary must be a list of strings")
-        if options.encoding == "tfidf" and (not isinstance(idf, list) or len(idf) != len(vocabulary)):
-            raise ValueError(f"tfidf needs one idf weight per vocabulary word ({len(vocabulary)})")
-        return cls(options, vocabulary, idf)
-
-
-def fit_text(corpus: Corpus, train_docs: np.ndarray, options: TextOptions) -> FittedText:
-    """Vocabulary (and idf) from the training documents only."""
-    vocabulary = fit_vocabulary(corpus, train_docs, options.num_words)
-    idf = None
-    if options.encoding == "tfidf":
-        idf = fit_idf(corpus, train_docs, column_lookup(corpus, vocabulary), len(vocabulary)).tolist()
-    return FittedText(options, vocabulary, idf)

@@ -13,8 +13,9 @@ from kexp.datasets.pipeline import prepare_dataset, read_data, split_rows
 from kexp.datasets.sms_spam import SmsSpamOptions, load_sms_spam
 from kexp.datasets.text_csv import TextCsvOptions, load_text_csv
 from kexp.errors import DataError, SpecError
+from kexp.preprocessing.text import TextPreprocessor
 from kexp.spec import validate_spec
-from kexp.text import Corpus, TextOptions, TextPreprocessor
+from kexp.text import Corpus, TextOptions
 
 POS = ["a wonderful film, loved it", "great acting and a great story", "wonderful, moving, great"]
 NEG = ["an awful film, hated it", "boring story and bad acting", "awful, dull, bad"]

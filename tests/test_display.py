@@ -63,3 +63,25 @@ def test_tensorflows_retracing_warnings_go_to_log_txt_not_the_screen(tmp_path):
     assert "WARNING:tensorflow" not in shown and "triggered tf.function retracing" not in shown, shown
     (run,) = (tmp_path / "runs").iterdir()
     assert "warning: tensorflow: " in (run / "log.txt").read_text() and "triggered tf.function retracing" in (run / "log.txt").read_text()
+
+
+def test_progress_bars_redraw_on_a_terminal_only_and_pass_warnings_on():
+    import io
+
+    from rich.console import Console
+
+    from kexp.display import progress_bars
+
+    def shown(terminal: bool, off_terminal: bool = False) -> tuple[str, list[str]]:
+        out, warnings = io.StringIO(), []
+        with progress_bars(Console(file=out, force_terminal=terminal, width=60), warnings.append, off_terminal=off_terminal) as emit:
+            emit("progress", task="predicting", done=0, total=None)
+            emit("warning", message="resized")
+            emit("progress", task="predicting", done=1024, total=None)
+            emit("progress_end", task="predicting")
+        return out.getvalue(), warnings
+
+    assert shown(terminal=False) == ("", ["resized"])  # a log file gets no bar
+    assert shown(terminal=False, off_terminal=True) == ("\n", ["resized"])  # rich's closing line, as the tokenizing bar always left
+    drawn, warnings = shown(terminal=True)
+    assert "predicting" in drawn and warnings == ["resized"]

@@ -298,7 +298,7 @@ def test_an_interrupted_run_evaluates_with_a_warning(three_class_run, tmp_path):
 def test_two_evaluations_in_the_same_second_keep_both_files(tmp_path, monkeypatch):
     from datetime import datetime
 
-    import kexp.evaluate as evaluate_module
+    import kexp.reuse.evaluate as evaluate_module
 
     class FixedClock:
         @staticmethod

@@ -11,7 +11,7 @@ import pytest
 
 from kexp.cli import app
 from kexp.errors import RunDirError
-from kexp.export import export_run, sample_inputs
+from kexp.reuse.export import export_run, sample_inputs
 from tests.conftest import smoke_spec, write_spec
 
 
@@ -117,7 +117,7 @@ def test_conversion_failure_is_one_line_and_leaves_nothing(runner, run_copy, mon
     def fail(saved_model):
         raise ValueError("Could not translate MLIR to FlatBuffer.\n<pages of MLIR>\nmore detail")
 
-    monkeypatch.setattr("kexp.export.tflite_bytes", fail)
+    monkeypatch.setattr("kexp.reuse.export.tflite_bytes", fail)
     result = runner.invoke(app, ["export", str(run_copy), "--format", "tflite"])
     assert result.exit_code == 1
     assert result.output.strip() == f"kexp: error: {run_copy}: cannot export as tflite: Could not translate MLIR to FlatBuffer."
@@ -126,10 +126,10 @@ def test_conversion_failure_is_one_line_and_leaves_nothing(runner, run_copy, mon
 
 @pytest.mark.slow
 def test_export_that_disagrees_with_the_model_fails_with_the_numbers(run_copy, monkeypatch):
-    import kexp.export
+    import kexp.reuse.export
 
-    real = kexp.export.run_saved_model
-    monkeypatch.setattr("kexp.export.run_saved_model", lambda path, x: (lambda out, sig: (out + 1e-3, sig))(*real(path, x)))
+    real = kexp.reuse.export.run_saved_model
+    monkeypatch.setattr("kexp.reuse.export.run_saved_model", lambda path, x: (lambda out, sig: (out + 1e-3, sig))(*real(path, x)))
     with pytest.raises(RunDirError, match=r"disagrees with model.keras on 8 generated rows: max abs difference 0.001 > 1e-05"):
         export_run(run_copy, "saved_model")
     assert leftovers(run_copy) == []

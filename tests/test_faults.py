@@ -111,7 +111,7 @@ def test_an_oversized_image_is_one_line(tmp_path):
     from PIL import Image
 
     from kexp.errors import DataError
-    from kexp.predict import decode_image
+    from kexp.preprocessing.images import decode_image
 
     Image.new("L", (1000, 1000)).save(tmp_path / "big.png")
     with pytest.MonkeyPatch.context() as mp:

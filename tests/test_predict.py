@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kexp.cli import app
-from kexp.predict import predict_run, write_predictions
-from tests.conftest import write_mnist, write_spec
+from kexp.reuse.predict import predict_run, write_predictions
+from tests.conftest import write_mnist, write_pima_csv, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +111,16 @@ def invoke(*args: str):
     return CliRunner().invoke(app, ["predict", *map(str, args)])
 
 
+def warnings_into(warnings: list[str]):
+    """An Emit that keeps the messages of predict's warning events."""
+
+    def emit(kind: str, /, **fields) -> None:
+        if kind == "warning":
+            warnings.append(fields["message"])
+
+    return emit
+
+
 def one_error_line(result) -> str:
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("kexp: error:")]
@@ -154,6 +164,17 @@ def test_table_csv_with_or_without_header_and_with_a_label_column(table_run, tmp
     assert "bare_label.csv: 5 columns and no header" in one_error_line(invoke(table_run, path))
     partial = write_rows(tmp_path / "partial.csv", ["f0", "f1", "g2", "f3"], x)
     assert "partial.csv:1: the header lacks the run's feature column(s) f2" in one_error_line(invoke(table_run, partial))
+
+
+def test_a_pima_run_reads_its_own_file_layout_header_less_with_the_label_last(tmp_path, cache_off):
+    """Pima's file is 8 features then the 0/1 onset, no header: its rows predict as the features alone do."""
+    write_pima_csv(tmp_path / "pima.csv", rows=40)
+    run = train(tmp_path, {"name": "pimarun", "seed": 0, "data": {"name": "pima", "path": "pima.csv"},
+                           "model": {"name": "mlp", "hidden_units": [4]}, "train": {"epochs": 1, "batch_size": 16}})  # fmt: skip
+    features = [line.rsplit(",", 1)[0] for line in (tmp_path / "pima.csv").read_text().splitlines()]
+    (tmp_path / "features.csv").write_text("\n".join(features) + "\n")
+    expected = [p["label"] for p in predict_run(run, [str(tmp_path / "features.csv")])]
+    assert [p["label"] for p in predict_run(run, [str(tmp_path / "pima.csv")])] == expected
 
 
 def test_header_less_label_column_is_the_one_the_runs_spec_placed(tmp_path, cache_off):
@@ -260,7 +281,7 @@ def test_a_larger_image_is_resized_with_a_warning(mnist_run, tmp_path):
 
     Image.fromarray(np.zeros((56, 42), np.uint8), mode="L").save(tmp_path / "big.png")
     warnings = []
-    (row,) = predict_run(mnist_run, [str(tmp_path / "big.png")], warn=warnings.append)
+    (row,) = predict_run(mnist_run, [str(tmp_path / "big.png")], emit=warnings_into(warnings))
     assert (row["input"], row["file"], row["line"]) == (str(tmp_path / "big.png"), str(tmp_path / "big.png"), None)
     assert any("42x56 image resized to the run's 28x28" in w for w in warnings)
 
@@ -338,7 +359,7 @@ def test_file_like_text_inputs_are_files_never_predicted_as_their_names(text_run
 def test_blank_lines_are_skipped_with_a_warning_and_inputs_keep_their_line_numbers(text_run, tmp_path):
     (tmp_path / "m.txt").write_text("\ufeffgood film\n\nbad film\n   \n", encoding="utf-8")
     warnings: list[str] = []
-    rows = predict_run(text_run, [str(tmp_path / "m.txt")], warn=warnings.append)
+    rows = predict_run(text_run, [str(tmp_path / "m.txt")], emit=warnings_into(warnings))
     assert [(r["input"], r["line"]) for r in rows] == [("good film", 1), ("bad film", 3)]  # the byte-order mark is gone
     assert any("skipped 2 blank line(s)" in w for w in warnings)
 
@@ -366,7 +387,7 @@ def traced_peak_mb(run: Path, source: Path) -> float:
     import gc
     import tracemalloc
 
-    from kexp.predict import predict_batches
+    from kexp.reuse.predict import predict_batches
 
     gc.collect()
     tracemalloc.start()

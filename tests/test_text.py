@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from kexp.errors import DataError
+from kexp.preprocessing.text import FittedText, TextPreprocessor
 from kexp.text import (
     FOLDED_NUMBER,
-    FittedText,
     TextOptions,
-    TextPreprocessor,
     cache_path,
     make_tokenizer,
     require_nltk_corpus,
@@ -227,3 +226,17 @@ def test_cache_key_of_a_folder_changes_when_a_file_inside_changes(tmp_path, monk
     review.write_text("a dull film, longer")
     os.utime(tmp_path / "aclImdb", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the folder's own stat is unchanged
     assert cache_path("imdb", [tmp_path / "aclImdb"], TextOptions()) != before
+
+
+def test_tokenizing_reports_progress_to_the_callers_emit_and_prints_nothing(capsys):
+    from kexp.events import reporting
+
+    seen: list[tuple[str, dict]] = []
+    texts = ["good film"] * 1200
+    tokenize_corpus(texts, make_tokenizer(TextOptions()), total=len(texts))  # nobody listening: nothing happens
+    with reporting(lambda kind, **fields: seen.append((kind, fields))):
+        tokenize_corpus(texts, make_tokenizer(TextOptions()), total=len(texts))
+        tokenize_corpus(texts, make_tokenizer(TextOptions()), progress=False)
+    assert [(kind, fields.get("done")) for kind, fields in seen] == [("progress", 0), ("progress", 500), ("progress", 1000), ("progress_end", None)]
+    assert all(fields["task"] == "tokenizing" for _, fields in seen) and seen[0][1]["total"] == 1200
+    assert capsys.readouterr() == ("", "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv as csvlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,7 +12,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kexp.datasets.base import RawData, find_file
 from kexp.errors import DataError
-from kexp.preprocessing import TablePreprocessor
+from kexp.preprocessing.table import TablePreprocessor, header_columns, is_number
 from kexp.registry import Options, TableLayout, dataset
 
 # pandas' default NA strings (STR_NA_VALUES), and "?", the UCI repository's missing marker
@@ -77,14 +76,6 @@ class Table:
     header: dict[str, Any]  # {"option", "detected", "reason"}: kept in the summary, since auto can guess wrong
 
 
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
     """Non-blank rows with their 1-based line numbers."""
     try:
@@ -95,23 +86,6 @@ def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
         raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
     except csvlib.Error as exc:
         raise DataError(f"{path}: not a readable CSV file: {exc}") from None
-
-
-# Other spellings of kexp's feature names in well-known copies of a data set (Kaggle's Pima CSV).
-FEATURE_ALIASES = {"pedigree": ("DiabetesPedigreeFunction",)}
-
-
-def name_key(name: str) -> str:
-    """A column name as headers are matched: case, spaces and punctuation ignored (BloodPressure = blood_pressure)."""
-    return re.sub(r"[\W_]+", "", name.casefold())
-
-
-def header_columns(cells: list[str], names: list[str]) -> list[int | None]:
-    """For each of `names`, the header cell that spells it (or a FEATURE_ALIASES spelling), else None."""
-    at: dict[str, int] = {}
-    for i, cell in enumerate(cells):
-        at.setdefault(name_key(cell), i)
-    return [next((at[name_key(s)] for s in (name, *FEATURE_ALIASES.get(name, ())) if name_key(s) in at), None) for name in names]
 
 
 def column_index(column: int | str, header: list[str] | None, width: int, path: Path) -> int:

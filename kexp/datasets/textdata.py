@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from kexp.datasets.base import RawData
+from kexp.preprocessing.text import TextPreprocessor
 from kexp.registry import Options
-from kexp.text import Corpus, TextOptions, TextPreprocessor, cache_path, load_corpus, make_tokenizer, save_corpus, tokenize_corpus
+from kexp.text import Corpus, TextOptions, cache_path, load_corpus, make_tokenizer, save_corpus, tokenize_corpus
 
 # A reader returns the raw texts in a fixed order and per-document arrays
 # ("labels" at least; imdb adds "is_test"), which are cached with the tokens.

@@ -21,7 +21,7 @@ import kexp
 from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, Split, changed_files
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
-from kexp.preprocessing import from_document
+from kexp.preprocessing import SavedPreprocessing, load_saved
 from kexp.reports import classification_report, regression_report, to_classes
 from kexp.rundir import PREPROCESSING_FILE, RunRecord, now_iso, open_run, write_json
 
@@ -46,7 +46,7 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
     record = open_run(Path(run_dir))
     if split is not None:
         choose_parts(split, None, record)
-    fitted = from_document(record.preprocessing, source=str(record.path / PREPROCESSING_FILE))
+    saved = load_saved(record.preprocessing, source=str(record.path / PREPROCESSING_FILE))
     warnings = list(record.warnings)
     folder = choose_data_dir(data_dir, record)
     raw = read_data(record.spec, folder)
@@ -57,21 +57,26 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
         split, split_note = default_split(rows, record)
     names = choose_parts(split, rows, record)
     empty = np.array([], dtype=np.int64)
-    data = prepare_dataset(raw, {part: rows[part] if part in names else empty for part in PARTS}, fitted)
-    results = score_parts(record, {part: getattr(data, part) for part in names})
+    data = prepare_dataset(raw, {part: rows[part] if part in names else empty for part in PARTS}, saved.fitted)
+    results = score_parts(record, saved, {part: getattr(data, part) for part in names})
     document = {
         "kexp": kexp.__version__,
         "run": str(record.path.resolve()),
         "created": now_iso(),
         "split": split,
         "split_note": split_note,
-        "task": record.preprocessing.get("task", "classification"),
-        "class_names": record.preprocessing.get("class_names", []),
-        "positive_class": record.preprocessing.get("positive_class"),
+        "task": saved.task,
+        "class_names": saved.class_names,
+        "positive_class": saved.positive_class,
         **results,
         "warnings": warnings,
         "data": {"data_dir": str(folder.resolve()), "files": raw.summary.get("files", [])},
     }
+    return save_evaluation(record, document, output)
+
+
+def save_evaluation(record: RunRecord, document: dict[str, Any], output: Path | None) -> dict[str, Any]:
+    """The document written to `output`, else to <run>/evaluations/, plus "path" (None, with a warning, when it could not be saved)."""
     if output is not None:
         write_json(Path(output), document)
         return {**document, "path": str(output)}
@@ -80,7 +85,7 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
     except OSError as exc:  # a colleague's read-only run, a full disk: the numbers are still shown
         where = exc.filename or record.path / EVALUATIONS_DIR
         warning = f"could not save the evaluation in {where} ({exc.strerror}); the numbers below are not saved: add --output FILE to save them"
-        return {**document, "path": None, "warnings": [*warnings, warning]}
+        return {**document, "path": None, "warnings": [*document["warnings"], warning]}
 
 
 def choose_data_dir(data_dir: Path | None, record: RunRecord) -> Path:
@@ -144,13 +149,12 @@ def absent_because(part: str, record: RunRecord) -> str:
     return "the data has no training rows"
 
 
-def score_parts(record: RunRecord, parts: dict[str, Any]) -> dict[str, Any]:
+def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, Any]) -> dict[str, Any]:
     """Keras metrics (model.evaluate, as training computed them) and prediction reports of each part."""
     from kexp import training
     from kexp.models.saving import load_model
 
-    document = record.preprocessing
-    task, class_names = document.get("task", "classification"), document.get("class_names", [])
+    task, class_names = saved.task, saved.class_names
     loss = (record.metrics or {}).get("loss_function") or training.resolve_loss(record.spec.train.loss, len(class_names), task)
     batch_size = training.evaluation_batch_size(record.spec.train.batch_size)
     training.start_tensorflow()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import RunDirError
+from kexp.preprocessing.kinds import KINDS, generic_inputs
 from kexp.rundir import RunRecord, make_temp_dir, open_run, write_json
 
 FORMATS = ("saved_model", "tflite")
@@ -131,23 +132,18 @@ def run_tflite(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
 def sample_inputs(model, preprocessing: dict[str, Any], rows: int = CHECK_ROWS, seed: int = CHECK_SEED) -> np.ndarray:
     """Deterministic rows like the run's inputs, so export never needs the data directory.
 
-    Images are in [0, 1] and bag-of-words inputs 0/1, as the preprocessing makes them; word-id
-    sequences stay inside the vocabulary; tables are standard normal.
+    Each preprocessing kind makes them (images in [0, 1], bag-of-words inputs 0/1, word-id
+    sequences inside the vocabulary, tables standard normal), from the saved state alone.
     """
     if len(model.inputs) != 1:
         raise RunDirError(f"kexp export handles models with one input; this one has {len(model.inputs)}")
     shape = (rows, *model.inputs[0].shape[1:])
     dtype = np.dtype(model.inputs[0].dtype)
     rng = np.random.default_rng(seed)
-    state = preprocessing.get("state") or {}
     kind = preprocessing.get("kind")
-    if kind == "text" and (state.get("options") or {}).get("encoding") == "sequence":
-        return rng.integers(0, id_limit(model, len(state.get("vocabulary", [])) + 2), size=shape).astype(dtype)
-    if kind == "text" or np.issubdtype(dtype, np.integer):
-        return rng.integers(0, 2, size=shape).astype(dtype)
-    if kind == "images":
-        return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
-    return rng.standard_normal(size=shape).astype(dtype)
+    if kind not in KINDS.names():  # a kind this kexp does not know: rows of no particular kind
+        return generic_inputs(rng, shape, dtype)
+    return KINDS.get(kind).sample_inputs(rng, shape, dtype, preprocessing.get("state") or {}, lambda ids: id_limit(model, ids))
 
 
 def id_limit(model, vocabulary_ids: int) -> int:
