@@ -1,4 +1,4 @@
-"""kexp.display: a run outlives the reader of its output."""
+"""kexp.cli.display: a run outlives the reader of its output."""
 
 from __future__ import annotations
 
