@@ -46,7 +46,7 @@ def sweep(
     with exit_on_error():
         from kexp.sweep import plan_sweep, run_sweep
 
-        plan = None if config is None else plan_sweep(config, set_, param, seeds, samples, metric)
+        plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric)
         display = SweepDisplay(console)
         result = run_sweep(plan=plan, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), parallel=parallel, max_attempts=max_attempts,
                            trials_per_gpu=trials_per_gpu, backend=backend, address=address, resume_dir=resume_dir, new=new,

@@ -59,7 +59,7 @@ def train(
         from kexp.experiment import run_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
-            result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
+            result = run_experiment(spec=spec, data_dir=resolve_data_dir(data_dir), runs_dir=runs_dir, emit=emit, run_dir=run_dir)
     show_run_result(result, chosen)
 
 
@@ -116,7 +116,7 @@ def resume(
         from kexp.experiment import resume_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
-            result = resume_experiment(run_dir, resolve_data_dir(data_dir), emit)
+            result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit)
     show_run_result(result, chosen)
 
 
