@@ -2,13 +2,15 @@
 
 An event is a kind and plain JSON fields, e.g. `epoch_end` {epoch, epochs, seconds, metrics}.
 Training code calls `emit(kind, **fields)` and never prints; `kexp train` turns events into
-a live display, plain lines or JSON lines (kexp.display), and every event but the
+a live display, plain lines or JSON lines (kexp.cli.display), and every event but the
 high-frequency `batch` is also appended to `<run>/events.jsonl`, so a script can follow a
 run, or read it afterwards, without parsing what was shown.
 
 Kinds: data, run_started, tracking (where MLflow logs), member_started, member_skipped, warning, train_started, batch
 (not recorded), epoch_end, evaluation, checkpoint, run_finished, run_failed; and, for live displays only,
-progress {task, done, total} and progress_end {task} (predicting, tokenizing).
+progress {task, done, total} and progress_end {task} (predicting, tokenizing). A sweep (kexp.sweep)
+emits sweep_started, trial_started and trial_ended; a download (kexp.fetch) download_started,
+download_progress and download_ended; neither is recorded in a run.
 
 A step whose signature cannot carry an Emit (a dataset reader's is public: `fn(options,
 data_dir, seed)`) calls `report(kind, **fields)`: it goes to the Emit the caller installed

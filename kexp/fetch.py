@@ -16,10 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-
 from kexp.datasets.base import sha256_file
 from kexp.errors import DataError
+from kexp.events import Emit, discard
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist"
 
@@ -67,10 +66,9 @@ SOURCES: dict[str, list[Source]] = {
 }
 
 
-def download(url: str, sha256: str, target: Path, console: Console) -> Path:
-    """Stream `url` to `target` with a progress bar; keep it only if its SHA-256 matches."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
+def download(url: str, sha256: str, target: Path, emit: Emit = discard) -> Path:
+    """Stream `url` to `target`, reporting download_started / download_progress / download_ended
+    events (kexp.events); keep the file only if its SHA-256 matches."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -78,12 +76,14 @@ def download(url: str, sha256: str, target: Path, console: Console) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(fd, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
-                task = bar.add_task(target.name, total=total)
+            emit("download_started", name=target.name, url=url, total=total)
+            try:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     digest.update(block)
-                    bar.advance(task, len(block))
+                    emit("download_progress", name=target.name, bytes=len(block))
+            finally:  # the display closes its bar before any message about the download
+                emit("download_ended", name=target.name)
         if digest.hexdigest() != sha256:
             raise DataError(f"{url}: SHA-256 is {digest.hexdigest()}, expected {sha256}; the download was discarded")
         tmp.replace(target)
@@ -94,7 +94,7 @@ def download(url: str, sha256: str, target: Path, console: Console) -> Path:
         tmp.unlink(missing_ok=True)
 
 
-def fetch(name: str, data_dir: Path, console: Console) -> list[Path]:
+def fetch(name: str, data_dir: Path, emit: Emit = discard) -> list[Path]:
     """Make every file of data set `name` present and verified under data_dir; return their paths."""
     if name not in SOURCES:
         raise DataError(f"no download source for '{name}'; known: {', '.join(sorted(SOURCES))}")
@@ -102,7 +102,7 @@ def fetch(name: str, data_dir: Path, console: Console) -> list[Path]:
     for source in SOURCES[name]:
         target = data_dir / source.target
         if not (target.is_file() and sha256_file(target) == source.sha256):
-            download(source.url, source.sha256, target, console)
+            download(source.url, source.sha256, target, emit)
         if source.member:
             target = extract_member(target, source.member, data_dir / source.extract_to)
         paths.append(target)
@@ -202,3 +202,8 @@ def dataset_state(files: list[FileCheck]) -> str:
     if any(f.state == "differs" for f in files):
         return "differs"
     return "ready"
+
+
+def check_datasets(data_dir: Path) -> dict[str, list[FileCheck]]:
+    """Every data set `kexp data fetch` can get, by name, with its files checked under data_dir."""
+    return {name: check_files(name, data_dir) for name in sorted(SOURCES)}

@@ -40,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kexp.errors import ResumeRefused, RunDirError, SpecError
+from kexp.events import Emit, discard
 from kexp.lifecycle import effective_state, lock_run
 from kexp.rundir import create_run_dir, now_iso, read_json, write_json, write_text_atomic
 
@@ -402,7 +403,7 @@ class SweepResult:
 
 
 def run_trials(sweep_dir: Path, manifest: dict[str, Any], backend, environments: list[dict[str, str]], data_dir: Path,
-               max_attempts: int, on_change: Callable[[dict[str, Any]], None], stop_requested: Callable[[], bool]) -> bool:
+               max_attempts: int, emit: Emit, stop_requested: Callable[[], bool]) -> bool:
     """Run every trial that is not final, up to len(environments) at a time; False if stopped by a signal."""
     trials = manifest["trials"]
     free = list(range(len(environments)))
@@ -411,7 +412,7 @@ def run_trials(sweep_dir: Path, manifest: dict[str, Any], backend, environments:
     def save(i: int, trial: dict[str, Any]) -> None:
         trials[i] = trial
         write_manifest(sweep_dir, manifest)
-        on_change(trial)
+        emit_trial(emit, sweep_dir, trial)
 
     def ready(i: int) -> bool:
         """Pending and interrupted trials always (a preemption is not the trial's fault); failed ones up to max_attempts."""
@@ -453,10 +454,24 @@ def run_trials(sweep_dir: Path, manifest: dict[str, Any], backend, environments:
         time.sleep(0.2)
 
 
+def emit_trial(emit: Emit, sweep_dir: Path, trial: dict[str, Any]) -> None:
+    """trial_started for a trial that begins, else trial_ended with its run's final metrics."""
+    fields = {"id": trial["id"], "point": describe_point(trial["params"]), "seed": trial["seed"], "state": trial["state"]}
+    if trial["state"] == "running":
+        emit("trial_started", **fields)
+        return
+    from kexp.compare import read_small_json
+
+    metrics, _ = read_small_json(sweep_dir / trial["run_dir"] / "metrics.json")
+    parts = {part: metrics.get(part) or {} for part in ("train", "validation", "test")} if isinstance(metrics, dict) else {}
+    emit("trial_ended", **fields, error=trial.get("error"), metrics=parts)
+
+
 def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int = 1, max_attempts: int = 2, trials_per_gpu: int = 1,
               backend: str = "local", address: str | None = None, resume_dir: Path | None = None, new: bool = False, cpus_per_trial: float = 1.0,
-              on_change: Callable[[dict[str, Any]], None] = lambda trial: None, on_start: Callable[[Path, dict], None] = lambda d, m: None) -> SweepResult:
-    """Create (or continue) a sweep directory, run its trials, and write its summary."""
+              emit: Emit = discard) -> SweepResult:
+    """Create (or continue) a sweep directory, run its trials, and write its summary; progress goes to
+    `emit` as events (sweep_started, trial_started, trial_ended)."""
     from kexp.sweep_summary import write_summary
 
     data_dir = Path(data_dir).resolve()  # trials may run elsewhere (Ray workers) or from another directory
@@ -475,7 +490,7 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
         check_no_live_trials(sweep_dir, manifest)
         manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
         write_manifest(sweep_dir, manifest)
-        on_start(sweep_dir, manifest)
+        emit("sweep_started", sweep_dir=str(sweep_dir), trials=len(manifest["trials"]), done=sum(t["state"] in FINAL for t in manifest["trials"]))
         if backend == "ray":
             from kexp.sweep_ray import RayBackend
 
@@ -488,7 +503,7 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
         previous = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
                     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
         try:
-            run_trials(sweep_dir, manifest, runner, environments, data_dir, max_attempts, on_change, lambda: bool(stopped))
+            run_trials(sweep_dir, manifest, runner, environments, data_dir, max_attempts, emit, lambda: bool(stopped))
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

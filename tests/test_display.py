@@ -1,4 +1,4 @@
-"""kexp.display: a run outlives the reader of its output."""
+"""kexp.cli.display: a run outlives the reader of its output."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_progress_bars_redraw_on_a_terminal_only_and_pass_warnings_on():
 
     from rich.console import Console
 
-    from kexp.display import progress_bars
+    from kexp.cli.display import progress_bars
 
     def shown(terminal: bool, off_terminal: bool = False) -> tuple[str, list[str]]:
         out, warnings = io.StringIO(), []

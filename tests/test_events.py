@@ -1,4 +1,4 @@
-"""Events (kexp.events) and how the CLI shows them (kexp.display): jsonl, plain, and events.jsonl."""
+"""Events (kexp.events) and how the CLI shows them (kexp.cli.display): jsonl, plain, and events.jsonl."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_spec, write_spec
 
-from kexp.display import line_for
+from kexp.cli.display import line_for
 from kexp.events import EVENTS_FILE, RecordingEmit, read_events
 
 pytestmark = pytest.mark.slow

@@ -152,6 +152,7 @@ def format_catalog(catalog: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m kexp.models.catalog [--write]`: check the shipped catalog against Keras, or rebuild it."""
+    # A command-line entry of its own (a developer's check, not part of `kexp`), so it prints; no library code calls it.
     parser = argparse.ArgumentParser(prog="python -m kexp.models.catalog", description=main.__doc__)
     parser.add_argument("--write", action="store_true", help=f"rewrite {CATALOG_PATH.name} from the installed Keras")
     args = parser.parse_args(argv)

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kexp.errors import DataError
-from kexp.registry import TableLayout  # the layout a dataset's options declare (Options.table_layout)
 from kexp.preprocessing.inputs import Source, Warn
 from kexp.preprocessing.kinds import generic_inputs, preprocessing_kind, select
+from kexp.registry import TableLayout  # the layout a dataset's options declare (Options.table_layout)
 
 
 @dataclass

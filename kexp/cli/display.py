@@ -1,9 +1,14 @@
-"""How `kexp train` and `kexp resume` show a run's events (kexp.events): the CLI picks one.
+"""How the library's events (kexp.events) are shown: the only place that draws progress.
+
+A run (`kexp train`, `kexp resume`) is shown in the format the user picks:
 
 rich   a live bar per epoch on a terminal, and a line per epoch
 plain  one line per event worth reading, nothing that redraws: for log files, CI and `tee`
 jsonl  one JSON object per event on stdout (the same objects as <run>/events.jsonl, plus
        nothing else), for scripts
+
+A sweep (SweepDisplay) shows a bar over its trials on a terminal and a line per finished trial;
+a download (DownloadBars) a bar per file; predictions a transient bar on a terminal's stderr.
 """
 
 from __future__ import annotations
@@ -195,3 +200,67 @@ def progress_bars(console: Console, warn: Callable[[str], None] | None = None, o
     finally:
         if bar.live.is_started:  # a bar never started is not stopped: rich would print a blank line
             bar.stop()
+
+
+class SweepDisplay:
+    """An Emit for kexp.sweep's events: a progress bar over trials with ETA on a terminal; one line
+    per finished trial either way."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = None
+        self.total = self.done = 0
+
+    def __call__(self, kind: str, /, **fields: Any) -> None:
+        if kind == "sweep_started":
+            self.start(fields["sweep_dir"], fields["trials"], fields["done"])
+        elif kind == "trial_ended":
+            self.trial_ended(fields)
+
+    def start(self, sweep_dir: str, trials: int, done: int) -> None:
+        self.console.print(f"sweep: {sweep_dir}  {trials} trials, {done} already done", highlight=False)
+        self.total, self.done = trials, done
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                     TimeRemainingColumn(), console=self.console)
+            self.progress.start()
+            self.task = self.progress.add_task("", total=self.total, completed=done)
+
+    def trial_ended(self, trial: dict[str, Any]) -> None:
+        self.done += trial["state"] in ("completed", "diverged")
+        metrics = trial.get("metrics") or {}
+        shown = "  ".join(f"{part} {name} {value:.4f}" for part in ("train", "test") for name, value in (metrics.get(part) or {}).items()
+                          if name in ("accuracy", "mae") and isinstance(value, (int, float)))
+        line = f"{trial['id']}  {trial['point']}  seed {trial['seed']}  {trial['state']}  {shown}"
+        if trial["state"] not in ("completed",) and trial.get("error"):
+            line += f"  ({trial['error']})"
+        (self.progress.console if self.progress else self.console).print(f"{line}  [{self.done}/{self.total}]", highlight=False, markup=False)
+        if self.progress:
+            self.progress.update(self.task, completed=self.done)
+
+    def stop(self) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+class DownloadBars:
+    """An Emit for kexp.fetch's events: a bar per downloaded file, with its size and speed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = None
+
+    def __call__(self, kind: str, /, **fields: Any) -> None:
+        if kind == "download_started":
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task(fields["name"], total=fields["total"])
+        elif kind == "download_progress" and self.bar is not None:
+            self.bar.advance(self.task, fields["bytes"])
+        elif kind == "download_ended" and self.bar is not None:
+            self.bar.stop()
+            self.bar = None

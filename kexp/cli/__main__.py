@@ -1,0 +1,5 @@
+import sys
+
+from kexp.cli import main
+
+sys.exit(main())
