@@ -143,7 +143,7 @@ def train(
         if extra:  # as overrides, so config.yaml records them and a resume repeats them
             spec = load_spec(config, [*set_, *extra], source=source)
         from kexp.display import display
-        from kexp.experiment import run_experiment
+        from kexp.train.experiment import run_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
             result = run_experiment(spec, resolve_data_dir(data_dir), runs_dir, emit, run_dir=run_dir)
@@ -210,7 +210,7 @@ def resume(
     quiet_unless(verbose)
     with exit_on_error():
         from kexp.display import display
-        from kexp.experiment import resume_experiment
+        from kexp.train.experiment import resume_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
             result = resume_experiment(run_dir, resolve_data_dir(data_dir), emit)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kexp.checkpoint import KEEP, Checkpoint, capture, latest_checkpoint, list_checkpoints, restore, write_checkpoint
+from kexp.train.checkpoint import KEEP, Checkpoint, capture, latest_checkpoint, list_checkpoints, restore, write_checkpoint
 
 
 def hand_made(epoch: int, fit_done: bool = False, seed: int | None = None) -> Checkpoint:
