@@ -54,7 +54,7 @@ def quiet_tensorflow() -> Any:
     them (they are how TensorFlow says why it found no GPU)."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         return contextlib.nullcontext()
-    from kexp.training import filtered_native_stderr
+    from kexp.train.runtime import filtered_native_stderr
 
     return filtered_native_stderr()
 

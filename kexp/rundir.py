@@ -6,7 +6,7 @@
                       attempt, last epoch and heartbeat (kexp.lifecycle owns it)
       env.json        versions, device, host, seed, the resolved spec, data checksums, attempts
       log.txt         one line per start, resume and stop; the traceback of a failure
-      checkpoints/    the last two resumable states (kexp.checkpoint)
+      checkpoints/    the last two resumable states (kexp.train.checkpoint)
       history.json    Keras history, one value per finished epoch
       metrics.json    final train/validation/test metrics and timings
       model.keras     the trained model

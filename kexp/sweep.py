@@ -352,7 +352,7 @@ class LocalBackend:
         return handle.poll()
 
     def stop(self, handle) -> None:
-        """SIGTERM: the trial saves a checkpoint and exits 143 (kexp.signals)."""
+        """SIGTERM: the trial saves a checkpoint and exits 143 (kexp.train.signals)."""
         if handle.poll() is None:
             handle.send_signal(signal.SIGTERM)
 

@@ -84,18 +84,6 @@ class MlflowRun:
         batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)]
         self._safely(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
-    def callback(self, member: str | None = None):
-        """A Keras callback logging each epoch's metrics at step = epoch number (folds: `fold-1/loss`)."""
-        import keras
-
-        run, prefix = self, f"{member}/" if member else ""
-
-        class MlflowEpochs(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                run.log_metrics({k: float(v) for k, v in (logs or {}).items()}, epoch + 1, prefix)
-
-        return MlflowEpochs()
-
     def finish(self, run_dir: Path, state: str, metrics: dict[str, Any] | None) -> None:
         """Final metrics, the run directory's files as artifacts, kexp.status, and the MLflow status."""
         if metrics:

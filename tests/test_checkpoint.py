@@ -1,4 +1,4 @@
-"""Resumable checkpoints (kexp.checkpoint): what is on disk, which one a resume reads, and what it puts back."""
+"""Resumable checkpoints (kexp.train.checkpoint): what is on disk, which one a resume reads, and what it puts back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kexp.checkpoint import KEEP, Checkpoint, capture, latest_checkpoint, list_checkpoints, restore, write_checkpoint
+from kexp.train.checkpoint import KEEP, Checkpoint, capture, latest_checkpoint, list_checkpoints, restore, write_checkpoint
 
 
 def hand_made(epoch: int, fit_done: bool = False, seed: int | None = None) -> Checkpoint:

@@ -1,4 +1,4 @@
-"""Devices, threads and precision (kexp.training placement), in real processes.
+"""Devices, threads and precision (kexp.train.runtime placement), in real processes.
 
 No GPU here: `device: all` runs MirroredStrategy over two logical CPU devices, configured
 before TensorFlow starts, so the multi-device path really runs; GPU choices are checked by
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from conftest import smoke_spec, write_spec
 
-from kexp import training
 from kexp.errors import DeviceError
+from kexp.train.loop import QUICK_COMPILE_FLAGS
+from kexp.train.runtime import select_device
 
 pytestmark = pytest.mark.slow
 
@@ -96,14 +97,14 @@ def test_gpu_choices_by_their_placement_logic(monkeypatch):
 
     gpus = [tf.config.LogicalDevice(f"/device:GPU:{i}", "GPU") for i in range(3)]
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: gpus if kind == "GPU" else [])
-    assert training.select_device("gpu:2").devices == ["/GPU:2"]
-    assert training.select_device("auto").devices == ["/GPU:0"]
-    assert training.select_device("cpu").devices == ["/CPU:0"]
+    assert select_device("gpu:2").devices == ["/GPU:2"]
+    assert select_device("auto").devices == ["/GPU:0"]
+    assert select_device("cpu").devices == ["/CPU:0"]
     with pytest.raises(DeviceError, match="device 'gpu:3' was requested but TensorFlow .* sees 3 GPU"):
-        training.select_device("gpu:3")
+        select_device("gpu:3")
     mirrored = []
     monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda devices: mirrored.append(devices) or "strategy")
-    placement = training.select_device("all")
+    placement = select_device("all")
     assert mirrored == [[g.name for g in gpus]] and placement.devices == [g.name for g in gpus]  # every GPU, none of the CPUs
 
 
@@ -138,6 +139,6 @@ def test_xla_loop_trains_as_keras_loop_does_and_is_recorded(tmp_path):
     for metric in ("loss", "accuracy"):
         np.testing.assert_allclose(histories["xla"][metric], histories["keras"][metric], rtol=1e-4, err_msg=metric)
     # a tiny fit compiles quickly unless the user set XLA_FLAGS
-    assert envs["xla"]["xla_flags"] == training.QUICK_COMPILE_FLAGS and envs["keras"]["xla_flags"] is None
+    assert envs["xla"]["xla_flags"] == QUICK_COMPILE_FLAGS and envs["keras"]["xla_flags"] is None
     assert "XLA_FLAGS" not in envs["xla"]["environment_variables"]
 

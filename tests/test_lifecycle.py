@@ -32,7 +32,7 @@ from kexp.lifecycle import (
     reopen_run,
 )
 from kexp.rundir import write_json, write_status
-from kexp.signals import SignalGuard
+from kexp.train.signals import SignalGuard
 
 REPO = Path(__file__).resolve().parents[1]
 

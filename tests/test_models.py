@@ -6,13 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from kexp.errors import ModelError, RunDirError, SpecError
-from kexp.experiment import build_model
 from kexp.models import catalog
 from kexp.models.cnn import CnnOptions
 from kexp.models.mlp import MlpOptions
 from kexp.models.saving import load_model
 from kexp.models.sequential import SequentialOptions
 from kexp.spec import validate_spec
+from kexp.train.compile import build_model
 
 
 def spec_with(model: dict):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import smoke_spec, write_spec
 
-from kexp.checkpoint import latest_checkpoint, read_checkpoint
 from kexp.cli import app
+from kexp.train.checkpoint import latest_checkpoint, read_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from kexp.errors import Interrupted
-from kexp.signals import SignalGuard, stop_on_signals
+from kexp.train.signals import SignalGuard, stop_on_signals
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
@@ -43,7 +43,7 @@ def test_third_signal_exits_at_once_after_recording_it(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, time
         from pathlib import Path
-        from kexp.signals import stop_on_signals
+        from kexp.train.signals import stop_on_signals
         with stop_on_signals() as guard, guard.deferred():
             guard.on_abandon = lambda sig: Path({str(tmp_path / 'abandoned')!r}).write_text(sig.name)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGINT):

@@ -384,9 +384,11 @@ def new_run_dir(tmp_path: Path) -> Path:
 def test_an_mlflow_run_holds_params_epochs_tags_files_and_continues_on_resume(tmp_path, store):
     from mlflow.tracking import MlflowClient
 
+    from kexp.train.callbacks import MlflowEpochs
+
     run_dir = new_run_dir(tmp_path)
     first = start_mlflow_run(run_dir, SPEC_DOCUMENT, MlflowSpec(uri=store), "tiny", "9.9.9")
-    model, seen = tiny_fit([first.callback()])
+    model, seen = tiny_fit([MlflowEpochs(first)])
     first.finish(run_dir, "interrupted", None)
     client = MlflowClient(store)
     stopped = client.get_run(first.run_id)
@@ -397,7 +399,7 @@ def test_an_mlflow_run_holds_params_epochs_tags_files_and_continues_on_resume(tm
     assert again.run_id == first.run_id
     resumed = client.get_run(first.run_id)
     assert (resumed.info.status, resumed.data.tags["kexp.status"]) == ("RUNNING", "running")
-    model, more = tiny_fit([again.callback()], epochs=5, initial_epoch=3, model=model)
+    model, more = tiny_fit([MlflowEpochs(again)], epochs=5, initial_epoch=3, model=model)
     again.finish(run_dir, "completed", write_run_files(run_dir, model, epochs=5))
     assert first.failures == again.failures == []
 

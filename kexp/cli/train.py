@@ -56,7 +56,7 @@ def train(
     with exit_on_error():
         spec = train_spec(config, set_, repeat=repeat, tensorboard=tensorboard, mlflow=mlflow, mlflow_uri=mlflow_uri)
         from kexp.cli.display import display
-        from kexp.experiment import run_experiment
+        from kexp.train.experiment import run_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
             result = run_experiment(spec=spec, data_dir=resolve_data_dir(data_dir), runs_dir=runs_dir, emit=emit, run_dir=run_dir)
@@ -113,7 +113,7 @@ def resume(
     quiet_unless(verbose)
     with exit_on_error():
         from kexp.cli.display import display
-        from kexp.experiment import resume_experiment
+        from kexp.train.experiment import resume_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
             result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit)

@@ -151,21 +151,24 @@ def absent_because(part: str, record: RunRecord) -> str:
 
 def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, Any]) -> dict[str, Any]:
     """Keras metrics (model.evaluate, as training computed them) and prediction reports of each part."""
-    from kexp import training
     from kexp.models.saving import load_model
+    from kexp.task import resolve_loss
+    from kexp.train.compile import make_targets
+    from kexp.train.runtime import start_tensorflow
+    from kexp.train.scoring import evaluate_splits, evaluation_batch_size
 
     task, class_names = saved.task, saved.class_names
-    loss = (record.metrics or {}).get("loss_function") or training.resolve_loss(record.spec.train.loss, len(class_names), task)
-    batch_size = training.evaluation_batch_size(record.spec.train.batch_size)
-    training.start_tensorflow()
+    loss = (record.metrics or {}).get("loss_function") or resolve_loss(record.spec.train.loss, len(class_names), task)
+    batch_size = evaluation_batch_size(record.spec.train.batch_size)
+    start_tensorflow()
     model = load_model(record.model_path)
     if not model.compiled:
         raise RunDirError(f"{record.model_path}: saved without its loss and metrics; kexp evaluates compiled models only")
     results = {}
     for name, part in parts.items():
-        targets = training.make_targets(part.y, loss, len(class_names))
+        targets = make_targets(part.y, loss, len(class_names))
         scored = Split(part.x, targets, part.divisor)
-        metrics, outputs = training.evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
+        metrics, outputs = evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
         metrics = metrics[name]
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
         results[name] = {"metrics": metrics, "recorded_metrics": recorded_figures(record.metrics or {}, name),

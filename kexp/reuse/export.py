@@ -45,7 +45,7 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) 
             raise RunDirError(f"{path}: already exists; kexp export never overwrites (remove it, or choose a new path with --output)")
 
     from kexp.models.saving import load_model
-    from kexp.training import start_tensorflow
+    from kexp.train.runtime import start_tensorflow
 
     start_tensorflow()  # without its start-up chatter, as `kexp train` does
     model = load_model(record.model_path)
@@ -114,7 +114,7 @@ def run_tflite(path: Path, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Outputs of the TFLite interpreter, resized to the batch of `x`."""
     import tensorflow as tf
 
-    from kexp.training import quiet_native_stderr
+    from kexp.train.runtime import quiet_native_stderr
 
     with warnings.catch_warnings(), quiet_native_stderr():  # TFLite's C++ "INFO: Created ... XNNPACK delegate" line
         # tf.lite.Interpreter warns that it moves to ai_edge_litert; it is what TF 2.21 ships

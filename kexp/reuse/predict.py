@@ -117,7 +117,7 @@ def predicted_rows(model_path: Path, saved: SavedPreprocessing, batches: Iterato
                    emit: Emit, warn: Warn) -> Iterator[Rows]:
     """The rows of each batch: its inputs transformed (never refitted) and predicted in one model call."""
     from kexp.models.saving import load_model
-    from kexp.training import start_tensorflow
+    from kexp.train.runtime import start_tensorflow
 
     warn_once = once(warn)  # a model-wide warning (outputs not probabilities) is said once, not per batch
     done = 0

@@ -3,7 +3,7 @@
 Raising from a signal handler in the middle of a TensorFlow step can leave the step
 half-done and deadlock the next one, and raising in the middle of a checkpoint write
 would lose it. So once a run directory exists a signal only marks the run as stopping:
-a Keras callback raises at the next batch boundary (the end of the current TensorFlow
+a Keras callback (kexp.train.callbacks.StopOnSignal) raises at the next batch boundary (the end of the current TensorFlow
 call, i.e. of `steps_per_execution` batches, or of an epoch with train.loop xla), and the
 run saves its checkpoint before exiting. Before that (loading data, building the model) it
 raises at once.
@@ -64,23 +64,6 @@ class SignalGuard:
             yield
         finally:
             self.deferring = outer
-
-    def keras_callback(self):
-        import keras
-
-        guard = self
-
-        class StopOnSignal(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                guard.raise_if_pending()
-
-            def on_test_batch_end(self, batch, logs=None):
-                guard.raise_if_pending()
-
-            def on_predict_batch_end(self, batch, logs=None):
-                guard.raise_if_pending()
-
-        return StopOnSignal()
 
 
 def say(message: str) -> None:

@@ -1,0 +1,103 @@
+"""Build and compile a model from the spec: the registered builder, then targets in the loss's form,
+metrics, optimizer and class weights from the `train` section.
+
+The loss and the number of outputs come from kexp.task (resolve_loss, count_outputs), the
+loop and steps per call from the LoopPlan (kexp.train.loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kexp.datasets.base import Dataset
+from kexp.errors import ModelError, SpecError
+from kexp.registry import MODELS
+from kexp.spec import ExperimentSpec, TrainSpec
+from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES
+from kexp.train.feeds import steps
+from kexp.train.loop import LoopPlan, plan_loop
+from kexp.train.runtime import Placement, set_seed
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """A freshly built, compiled Keras model and the loop plan it was compiled by."""
+
+    model: Any
+    plan: LoopPlan
+
+
+def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
+    """The spec's registered model builder called with its options: an uncompiled keras.Model."""
+    try:  # the options were validated once, with the spec
+        return MODELS.get(spec.model.name).fn(spec.model.options, input_shape, num_outputs, task)
+    except ValueError as exc:
+        raise ModelError(f"model '{spec.model.name}': {exc}") from None
+
+
+def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: Placement, loss: str, outputs: int) -> CompiledModel:
+    """A freshly initialized model on `device`, compiled by its loop plan: the seed is set first,
+    so each member starts from its own seed."""
+    set_seed(seed)
+    with device.scope():
+        model = build_model(spec, data.input_shape, outputs, data.task)
+        plan = plan_loop(model, spec.train, steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None,
+                         input_bytes=data.train.x.nbytes, on_cpu=device.on_cpu)
+        compile_model(model, spec.train, loss, outputs, plan)
+    return CompiledModel(model, plan)
+
+
+def make_targets(y: np.ndarray, loss: str, num_classes: int) -> np.ndarray:
+    """Class ids in the form the loss expects (one-hot for categorical_crossentropy); regression targets as a column."""
+    if loss in REGRESSION_LOSSES:
+        return y.astype(np.float32).reshape(-1, 1)  # R2Score wants (rows, outputs)
+    if loss == "categorical_crossentropy":
+        return np.eye(num_classes, dtype=np.float32)[y]
+    if loss == "sparse_categorical_crossentropy":
+        return y.astype(np.int32)
+    return y.astype(np.float32)
+
+
+def make_metrics(names: list[str], num_outputs: int) -> list[Any]:
+    import keras
+
+    builders = {
+        "precision": lambda: keras.metrics.Precision(name="precision"),
+        "recall": lambda: keras.metrics.Recall(name="recall"),
+        "auc": lambda: keras.metrics.AUC(name="auc"),
+        "mae": lambda: keras.metrics.MeanAbsoluteError(name="mae"),
+        "rmse": lambda: keras.metrics.RootMeanSquaredError(name="rmse"),
+        "r2": lambda: keras.metrics.R2Score(name="r2"),
+    }
+    metrics = []
+    for name in names:
+        if name in BINARY_ONLY_METRICS and num_outputs != 1:
+            raise SpecError([f"train.metrics: '{name}' needs a binary task with one sigmoid output; this one has {num_outputs} outputs"])
+        metrics.append(builders[name]() if name in builders else name)
+    return metrics
+
+
+def make_optimizer(train: TrainSpec):
+    import keras
+
+    return keras.optimizers.get({"class_name": train.optimizer.name, "config": train.optimizer.kwargs()})
+
+
+def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, plan: LoopPlan) -> None:
+    """Compile for training as `plan` says (with xla one Keras step is the whole epoch)."""
+    model.compile(
+        optimizer=make_optimizer(train),
+        loss=loss,
+        metrics=make_metrics(train.metrics, num_outputs),
+        steps_per_execution=plan.keras_steps_per_execution,
+        jit_compile=train.jit_compile,
+    )
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """`balanced`: n / (classes x count) per class, scikit-learn's and Keras' usual weighting."""
+    counts = np.bincount(y.astype(np.int64), minlength=num_classes)
+    return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
