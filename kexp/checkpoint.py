@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from kexp.datasets.base import sha256_file
-from kexp.lifecycle import pause_for_tests
-from kexp.rundir import finite_or_none, make_temp_dir, replace_durably
+from kexp.run.io import finite_or_none, make_temp_dir, replace_durably, sha256_file
+from kexp.run.lifecycle import pause_for_tests
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2

@@ -286,7 +286,7 @@ class SweepDisplay:
         if trial["state"] == "running":
             return
         self.done += trial["state"] in ("completed", "diverged")
-        from kexp.compare import read_small_json
+        from kexp.run.records import read_small_json
 
         metrics, _ = read_small_json(self.sweep_dir / trial["run_dir"] / "metrics.json")
         shown = ""
@@ -391,7 +391,7 @@ def validate(
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
     """Check a spec (and overrides) as `kexp train` would before reading data; exit 2 if it is invalid."""
-    from kexp.rundir import check_runs_dir
+    from kexp.run.dirs import check_runs_dir
     from kexp.spec import load_spec
 
     with exit_on_error():
@@ -475,7 +475,7 @@ def evaluate(
     if as_json:
         saved = {k: v for k, v in result.items() if k != "path"}
         if result["path"] is None:  # not saved (read-only run): the same strict JSON, on stdout only
-            from kexp.rundir import strict_json
+            from kexp.run.io import strict_json
 
             print(strict_json(saved))
         else:

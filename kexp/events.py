@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from kexp.rundir import now_iso, strict_json
+from kexp.run.files import EVENTS as EVENTS_FILE
+from kexp.run.io import now_iso, strict_json
 
-EVENTS_FILE = "events.jsonl"
 NOT_RECORDED = {"batch"}  # many a second: for live displays only
 
 

@@ -19,11 +19,13 @@ from kexp.datasets.base import Dataset, Split, class_balance, summarize
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import Diverged, Interrupted, KexpError, ModelError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
-from kexp.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
 from kexp.plots import BackgroundPlots
 from kexp.preprocessing import to_document
 from kexp.registry import MODELS
-from kexp.rundir import check_runs_dir, now_iso, replace_durably, write_json, write_preprocessing, write_text_atomic
+from kexp.run.dirs import check_runs_dir
+from kexp.run.io import now_iso, replace_durably, write_json, write_text_atomic
+from kexp.run.lifecycle import Run, check_resumable, create_run, pause_for_tests, process_age_seconds, record_attempt, reopen_run
+from kexp.run.records import write_preprocessing
 from kexp.signals import SignalGuard, stop_on_signals
 from kexp.spec import ExperimentSpec, check_task
 from kexp.tracking import check_installed, check_mlflow_reachable
@@ -67,16 +69,16 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: E
 
 def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> RunResult:
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
-    from kexp.lifecycle import read_completed
-    from kexp.rundir import read_json
+    from kexp.run.lifecycle import read_completed
+    from kexp.run.records import read_json
 
     completed = read_completed(Path(run_dir))  # no lock needed to leave a finished run alone (a colleague's read-only one too)
     if completed is not None:
-        return RunResult(Path(run_dir), completed, note="the run had already completed: nothing was changed")
+        return RunResult(Path(run_dir), completed.document, note="the run had already completed: nothing was changed")
     with stop_on_signals() as guard, BackgroundPlots() as plots:
         run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
         try:
-            if status.get("state") == "completed":
+            if status.state == "completed":
                 return RunResult(run.path, read_json(run.path / "metrics.json"), note="the run had already completed: nothing was changed")
             spec = check_resumable(run.path, status)
             result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, run=run)
@@ -228,7 +230,7 @@ def stop_message(exc: BaseException) -> str:
 def check_same_data(run_dir: Path, data: Dataset) -> None:
     """A resumed run must read the very files it started on (their SHA-256 is in env.json)."""
     from kexp.datasets.base import changed_files
-    from kexp.rundir import read_json
+    from kexp.run.records import read_json
 
     recorded = read_json(run_dir / "env.json").get("data_files", [])
     changes = changed_files(recorded, data.summary.get("files", []))
@@ -237,7 +239,7 @@ def check_same_data(run_dir: Path, data: Dataset) -> None:
 
 
 def read_member_result(folder: Path) -> dict[str, Any]:
-    from kexp.rundir import read_json
+    from kexp.run.records import read_json
 
     result = read_json(folder / "metrics.json")
     result["report"] = flat_report(result.get("report"))
@@ -522,7 +524,7 @@ def save_model(model, path: Path) -> None:
 
 
 def _set_env_end(run_dir: Path) -> None:
-    from kexp.rundir import read_json
+    from kexp.run.records import read_json
 
     env = read_json(run_dir / "env.json")
     env["ended"] = now_iso()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kexp.datasets.base import sha256_file
 from kexp.errors import DataError
+from kexp.run.io import sha256_file
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist"
 

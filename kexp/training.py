@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import DeviceError, Diverged, SpecError
-from kexp.rundir import write_json
+from kexp.run.io import write_json
 from kexp.spec import TrainSpec, loop_conflicts
 from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES, count_outputs, resolve_loss  # noqa: F401  (training's vocabulary)
 
