@@ -44,7 +44,7 @@ from kexp.run.dirs import create_run_dir
 from kexp.run.files import MANIFEST, SWEEPS, RunFiles, SweepFiles
 from kexp.run.io import now_iso, write_text_atomic
 from kexp.run.lifecycle import effective_state, lock_run
-from kexp.run.records import Manifest, Status, Trial, has_manifest, read_manifest, read_status, write_manifest
+from kexp.run.records import Manifest, Status, Trial, has_manifest, read_manifest, read_status, read_sweep_metric, write_manifest, write_sweep_spec
 
 FINAL = ("completed", "diverged")  # a diverged trial would diverge again: it is not retried
 
@@ -239,8 +239,7 @@ def create_sweep_dir(runs_dir: Path, plan: Plan) -> Path:
         write_text_atomic(files.trial_spec(trial["id"]), header + spec.to_yaml())
     document = {"name": plan.name, "config": str(plan.config.resolve()), "set": plan.overrides,
                 "space": plan.space.model_dump(mode="json"), "fingerprint": plan.fingerprint, "created": now_iso()}
-    write_text_atomic(files.spec, "# What this sweep is; continue it with: kexp sweep --resume " + str(sweep_dir) + "\n"
-                      + yaml.safe_dump(document, sort_keys=False))
+    write_sweep_spec(sweep_dir, document)
     write_manifest(sweep_dir, {"sweep": sweep_dir.name, "fingerprint": plan.fingerprint, "trials": plan.trials})
     return sweep_dir
 
@@ -491,15 +490,9 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
             for s, handler in previous.items():
                 signal.signal(s, handler)
             runner.close()
-        summary = write_summary(sweep_dir, manifest["trials"], read_metric(sweep_dir))
+        summary = write_summary(sweep_dir, manifest["trials"], read_sweep_metric(sweep_dir))
         return SweepResult(sweep_dir, manifest, summary, stopped[0] if stopped else None)
     finally:
         if lock is not None:
             os.close(lock)
 
-
-def read_metric(sweep_dir: Path) -> str | None:
-    try:
-        return yaml.safe_load(SweepFiles(sweep_dir).spec.read_text())["space"].get("metric")
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
