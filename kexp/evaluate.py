@@ -23,14 +23,13 @@ from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
 from kexp.preprocessing import from_document
 from kexp.reports import classification_report, regression_report, to_classes
-from kexp.run.files import EVALUATIONS, METRICS, RunFiles
+from kexp.run.files import METRICS, RunFiles
 from kexp.run.io import now_iso, write_json
 from kexp.run.records import Metrics
 from kexp.run.saved import RunRecord, open_run
 
 PARTS = ("train", "validation", "test")
 SPLIT_CHOICES = (*PARTS, "all")
-EVALUATIONS_DIR = EVALUATIONS
 
 
 def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None = None, allow_changed_data: bool = False,

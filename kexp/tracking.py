@@ -26,11 +26,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from kexp.errors import KexpError
-from kexp.run.files import ARTIFACT_FILES, ARTIFACT_FOLDERS, MLFLOW, RunFiles
+from kexp.run.files import ARTIFACT_FILES, ARTIFACT_FOLDERS, RunFiles
 from kexp.run.io import write_json
 from kexp.run.records import read_json
 
-MLFLOW_FILE = MLFLOW  # the name kexp 0.2 callers import
 # kexp's final states as MLflow run statuses (failed and diverged, or anything else: FAILED)
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
 # MLflow's limit on a param value: older MLflow refuses a longer one, newer cuts it with a warning

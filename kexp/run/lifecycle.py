@@ -32,7 +32,7 @@ from typing import Any
 
 from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError, describe_os_error
 from kexp.run.dirs import create_named_run_dir, create_run_dir
-from kexp.run.files import LOCK, RunFiles
+from kexp.run.files import RunFiles
 from kexp.run.io import now_iso, parse_time
 from kexp.run.records import Metrics, Status, add_env_attempt, read_env, read_metrics, read_status, write_status
 
@@ -40,7 +40,6 @@ HEARTBEAT_SECONDS = 30.0
 # A `running` run on another host whose heartbeat is older than this is presumed dead
 # (on this host the pid answers that directly).
 STALE_SECONDS = 180.0
-LOCK_FILE = LOCK  # the name kexp 0.2 callers import
 STATES = ("running", "completed", "failed", "interrupted", "diverged")
 
 
