@@ -21,62 +21,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kexp.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, summarize_values
 from kexp.errors import RunDirError
-from kexp.lifecycle import LOCK_FILE, effective_state
-from kexp.lifecycle import STATES as RECORDED_STATES
-from kexp.rundir import write_json
+from kexp.run.files import CONFIG, LOCK, SMALL_FILES, SWEEPS, RunFiles
+from kexp.run.io import parse_time, write_json
+from kexp.run.lifecycle import STATES as RECORDED_STATES
+from kexp.run.lifecycle import effective_state
+from kexp.run.records import Status, read_config, read_small_json
 
-# recorded states, `crashed` (running, but its process is gone: kexp.lifecycle) and `damaged` (unreadable files)
+# recorded states, `crashed` (running, but its process is gone: kexp.run.lifecycle) and `damaged` (unreadable files)
 STATES = (*RECORDED_STATES, "crashed", "damaged")
 FORMATS = ("table", "csv", "json", "markdown")
-RUN_FILES = ("config.yaml", "status.json", "env.json", "metrics.json", "history.json")
 # What `kexp runs` shows, in order; each is also a --sort key.
 RUN_COLUMNS = ("id", "name", "dataset", "model", "status", "epochs", "measured", "metric", "duration", "age", "note")
 # CSV for scripts: numbers as numbers (durations and ages in seconds), std and member count apart.
 CSV_COLUMNS = RUN_COLUMNS[:-1] + ("metric_std", "metric_n", "started", "ended", "path", "note")
 SPLITS = ("test", "validation", "train")
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-")
-# libyaml's parser reads a resolved spec in 0.34 ms, PyYAML's own in 1.8: 0.7 s saved over 500 runs.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_small_json(path: Path) -> tuple[Any, str | None]:
-    """(data, None), or (None, "why not") for a missing or truncated file."""
-    try:
-        return json.loads(path.read_bytes()), None
-    except FileNotFoundError:
-        return None, f"{path.name} missing"
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return None, f"{path.name} unreadable ({type(exc).__name__})"
-
-
-def read_config(path: Path) -> tuple[dict | None, str | None]:
-    try:
-        spec = yaml.load(path.read_bytes(), Loader=_YAML_LOADER)
-    except FileNotFoundError:
-        return None, "config.yaml missing"
-    except (OSError, yaml.YAMLError) as exc:
-        return None, f"config.yaml unreadable ({type(exc).__name__})"
-    if not isinstance(spec, dict):
-        return None, "config.yaml is not a spec"
-    return spec, None
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # in UTC, so that the ISO strings sort in time order whatever offset a run recorded
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def component_name(spec: dict | None, section: str) -> str | None:
@@ -124,7 +88,7 @@ def main_metric(metrics: dict) -> dict[str, Any]:
 def count_epochs(run_dir: Path, metrics: dict | None) -> int | float | None:
     if metrics and metrics.get("epochs_completed") is not None:
         return metrics["epochs_completed"]
-    history, _ = read_small_json(run_dir / "history.json")  # a running or stopped run: its finished epochs
+    history, _ = read_small_json(RunFiles(run_dir).history)  # a running or stopped run: its finished epochs
     if isinstance(history, dict):
         if isinstance(history.get("epochs"), (int, float)):
             return history["epochs"]
@@ -135,21 +99,22 @@ def count_epochs(run_dir: Path, metrics: dict | None) -> int | float | None:
 def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
     """One `kexp runs` row for a run directory; problems become status "damaged" and a note."""
     problems = []
-    spec, problem = read_config(run_dir / "config.yaml")
+    files = RunFiles(run_dir)
+    spec, problem = read_config(run_dir)
     problems += [problem] if problem else []
-    status, problem = read_small_json(run_dir / "status.json")
+    status, problem = read_small_json(files.status)
     problems += [problem] if problem else []
     status = status if isinstance(status, dict) else {}
     state = status.get("state")
     if status and state not in RECORDED_STATES:
-        problems.append(f"status.json has state {state!r}")
-    metrics, problem = read_small_json(run_dir / "metrics.json")
+        problems.append(f"{files.status.name} has state {state!r}")
+    metrics, problem = read_small_json(files.metrics)
     if problem and (state == "completed" or "missing" not in problem):  # only a completed run must have metrics
         problems.append(problem)
     metrics = metrics if isinstance(metrics, dict) else None
     started, ended = parse_time(status.get("started")), parse_time(status.get("ended"))
     if started is None:  # status.json lost: env.json records the start too
-        env, _ = read_small_json(run_dir / "env.json")
+        env, _ = read_small_json(files.env)
         started = parse_time(env.get("started")) if isinstance(env, dict) else None
     duration = (ended - started).total_seconds() if started and ended else None
     if duration is None and metrics and isinstance(metrics.get("wall_seconds"), (int, float)):
@@ -159,7 +124,7 @@ def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
     if state in ("failed", "interrupted", "diverged") and status.get("error"):
         notes.append(str(status["error"]))
     shown = state
-    if not problems and effective_state(status) == "crashed":
+    if not problems and effective_state(Status.from_document(status)) == "crashed":
         shown = "crashed"
         notes.append(f"process {status.get('pid')} on {status.get('host')} is gone (last heartbeat {status.get('heartbeat')}); kexp resume {run_dir}")
     return {
@@ -186,7 +151,7 @@ def read_run_row(run_dir: Path, now: datetime) -> dict[str, Any]:
 def looks_like_run(path: Path) -> bool:
     """A folder with any run file or a run's lock, or an empty one named like a run: a run killed, or
     stopped by a full disk, before it wrote its first file is listed (as damaged), never hidden."""
-    if any((path / name).exists() for name in (*RUN_FILES, LOCK_FILE)):
+    if any((path / name).exists() for name in (*SMALL_FILES, LOCK)):
         return True
     return bool(_RUN_ID.match(path.name)) and not any(path.iterdir())
 
@@ -202,15 +167,13 @@ def list_runs(runs_dir: Path, now: datetime | None = None) -> list[dict[str, Any
         if path.name.startswith(".") or not path.is_dir():
             continue
         # config.yaml first: nearly every folder is a run, so the full check is rarely needed
-        if (path / "config.yaml").exists() or looks_like_run(path):
+        if (path / CONFIG).exists() or looks_like_run(path):
             rows.append(read_run_row(path, now))
     return sort_rows(rows, None)
 
 
 def sweep_trials_note(runs_dir: Path) -> str | None:
     """'12 sweep trials in 2 sweeps under runs/sweeps/ (kexp runs runs/sweeps/<sweep>)', or None: `kexp runs` lists top-level runs only."""
-    from kexp.sweep import SWEEPS
-
     folder = Path(runs_dir) / SWEEPS
     sweeps = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
     if not sweeps:
@@ -343,9 +306,9 @@ def expand_run_paths(arguments: list[str], skipped: list[str] | None = None) -> 
     for argument in arguments:
         if not Path(argument).exists() and glob.has_magic(argument):
             folders = sorted(Path(p) for p in glob.glob(argument) if Path(p).is_dir())
-            matches = [p for p in folders if (p / "config.yaml").exists() or looks_like_run(p)]
+            matches = [p for p in folders if (p / CONFIG).exists() or looks_like_run(p)]
             for other in (p for p in folders if p not in matches):
-                hint = f" (a sweep folder: kexp compare '{other}/*/trial-*')" if other.name == "sweeps" else ""
+                hint = f" (a sweep folder: kexp compare '{other}/*/trial-*')" if other.name == SWEEPS else ""
                 if skipped is not None:
                     skipped.append(f"{other}: not a run directory, skipped{hint}")
             if not matches:
@@ -365,13 +328,13 @@ def read_compared_run(run_dir: Path) -> dict[str, Any]:
     """Spec, status, metrics and curves of one run; only a missing or unreadable config.yaml is an error."""
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
-    spec, problem = read_config(run_dir / "config.yaml")
+    spec, problem = read_config(run_dir)
     if spec is None:
-        hint = f"; to compare the runs in it: kexp compare '{run_dir}/*'" if any(run_dir.glob("*/config.yaml")) else ""
+        hint = f"; to compare the runs in it: kexp compare '{run_dir}/*'" if any(run_dir.glob(f"*/{CONFIG}")) else ""
         raise RunDirError(f"{run_dir}: not a kexp run directory ({problem}){hint}")
-    status, status_problem = read_small_json(run_dir / "status.json")
-    metrics, metrics_problem = read_small_json(run_dir / "metrics.json")
-    state = effective_state(status) if isinstance(status, dict) else None
+    status, status_problem = read_small_json(RunFiles(run_dir).status)
+    metrics, metrics_problem = read_small_json(RunFiles(run_dir).metrics)
+    state = effective_state(Status.from_document(status)) if isinstance(status, dict) else None
     notes = [status_problem] if status_problem else []
     if metrics_problem and (state == "completed" or not metrics_problem.endswith("missing")):  # as in `kexp runs`
         notes.append(metrics_problem)
@@ -390,10 +353,10 @@ def read_compared_run(run_dir: Path) -> dict[str, Any]:
 
 def read_curves(run_dir: Path) -> tuple[dict[str, list], int | None]:
     """(series, None) from history.json; a run of folds or seeds without one: its members' epoch-wise mean and their count."""
-    history, _ = read_small_json(run_dir / "history.json")
+    history, _ = read_small_json(RunFiles(run_dir).history)
     if isinstance(history, dict):
         return {k: v for k, v in history.items() if isinstance(v, list) and k != "epoch_seconds"}, None
-    members = [read_small_json(p)[0] for p in sorted(run_dir.glob("folds/*/history.json")) + sorted(run_dir.glob("repeats/*/history.json"))]
+    members = [read_small_json(p)[0] for p in RunFiles(run_dir).member_histories()]
     members = [m for m in members if isinstance(m, dict)]
     if not members:
         return {}, None

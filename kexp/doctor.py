@@ -273,7 +273,7 @@ def describe_files(files: list[Any]) -> str:
 def check_runs_dir(runs_dir: Path) -> Check:
     """Whether run directories can be made there, probed as `kexp train` does (never creating runs_dir itself)."""
     from kexp.errors import RunDirError
-    from kexp.rundir import check_runs_dir as probe_runs_dir
+    from kexp.run.dirs import check_runs_dir as probe_runs_dir
 
     where = os.path.abspath(runs_dir)
     try:

@@ -26,9 +26,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
-from kexp.rundir import now_iso, strict_json
+from kexp.run.files import EVENTS as EVENTS_FILE
+from kexp.run.io import now_iso, strict_json
 
-EVENTS_FILE = "events.jsonl"
 NOT_RECORDED = {"batch", "progress", "progress_end"}  # many a second: for live displays only
 
 

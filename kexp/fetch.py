@@ -16,9 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kexp.datasets.base import sha256_file
 from kexp.errors import DataError
 from kexp.events import Emit, discard
+from kexp.run.io import sha256_file
 
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist"
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kexp.rundir import read_json
+from kexp.run.files import RunFiles
+from kexp.run.records import read_history
 
 # a drawing that takes longer is given up on and redone in the run's own process
 PLOTTER_SECONDS = 60.0
@@ -27,11 +28,11 @@ def plot_history(run_dir: Path) -> list[Path]:
     # (about 0.4 s) no longer lands at the end of every run
     from matplotlib.figure import Figure
 
-    history = read_json(run_dir / "history.json")
-    out = run_dir / "plots"
+    history = read_history(run_dir).series
+    out = RunFiles(run_dir).plots
     out.mkdir(exist_ok=True)
     written = []
-    for metric in [k for k in history if k not in {"epochs", "epoch_seconds", "non_finite"} and not k.startswith("val_")]:
+    for metric in [k for k in history if not k.startswith("val_")]:
         fig = Figure(figsize=(5, 3.5))
         ax = fig.subplots()
         epochs = range(1, len(history[metric]) + 1)
@@ -125,7 +126,7 @@ class BackgroundPlots:
     def wait(self, run_dir: Path) -> list[Path]:
         """The curves of run_dir, drawn by the helper if it was asked and managed, else here."""
         if run_dir in self.asked and self.drawn_by_helper(run_dir):
-            return sorted((run_dir / "plots").glob("*.png"))
+            return sorted(RunFiles(run_dir).plots.glob("*.png"))
         return sorted(plot_history(run_dir))
 
     def drawn_by_helper(self, run_dir: Path) -> bool:
@@ -151,7 +152,7 @@ class BackgroundPlots:
         process.wait()
         # Killed mid-drawing (the run failed before it waited, say on a full disk): no temporary file stays behind.
         for run_dir in self.ever_asked:
-            for tmp in (run_dir / "plots").glob(".*.tmp.png"):
+            for tmp in RunFiles(run_dir).plots.glob(".*.tmp.png"):
                 tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> BackgroundPlots:

@@ -41,10 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kexp.errors import ResumeRefused, RunDirError, SpecError
 from kexp.events import Emit, discard
-from kexp.lifecycle import effective_state, lock_run
-from kexp.rundir import create_run_dir, now_iso, read_json, write_json, write_text_atomic
+from kexp.run.dirs import create_run_dir
+from kexp.run.files import MANIFEST, SWEEPS, RunFiles, SweepFiles
+from kexp.run.io import now_iso, write_text_atomic
+from kexp.run.lifecycle import effective_state, lock_run
+from kexp.run.records import Manifest, Status, Trial, has_manifest, read_manifest, read_status, read_sweep_metric, write_manifest, write_sweep_spec
 
-SWEEPS = "sweeps"
 FINAL = ("completed", "diverged")  # a diverged trial would diverge again: it is not retried
 
 
@@ -81,7 +83,7 @@ class Plan:
     config: Path
     overrides: list[str]
     space: SweepSpec
-    trials: list[dict[str, Any]]  # manifest entries (state pending)
+    trials: list[Trial]  # manifest entries (state pending)
     specs: dict[str, Any]  # trial id -> ExperimentSpec
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
@@ -229,29 +231,25 @@ def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int
 
 def create_sweep_dir(runs_dir: Path, plan: Plan) -> Path:
     sweep_dir = create_run_dir(Path(runs_dir) / SWEEPS, plan.name, utc=True)
-    (sweep_dir / "specs").mkdir()
-    (sweep_dir / "logs").mkdir()
+    files = SweepFiles(sweep_dir)
+    files.trial_specs.mkdir()
+    files.trial_logs.mkdir()
     for trial in plan.trials:
         spec = plan.specs[trial["id"]]
         header = f"# Trial {trial['id']} of sweep {sweep_dir.name}: {describe_point(trial['params'])}\n"
-        write_text_atomic(sweep_dir / "specs" / f"{trial['id']}.yaml", header + spec.to_yaml())
+        write_text_atomic(files.trial_spec(trial["id"]), header + spec.to_yaml())
     document = {"name": plan.name, "config": str(plan.config.resolve()), "set": plan.overrides,
                 "space": plan.space.model_dump(mode="json"), "fingerprint": plan.fingerprint, "created": now_iso()}
-    write_text_atomic(sweep_dir / "sweep.yaml", "# What this sweep is; continue it with: kexp sweep --resume " + str(sweep_dir) + "\n"
-                      + yaml.safe_dump(document, sort_keys=False))
+    write_sweep_spec(sweep_dir, document)
     write_manifest(sweep_dir, {"sweep": sweep_dir.name, "fingerprint": plan.fingerprint, "trials": plan.trials})
     return sweep_dir
 
 
-def write_manifest(sweep_dir: Path, manifest: dict[str, Any]) -> None:
-    manifest["updated"] = now_iso()
-    write_json(sweep_dir / "manifest.json", manifest)
-
-
-def read_manifest(sweep_dir: Path) -> dict[str, Any]:
-    if not (sweep_dir / "manifest.json").is_file():
-        raise RunDirError(f"{sweep_dir}: not a kexp sweep directory (no manifest.json)")
-    return read_json(sweep_dir / "manifest.json")
+def open_manifest(sweep_dir: Path) -> Manifest:
+    """The sweep's manifest; RunDirError if the folder is not a sweep directory."""
+    if not has_manifest(sweep_dir):
+        raise RunDirError(f"{sweep_dir}: not a kexp sweep directory (no {MANIFEST})")
+    return read_manifest(sweep_dir)
 
 
 def find_sweep(runs_dir: Path, fingerprint: str) -> Path | None:
@@ -260,7 +258,7 @@ def find_sweep(runs_dir: Path, fingerprint: str) -> Path | None:
     root = Path(runs_dir) / SWEEPS
     for sweep_dir in sorted(root.glob("*/"), reverse=True) if root.is_dir() else []:
         try:
-            manifest = read_json(sweep_dir / "manifest.json")
+            manifest = read_manifest(sweep_dir)
         except RunDirError:
             continue
         if manifest.get("fingerprint") == fingerprint:
@@ -268,25 +266,24 @@ def find_sweep(runs_dir: Path, fingerprint: str) -> Path | None:
     return None
 
 
-def check_no_live_trials(sweep_dir: Path, manifest: dict[str, Any]) -> None:
+def check_no_live_trials(sweep_dir: Path, manifest: Manifest) -> None:
     """A trial still training (its driver was killed, the trial was not) must end before the sweep goes on."""
     for trial in manifest["trials"]:
-        status_file = sweep_dir / trial["run_dir"] / "status.json"
-        if trial["state"] == "running" and status_file.is_file():
+        run_dir = sweep_dir / trial["run_dir"]
+        if trial["state"] == "running" and RunFiles(run_dir).status.is_file():
             with contextlib.suppress(RunDirError):
-                status = read_json(status_file)
+                status = read_status(run_dir)
                 if effective_state(status) == "running":
-                    raise RunDirError(f"{sweep_dir / trial['run_dir']}: trial {trial['id']} is still training (pid {status.get('pid')} on "
-                                      f"{status.get('host')}), left by a sweep driver that died; wait for it or stop it (kill -TERM {status.get('pid')}), then continue the sweep")
+                    raise RunDirError(f"{run_dir}: trial {trial['id']} is still training (pid {status.pid} on "
+                                      f"{status.host}), left by a sweep driver that died; wait for it or stop it (kill -TERM {status.pid}), then continue the sweep")
 
 
-def reconcile(sweep_dir: Path, trial: dict[str, Any]) -> dict[str, Any]:
+def reconcile(sweep_dir: Path, trial: Trial) -> Trial:
     """A trial's state as its run directory tells it (the driver may have died while it ran)."""
     run_dir = sweep_dir / trial["run_dir"]
-    status_file = run_dir / "status.json"
-    if trial["state"] in ("running", "interrupted", "failed") and status_file.is_file():
+    if trial["state"] in ("running", "interrupted", "failed") and RunFiles(run_dir).status.is_file():
         try:
-            state = effective_state(read_json(status_file))
+            state = effective_state(read_status(run_dir))
         except RunDirError:
             state = None
         if state in ("completed", "diverged"):
@@ -330,14 +327,14 @@ def slot_environments(parallel: int, gpus: list[str], trials_per_gpu: int) -> li
     return [{**thread_budget(cpus, parallel), "CUDA_VISIBLE_DEVICES": "-1"} for _ in range(parallel)]
 
 
-def trial_command(sweep_dir: Path, trial: dict[str, Any], data_dir: Path) -> list[str]:
+def trial_command(sweep_dir: Path, trial: Trial, data_dir: Path) -> list[str]:
     """`kexp resume` for a trial that has a run directory with a status, else `kexp train --run-dir`."""
     run_dir = sweep_dir / trial["run_dir"]
-    if (run_dir / "status.json").is_file() and (run_dir / "config.yaml").is_file():
+    if RunFiles(run_dir).status.is_file() and RunFiles(run_dir).config.is_file():
         return [sys.executable, "-m", "kexp", "resume", str(run_dir), "--data-dir", str(data_dir)]
     if run_dir.exists():  # made, but the trial died before it wrote anything usable: start it again
         shutil.rmtree(run_dir)
-    return [sys.executable, "-m", "kexp", "train", str(sweep_dir / "specs" / f"{trial['id']}.yaml"), "--run-dir", str(run_dir),
+    return [sys.executable, "-m", "kexp", "train", str(SweepFiles(sweep_dir).trial_spec(trial["id"])), "--run-dir", str(run_dir),
             "--data-dir", str(data_dir)]
 
 
@@ -360,22 +357,22 @@ class LocalBackend:
         pass
 
 
-def trial_outcome(sweep_dir: Path, trial: dict[str, Any], exit_code: int) -> dict[str, Any]:
+def trial_outcome(sweep_dir: Path, trial: Trial, exit_code: int) -> Trial:
     """The trial's state from its run's status.json (the truth), else from the exit code."""
     run_dir = sweep_dir / trial["run_dir"]
-    status = {}
-    if (run_dir / "status.json").is_file():
+    status = Status()
+    if RunFiles(run_dir).status.is_file():
         try:
-            status = read_json(run_dir / "status.json")
+            status = read_status(run_dir)
         except RunDirError:
             pass
-    state = status.get("state") if status.get("state") in ("completed", "failed", "interrupted", "diverged") else None
+    state = status.state if status.state in ("completed", "failed", "interrupted", "diverged") else None
     if state is None:
         state = "interrupted" if exit_code in (130, 138, 143) else "failed" if exit_code else "completed"
     if exit_code < 0:  # killed outright (SIGKILL, the OOM killer): its status.json still says running
         state, error = "failed", f"the trial process was killed by {signal.Signals(-exit_code).name}"
     else:
-        error = status.get("error") or (None if state == "completed" else last_line(sweep_dir / "logs" / f"{trial['id']}.txt"))
+        error = status.error or (None if state == "completed" else last_line(SweepFiles(sweep_dir).trial_log(trial["id"])))
     return {**trial, "state": state, "exit_code": exit_code, "ended": now_iso(), "error": error}
 
 
@@ -391,7 +388,7 @@ def last_line(path: Path) -> str | None:
 @dataclass
 class SweepResult:
     sweep_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     summary: dict[str, Any]
     stopped_by: str | None = None
 
@@ -402,14 +399,14 @@ class SweepResult:
         return 0 if all(t["state"] == "completed" for t in self.manifest["trials"]) else 1
 
 
-def run_trials(sweep_dir: Path, manifest: dict[str, Any], backend, environments: list[dict[str, str]], data_dir: Path,
+def run_trials(sweep_dir: Path, manifest: Manifest, backend, environments: list[dict[str, str]], data_dir: Path,
                max_attempts: int, emit: Emit, stop_requested: Callable[[], bool]) -> bool:
     """Run every trial that is not final, up to len(environments) at a time; False if stopped by a signal."""
     trials = manifest["trials"]
     free = list(range(len(environments)))
     running: dict[int, tuple[Any, int]] = {}  # trial index -> (handle, slot)
 
-    def save(i: int, trial: dict[str, Any]) -> None:
+    def save(i: int, trial: Trial) -> None:
         trials[i] = trial
         write_manifest(sweep_dir, manifest)
         emit_trial(emit, sweep_dir, trial)
@@ -436,7 +433,7 @@ def run_trials(sweep_dir: Path, manifest: dict[str, Any], backend, environments:
                 slot = free.pop(0)
                 trial = trials[i]
                 command = trial_command(sweep_dir, trial, data_dir)
-                handle = backend.launch(command, environments[slot], sweep_dir / "logs" / f"{trial['id']}.txt")
+                handle = backend.launch(command, environments[slot], SweepFiles(sweep_dir).trial_log(trial["id"]))
                 running[i] = (handle, slot)
                 save(i, {**trial, "state": "running", "attempts": trial["attempts"] + 1, "started": now_iso(), "ended": None,
                          "command": " ".join(command[1:])})
@@ -460,9 +457,9 @@ def emit_trial(emit: Emit, sweep_dir: Path, trial: dict[str, Any]) -> None:
     if trial["state"] == "running":
         emit("trial_started", **fields)
         return
-    from kexp.compare import read_small_json
+    from kexp.run.records import read_small_json
 
-    metrics, _ = read_small_json(sweep_dir / trial["run_dir"] / "metrics.json")
+    metrics, _ = read_small_json(RunFiles(sweep_dir / trial["run_dir"]).metrics)
     parts = {part: metrics.get(part) or {} for part in ("train", "validation", "test")} if isinstance(metrics, dict) else {}
     emit("trial_ended", **fields, error=trial.get("error"), metrics=parts)
 
@@ -477,11 +474,11 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
     data_dir = Path(data_dir).resolve()  # trials may run elsewhere (Ray workers) or from another directory
     if resume_dir is not None:
         sweep_dir = Path(resume_dir)
-        manifest = read_manifest(sweep_dir)
+        manifest = open_manifest(sweep_dir)
     else:
         existing = None if new else find_sweep(runs_dir, plan.fingerprint)
         sweep_dir = existing or create_sweep_dir(runs_dir, plan)
-        manifest = read_manifest(sweep_dir)
+        manifest = open_manifest(sweep_dir)
     sweep_dir = sweep_dir.resolve()  # trial commands carry absolute paths: Ray workers have their own working directory
     if plan is not None and manifest.get("fingerprint") != plan.fingerprint:
         raise ResumeRefused(f"{sweep_dir}: the spec or space differs from the one this sweep was started with; start a new sweep")
@@ -508,15 +505,9 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
             for s, handler in previous.items():
                 signal.signal(s, handler)
             runner.close()
-        summary = write_summary(sweep_dir, manifest["trials"], read_metric(sweep_dir))
+        summary = write_summary(sweep_dir, manifest["trials"], read_sweep_metric(sweep_dir))
         return SweepResult(sweep_dir, manifest, summary, stopped[0] if stopped else None)
     finally:
         if lock is not None:
             os.close(lock)
 
-
-def read_metric(sweep_dir: Path) -> str | None:
-    try:
-        return yaml.safe_load((sweep_dir / "sweep.yaml").read_text())["space"].get("metric")
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None

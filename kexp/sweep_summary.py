@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from kexp.aggregate import summarize_values
-from kexp.compare import format_value, read_small_json, short_names, task_metrics
-from kexp.rundir import write_json, write_text_atomic
+from kexp.compare import format_value, short_names, task_metrics
+from kexp.run.files import RunFiles, SweepFiles
+from kexp.run.io import write_json, write_text_atomic
+from kexp.run.records import read_small_json
 
 PARTS = ("train", "validation", "test")
 BEST_PARTS = ("test", "validation", "train")  # the best point is judged on held-out data when a trial has some
@@ -37,7 +39,7 @@ def read_trial_metrics(sweep_dir: Path, trial: dict[str, Any]) -> dict[str, Any]
     """The trial's metrics.json, or {} until it completed (a failed run's partial numbers are not its result)."""
     if trial.get("state") != "completed" or not trial.get("run_dir"):
         return {}
-    metrics, _ = read_small_json(Path(sweep_dir) / trial["run_dir"] / "metrics.json")  # an absolute run_dir stays as it is
+    metrics, _ = read_small_json(RunFiles(Path(sweep_dir) / trial["run_dir"]).metrics)  # an absolute run_dir stays as it is
     return metrics if isinstance(metrics, dict) else {}
 
 
@@ -121,9 +123,10 @@ def write_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | N
     """summary.json, summary.csv and summary.png in sweep_dir; returns the summary dict."""
     sweep_dir = Path(sweep_dir)
     summary = build_summary(sweep_dir, trials, metric)
-    write_json(sweep_dir / "summary.json", summary)
-    write_text_atomic(sweep_dir / "summary.csv", summary_csv(summary))
-    plot_summary(summary, sweep_dir / "summary.png")
+    files = SweepFiles(sweep_dir)
+    write_json(files.summary("json"), summary)
+    write_text_atomic(files.summary("csv"), summary_csv(summary))
+    plot_summary(summary, files.summary("png"))
     return summary
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from kexp.errors import KexpError
-from kexp.rundir import read_json, write_json
+from kexp.run.files import ARTIFACT_FILES, ARTIFACT_FOLDERS, RunFiles
+from kexp.run.io import write_json
+from kexp.run.records import read_json
 from kexp.spec.schema import MlflowSpec, TensorBoardSpec, TrackingSpec  # noqa: F401  (the spec's sections, defined with it)
 
-MLFLOW_FILE = "mlflow.json"
 # kexp's final states as MLflow run statuses (failed and diverged, or anything else: FAILED)
 MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}
 # MLflow's limit on a param value: older MLflow refuses a longer one, newer cuts it with a warning
@@ -44,7 +45,7 @@ def tensorboard_callback(member_dir: Path, options: TensorBoardSpec):
 
     profile = options.profile_batches
     return keras.callbacks.TensorBoard(
-        log_dir=str(member_dir / "tensorboard"),
+        log_dir=str(RunFiles(member_dir).tensorboard),
         histogram_freq=1 if options.histograms else 0,
         write_graph=options.write_graph,
         profile_batch=tuple(int(p) for p in profile.split(",")) if isinstance(profile, str) else (profile or 0),
@@ -88,14 +89,15 @@ class MlflowRun:
         """Final metrics, the run directory's files as artifacts, kexp.status, and the MLflow status."""
         if metrics:
             self.log_metrics(final_metrics(metrics), step=int(metrics.get("epochs_completed") or 0), prefix="final.")
-        for name in ("config.yaml", "env.json", "status.json", "metrics.json", "history.json", "events.jsonl", "log.txt"):
+        for name in ARTIFACT_FILES:
             if (run_dir / name).is_file():
                 self._safely(lambda name=name: self.client.log_artifact(self.run_id, str(run_dir / name)))
-        for folder, target in (("plots", "plots"), ("preprocessing", "preprocessing")):
+        for folder in ARTIFACT_FOLDERS:  # each under its own name
             if (run_dir / folder).is_dir():
-                self._safely(lambda folder=folder, target=target: self.client.log_artifacts(self.run_id, str(run_dir / folder), target))
-        if (run_dir / "model.keras").is_file():
-            self._safely(lambda: self.client.log_artifact(self.run_id, str(run_dir / "model.keras"), "model"))
+                self._safely(lambda folder=folder: self.client.log_artifacts(self.run_id, str(run_dir / folder), folder))
+        model = RunFiles(run_dir).model
+        if model.is_file():
+            self._safely(lambda: self.client.log_artifact(self.run_id, str(model), "model"))
         self._safely(lambda: self.client.set_tag(self.run_id, "kexp.status", state))
         self._safely(lambda: self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(state, "FAILED")))
 
@@ -201,7 +203,7 @@ def start_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: Mlfl
     """The MLflow run of this kexp run: created (params and tags logged), or, for a resumed run,
     the one its mlflow.json names, continued. An unreachable store is a KexpError, in seconds."""
     import_mlflow()
-    saved = run_dir / MLFLOW_FILE
+    saved = RunFiles(run_dir).mlflow
     if saved.is_file():
         return resume_mlflow_run(read_json(saved), options)
     return create_mlflow_run(run_dir, spec_document, options, name, version)
@@ -219,7 +221,7 @@ def create_mlflow_run(run_dir: Path, spec_document: dict[str, Any], options: Mlf
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name, artifact_location=artifacts)
         run_id = client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
         # written before the params, so a resume finds this MLflow run rather than starting a second
-        write_json(run_dir / MLFLOW_FILE, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
+        write_json(RunFiles(run_dir).mlflow, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": client.tracking_uri})
         log_params(client, run_id, spec_document)
     return MlflowRun(client, run_id, experiment_name)
 

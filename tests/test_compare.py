@@ -20,7 +20,7 @@ import yaml
 
 from kexp.cli import app
 from kexp.compare import compare_runs, list_runs, render_runs, select_runs, write_compare
-from kexp.lifecycle import process_start_ticks
+from kexp.run.lifecycle import process_start_ticks
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import pytest
 
 from kexp import doctor
 from kexp.cli import app
-from kexp.datasets.base import sha256_file
+from kexp.run.io import sha256_file
 from tests.conftest import write_idx, write_pima_csv
 
 SHARED_DATA, SHARED_NLTK = os.environ.get("KEXP_DATA_DIR"), os.environ.get("NLTK_DATA")

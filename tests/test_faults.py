@@ -60,7 +60,7 @@ def test_event_lines_write_null_and_name_non_finite_fields():
 
 
 def test_temporary_folders_renamed_into_place_follow_the_umask(tmp_path):
-    from kexp.rundir import make_temp_dir
+    from kexp.run.io import make_temp_dir
 
     old = os.umask(0o022)
     try:
@@ -125,13 +125,13 @@ def test_an_oversized_image_is_one_line(tmp_path):
 
 def test_the_losing_resume_names_the_live_holder_not_the_dead_attempt(tmp_path):
     from kexp.errors import RunDirError
-    from kexp.lifecycle import lock_run
-    from kexp.rundir import write_status
+    from kexp.run.lifecycle import lock_run
+    from kexp.run.records import write_status
 
     run = tmp_path / "20261207-000000-x-abcd"
     run.mkdir()
     write_status(run, "interrupted", pid=999999, host="elsewhere")  # the previous attempt's process
-    child = subprocess.Popen([sys.executable, "-c", f"from kexp.lifecycle import lock_run; lock_run(__import__('pathlib').Path({str(run)!r})); "
+    child = subprocess.Popen([sys.executable, "-c", f"from kexp.run.lifecycle import lock_run; lock_run(__import__('pathlib').Path({str(run)!r})); "
                               "print('locked', flush=True); import time; time.sleep(30)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert child.stdout.readline().strip() == "locked"

@@ -1,4 +1,4 @@
-"""A run directory's life (kexp.lifecycle): status.json, log.txt, the lock, crash detection, resume checks.
+"""A run directory's life (kexp.run.lifecycle): status.json, log.txt, the lock, crash detection, resume checks.
 
 No TensorFlow here: these are the guarantees `kexp runs`, `kexp resume` and a scheduler rely on.
 """
@@ -21,9 +21,10 @@ import pytest
 import yaml
 from conftest import smoke_spec
 
-import kexp.lifecycle
+import kexp.run.lifecycle
 from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError
-from kexp.lifecycle import (
+from kexp.run.io import write_json
+from kexp.run.lifecycle import (
     STALE_SECONDS,
     check_resumable,
     create_run,
@@ -31,7 +32,7 @@ from kexp.lifecycle import (
     process_start_ticks,
     reopen_run,
 )
-from kexp.rundir import write_json, write_status
+from kexp.run.records import Status, write_status
 from kexp.train.signals import SignalGuard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_begin_writes_a_running_status_naming_this_process_and_complete_finishes
     for key in ("heartbeat", "started", "attempt_started", "updated"):
         datetime.fromisoformat(status[key])  # a real timestamp
     assert status["ended"] is None and status["exit_code"] is None and status["error"] is None
-    assert effective_state(status) == "running"
+    assert effective_state(Status.from_document(status)) == "running"
 
     run.progress(epoch=2)
     assert status_of(run.path)["epoch"] == 2 and status_of(run.path)["state"] == "running"
@@ -181,7 +182,7 @@ def test_a_third_signal_records_interrupted_through_the_guard(tmp_path):
 REOPEN = """
     import sys
     from kexp.errors import RunDirError
-    from kexp.lifecycle import reopen_run
+    from kexp.run.lifecycle import reopen_run
     try:
         run, status = reopen_run(sys.argv[1])
     except RunDirError as exc:
@@ -202,8 +203,8 @@ def test_a_run_in_use_is_refused_to_another_process_until_released(tmp_path):
 
     run.release()
     again, before = reopen_run(run.path)
-    assert before["attempt"] == 1 and before["state"] == "running"
-    assert again.attempt == 2 and again.started == before["started"]
+    assert before.attempt == 1 and before.state == "running"
+    assert again.attempt == 2 and again.started == before.started
     again.begin()
     assert status_of(run.path)["attempt"] == 2
     again.release()
@@ -215,7 +216,7 @@ def test_the_lock_of_a_process_that_exited_is_free(tmp_path):
     (holder.path / "config.yaml").write_text("name: demo\n")
     script = """
         import sys
-        from kexp.lifecycle import reopen_run
+        from kexp.run.lifecycle import reopen_run
         run, status = reopen_run(sys.argv[1])
         run.begin()
     """
@@ -225,7 +226,7 @@ def test_the_lock_of_a_process_that_exited_is_free(tmp_path):
     assert status_of(holder.path)["attempt"] == 2
 
     run, before = reopen_run(holder.path)  # that process exited: its lock went with it
-    assert before["attempt"] == 2 and run.attempt == 3
+    assert before.attempt == 2 and run.attempt == 3
     run.release()
 
 
@@ -236,7 +237,7 @@ def test_the_lock_of_a_killed_process_is_reclaimed(tmp_path):
     script = """
         import sys, time
         from pathlib import Path
-        from kexp.lifecycle import lock_run
+        from kexp.run.lifecycle import lock_run
         lock_run(Path(sys.argv[1]))
         print("locked", flush=True)
         time.sleep(60)
@@ -247,16 +248,16 @@ def test_the_lock_of_a_killed_process_is_reclaimed(tmp_path):
         write_status(path, "running", attempt=4, pid=child.pid, pid_started=process_start_ticks(child.pid), host=socket.gethostname())
         with pytest.raises(RunDirError, match=rf"in use by another kexp process \(pid {child.pid} on "):
             reopen_run(path)
-        assert effective_state(status_of(path)) == "running"
+        assert effective_state(Status.from_document(status_of(path))) == "running"
     finally:
         child.kill()  # SIGKILL: no handler, no cleanup
         child.wait(timeout=30)
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL
 
-    assert effective_state(status_of(path)) == "crashed"
+    assert effective_state(Status.from_document(status_of(path))) == "crashed"
     run, before = reopen_run(path)
-    assert before["attempt"] == 4 and run.attempt == 5
+    assert before.attempt == 4 and run.attempt == 5
     run.release()
 
 
@@ -271,16 +272,16 @@ def exited_pid() -> int:
 
 def test_a_running_status_whose_process_is_gone_is_crashed():
     here = socket.gethostname()
-    assert effective_state({"state": "running", "pid": exited_pid(), "host": here}) == "crashed"
+    assert effective_state(Status.from_document({"state": "running", "pid": exited_pid(), "host": here})) == "crashed"
 
 
 def test_a_running_status_of_a_live_process_is_running_unless_the_pid_was_reused():
     here, me = socket.gethostname(), os.getpid()
     started = process_start_ticks(me)
     assert isinstance(started, int)
-    assert effective_state({"state": "running", "pid": me, "pid_started": started, "host": here}) == "running"
+    assert effective_state(Status.from_document({"state": "running", "pid": me, "pid_started": started, "host": here})) == "running"
     # the same pid, but a process that started at another time: the run's own process is gone
-    assert effective_state({"state": "running", "pid": me, "pid_started": started + 1, "host": here}) == "crashed"
+    assert effective_state(Status.from_document({"state": "running", "pid": me, "pid_started": started + 1, "host": here})) == "crashed"
 
 
 def test_a_running_status_from_another_host_is_judged_by_its_heartbeat():
@@ -288,17 +289,17 @@ def test_a_running_status_from_another_host_is_judged_by_its_heartbeat():
     elsewhere = {"state": "running", "pid": os.getpid(), "host": socket.gethostname() + "-elsewhere.invalid"}
     old = (now - timedelta(seconds=STALE_SECONDS + 60)).isoformat(timespec="seconds")
     recent = (now - timedelta(seconds=5)).isoformat(timespec="seconds")
-    assert effective_state({**elsewhere, "heartbeat": old}) == "crashed"
-    assert effective_state({**elsewhere, "heartbeat": recent}) == "running"
+    assert effective_state(Status.from_document({**elsewhere, "heartbeat": old})) == "crashed"
+    assert effective_state(Status.from_document({**elsewhere, "heartbeat": recent})) == "running"
     # an older status.json without a heartbeat field: its last update counts
-    assert effective_state({**elsewhere, "updated": old}) == "crashed"
-    assert effective_state({**elsewhere, "heartbeat": recent}, now=now + timedelta(seconds=STALE_SECONDS + 10)) == "crashed"
+    assert effective_state(Status.from_document({**elsewhere, "updated": old})) == "crashed"
+    assert effective_state(Status.from_document({**elsewhere, "heartbeat": recent}), now=now + timedelta(seconds=STALE_SECONDS + 10)) == "crashed"
 
 
 def test_final_states_are_reported_as_recorded():
     gone, here = exited_pid(), socket.gethostname()
     for state in ("completed", "failed", "interrupted", "diverged"):
-        assert effective_state({"state": state, "pid": gone, "host": here}) == state
+        assert effective_state(Status.from_document({"state": state, "pid": gone, "host": here})) == state
 
 
 # --- run directories created at the same moment -----------------------------------------
@@ -345,9 +346,9 @@ INTERRUPTED = {"state": "interrupted", "signal": "SIGTERM", "exit_code": 143}
 
 def test_an_unchanged_run_is_resumable(tmp_path):
     run_dir, spec = resumable_run_dir(tmp_path)
-    assert check_resumable(run_dir, INTERRUPTED) == spec
+    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == spec
     crashed = {"state": "running", "pid": exited_pid(), "host": socket.gethostname()}
-    assert check_resumable(run_dir, crashed) == spec
+    assert check_resumable(run_dir, Status.from_document(crashed)) == spec
 
 
 def test_comment_only_edits_to_config_yaml_are_accepted(tmp_path):
@@ -355,7 +356,7 @@ def test_comment_only_edits_to_config_yaml_are_accepted(tmp_path):
     config = run_dir / "config.yaml"
     config.write_text("# resumed after the cluster maintenance\n" + config.read_text().replace("epochs: 2\n", "epochs: 2  # as planned\n"))
     assert "# as planned" in config.read_text()
-    assert check_resumable(run_dir, INTERRUPTED) == spec
+    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == spec
 
 
 def test_an_edited_config_yaml_refuses_resume_naming_the_change(tmp_path):
@@ -367,7 +368,7 @@ def test_an_edited_config_yaml_refuses_resume_naming_the_change(tmp_path):
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     with pytest.raises(ResumeRefused) as info:
-        check_resumable(run_dir, INTERRUPTED)
+        check_resumable(run_dir, Status.from_document(INTERRUPTED))
     message = str(info.value)
     assert f"{config} was edited since the run started" in message
     assert "train.epochs: 2 -> 5" in message
@@ -379,7 +380,7 @@ def test_an_edited_config_yaml_refuses_resume_naming_the_change(tmp_path):
 def test_a_diverged_run_is_not_resumable(tmp_path):
     run_dir, _ = resumable_run_dir(tmp_path)
     with pytest.raises(ResumeRefused) as info:
-        check_resumable(run_dir, {"state": "diverged", "error": "loss became nan at epoch 2", "exit_code": 3})
+        check_resumable(run_dir, Status.from_document({"state": "diverged", "error": "loss became nan at epoch 2", "exit_code": 3}))
     assert "diverged (loss became nan at epoch 2)" in str(info.value)
     assert "learning_rate" in str(info.value)
 
@@ -388,7 +389,7 @@ def test_a_diverged_run_is_not_resumable(tmp_path):
 
 
 def test_a_running_run_rewrites_its_heartbeat(tmp_path, monkeypatch):
-    monkeypatch.setattr(kexp.lifecycle, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(kexp.run.lifecycle, "HEARTBEAT_SECONDS", 0.1)
     run = started_run(tmp_path)
     run.progress(epoch=1)
     stale = "2000-01-01T00:00:00+00:00"

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from kexp.rundir import write_json
+from kexp.run.io import write_json
 
 # BackgroundPlots starts its helper only where matplotlib is not loaded yet: a fresh process
 SCRIPT = """

@@ -97,10 +97,10 @@ def model_answers(run: Path, part: str = "test"):
     from kexp.datasets.pipeline import prepare_dataset, read_data, split_rows
     from kexp.models.saving import load_model
     from kexp.preprocessing import from_document
-    from kexp.rundir import open_run
+    from kexp.run.saved import open_run
 
     record = open_run(run)
-    raw = read_data(record.spec, Path(record.env["data_dir"]))
+    raw = read_data(record.spec, Path(record.env.data_dir))
     rows = split_rows(raw, record.spec.seed, record.spec.train.validation_split)
     data = prepare_dataset(raw, rows, from_document(record.preprocessing, "test"))
     outputs = load_model(record.model_path).predict(getattr(data, part).x, verbose=0)

@@ -1,6 +1,6 @@
 """Batch-job behaviour with real processes: signals and SIGKILL at chosen moments, then `kexp resume`.
 
-KEXP_TEST_PAUSE (kexp.lifecycle.pause_for_tests) holds a run for 2 s at a named point, so a
+KEXP_TEST_PAUSE (kexp.run.lifecycle.pause_for_tests) holds a run for 2 s at a named point, so a
 signal lands exactly there: mid checkpoint write, or while the run's last files are written.
 """
 

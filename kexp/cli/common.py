@@ -99,7 +99,7 @@ def quiet_unless(verbose: bool) -> None:
 
     # With a handler on the root logger, TensorFlow adds no stderr handler of its own (tf.get_logger)
     # and Python's last-resort handler stays silent: libraries' logged warnings (TensorFlow's
-    # retracing notes) reach log.txt in a run (kexp.lifecycle), not the screen.
+    # retracing notes) reach log.txt in a run (kexp.run.lifecycle), not the screen.
     logging.getLogger().addHandler(logging.NullHandler())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kexp.run.files import RunFiles
+
 
 def complete_datasets(incomplete: str) -> list[str]:
     """Shell completion: registered dataset names."""
@@ -34,7 +36,7 @@ def complete_runs(incomplete: str) -> list[str]:
         return []
     dot = "./" if incomplete.startswith("./") else ""  # Path drops it, and the shell only keeps words that start as typed
     matching = [p for p in candidates if f"{dot}{p}".startswith(incomplete)]
-    runs = [f"{dot}{p}" for p in matching if (p / "status.json").is_file() or (p / "config.yaml").is_file()]
+    runs = [f"{dot}{p}" for p in matching if RunFiles(p).status.is_file() or RunFiles(p).config.is_file()]
     return runs or [f"{dot}{p}/" for p in matching]  # no run here: offer the folders, to go down into runs/ or runs/sweeps/
 
 

@@ -40,7 +40,7 @@ def evaluate(
 def print_evaluation_json(result: dict) -> None:
     """The evaluation file as written; for a read-only run (not saved), the same strict JSON on stdout only."""
     if result["path"] is None:
-        from kexp.rundir import strict_json
+        from kexp.run.io import strict_json
 
         print(strict_json({k: v for k, v in result.items() if k != "path"}))
     else:

@@ -19,7 +19,7 @@ def validate(
     runs_dir: RunsDirOption = Path("runs"),
 ) -> None:
     """Check a spec (and overrides) as `kexp train` would before reading data; exit 2 if it is invalid."""
-    from kexp.rundir import check_runs_dir
+    from kexp.run.dirs import check_runs_dir
     from kexp.spec import load_spec, read_yaml
 
     with exit_on_error():

@@ -20,6 +20,7 @@ import numpy as np
 
 from kexp.errors import DataError, SpecError
 from kexp.preprocessing import Fitted, Preprocessor
+from kexp.run.io import add_file, sha256_file
 
 DATA_DIR_ENV = "KEXP_DATA_DIR"
 DEFAULT_DATA_DIR = Path("data")
@@ -143,18 +144,6 @@ def hash_content(path: Path) -> str:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         add_file(digest, file)
     return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of one file, read in 1 MiB blocks (also how `kexp data fetch` verifies downloads)."""
-    return add_file(hashlib.sha256(), path).hexdigest()
-
-
-def add_file(digest: Any, path: Path) -> Any:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest
 
 
 def changed_files(recorded: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[str]:

@@ -1,6 +1,6 @@
 """A run's fitted preprocessing as data: the document preprocessing/preprocessing.json holds.
 
-The run store (kexp.rundir) writes and reads the file; this module only turns a Fitted into
+The run store (kexp.run.records) writes and reads the file; this module only turns a Fitted into
 that document and back, through the kind registry, so `kexp evaluate` and `kexp predict`
 transform without refitting.
 """

@@ -23,11 +23,13 @@ from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
 from kexp.preprocessing import SavedPreprocessing, load_saved
 from kexp.reports import classification_report, regression_report, to_classes
-from kexp.rundir import PREPROCESSING_FILE, RunRecord, now_iso, open_run, write_json
+from kexp.run.files import METRICS, RunFiles
+from kexp.run.io import now_iso, write_json
+from kexp.run.records import Metrics
+from kexp.run.saved import RunRecord, open_run
 
 PARTS = ("train", "validation", "test")
 SPLIT_CHOICES = (*PARTS, "all")
-EVALUATIONS_DIR = "evaluations"
 
 
 def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None = None, allow_changed_data: bool = False,
@@ -46,7 +48,7 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
     record = open_run(Path(run_dir))
     if split is not None:
         choose_parts(split, None, record)
-    saved = load_saved(record.preprocessing, source=str(record.path / PREPROCESSING_FILE))
+    saved = load_saved(record.preprocessing, source=str(record.files.preprocessing))
     warnings = list(record.warnings)
     folder = choose_data_dir(data_dir, record)
     raw = read_data(record.spec, folder)
@@ -83,7 +85,7 @@ def save_evaluation(record: RunRecord, document: dict[str, Any], output: Path | 
     try:
         return write_evaluation(record.path, document)
     except OSError as exc:  # a colleague's read-only run, a full disk: the numbers are still shown
-        where = exc.filename or record.path / EVALUATIONS_DIR
+        where = exc.filename or record.files.evaluations
         warning = f"could not save the evaluation in {where} ({exc.strerror}); the numbers below are not saved: add --output FILE to save them"
         return {**document, "path": None, "warnings": [*document["warnings"], warning]}
 
@@ -94,17 +96,17 @@ def choose_data_dir(data_dir: Path | None, record: RunRecord) -> Path:
         return Path(data_dir)
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV])
-    return Path(record.env.get("data_dir") or DEFAULT_DATA_DIR)
+    return Path(record.env.data_dir or DEFAULT_DATA_DIR)
 
 
 def check_data(record: RunRecord, current: list[dict[str, Any]], class_names: list[str], allow_changed: bool) -> list[str]:
     """Warnings about the data; DataError when it is not what the run read (unless allowed)."""
     if class_names != record.preprocessing.get("class_names", class_names):
         # Different classes make the model's outputs mean something else: never allowed.
-        raise DataError(f"{record.path / PREPROCESSING_FILE}: the run's classes are {record.preprocessing['class_names']}, the data now has {class_names}")
-    recorded = record.env["data_files"] if "data_files" in record.env else (record.metrics or {}).get("data", {}).get("files")
+        raise DataError(f"{record.files.preprocessing}: the run's classes are {record.preprocessing['class_names']}, the data now has {class_names}")
+    recorded = record.env.data_files if record.env.data_files is not None else ((record.metrics and record.metrics.data) or {}).get("files")
     if recorded is None:
-        return [f"{record.path / 'env.json'} records no data fingerprint, so the data cannot be checked against what the run read"]
+        return [f"{record.files.env} records no data fingerprint, so the data cannot be checked against what the run read"]
     changes = changed_files(recorded, current)
     if not changes:
         return []
@@ -118,7 +120,7 @@ def default_split(rows: dict[str, np.ndarray], record: RunRecord) -> tuple[str, 
     """(the part evaluated when no --split is given, the line that says which and why)."""
     if len(rows["test"]):
         return "test", "no --split given: evaluating the test part"
-    scored = ((record.metrics or {}).get("report") or {}).get("part") or "train"
+    scored = ((record.metrics and record.metrics.report) or {}).get("part") or "train"
     if scored not in rows or not len(rows[scored]):
         scored = "train"
     return scored, f"no --split given and the run has no test part ({absent_because('test', record)}): evaluating the {scored} part its metrics were scored on"
@@ -158,7 +160,7 @@ def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, A
     from kexp.train.scoring import evaluate_splits, evaluation_batch_size
 
     task, class_names = saved.task, saved.class_names
-    loss = (record.metrics or {}).get("loss_function") or resolve_loss(record.spec.train.loss, len(class_names), task)
+    loss = (record.metrics and record.metrics.loss_function) or resolve_loss(record.spec.train.loss, len(class_names), task)
     batch_size = evaluation_batch_size(record.spec.train.batch_size)
     start_tensorflow()
     model = load_model(record.model_path)
@@ -171,33 +173,34 @@ def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, A
         metrics, outputs = evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
         metrics = metrics[name]
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
-        results[name] = {"metrics": metrics, "recorded_metrics": recorded_figures(record.metrics or {}, name),
-                         "recorded_note": recorded_note(record.metrics or {}, name), **report}
+        recorded = record.metrics or Metrics()
+        results[name] = {"metrics": metrics, "recorded_metrics": recorded_figures(recorded, name),
+                         "recorded_note": recorded_note(recorded, name), **report}
     return {"loss_function": loss, "batch_size": batch_size, "splits": list(parts), "results": results}
 
 
-def recorded_figures(metrics: dict[str, Any], part: str) -> dict[str, Any] | None:
+def recorded_figures(metrics: Metrics, part: str) -> dict[str, Any] | None:
     """What metrics.json says of `part`: its Keras metrics, plus the report's figures (balanced
     accuracy, mae, ...) when the report was made on this part."""
-    figures = metrics.get(part)
-    report = metrics.get("report") or {}
+    figures = metrics.part(part)
+    report = metrics.report or {}
     if report.get("part") != part:
         return figures
     extra = {name: report[name] for name in ("balanced_accuracy", "mae", "rmse", "r2") if isinstance(report.get(name), (int, float))}
     return {**(figures or {}), **extra} if figures is not None or extra else None
 
 
-def recorded_note(metrics: dict[str, Any], part: str) -> str | None:
+def recorded_note(metrics: Metrics, part: str) -> str | None:
     """Why the train part's numbers can differ from metrics.json's, where they do."""
-    if part == "train" and metrics.get("train_metrics_from") == "last_epoch" and metrics.get("train"):
-        return ("metrics.json's train figures are the last epoch's running means over its batches (dropout on, weights still "
+    if part == "train" and metrics.train_metrics_from == "last_epoch" and metrics.train:
+        return (f"{METRICS}'s train figures are the last epoch's running means over its batches (dropout on, weights still "
                 "changing); here the final model scores every train row with dropout off, so the two differ")
     return None
 
 
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> dict[str, Any]:
     """<run>/evaluations/<UTC stamp>.json (a second one in the same second gets -2, -3, ...) and its confusion PNGs."""
-    folder = run_dir / EVALUATIONS_DIR
+    folder = RunFiles(run_dir).evaluations
     folder.mkdir(exist_ok=True)
     # a name taken but left empty by a failed write is removed below, so a full disk leaves nothing behind
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

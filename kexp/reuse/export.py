@@ -23,7 +23,9 @@ import numpy as np
 
 from kexp.errors import RunDirError
 from kexp.preprocessing.kinds import KINDS, generic_inputs
-from kexp.rundir import RunRecord, make_temp_dir, open_run, write_json
+from kexp.run.files import MODEL, PREPROCESSING_FILE
+from kexp.run.io import make_temp_dir, write_json
+from kexp.run.saved import RunRecord, open_run
 
 FORMATS = ("saved_model", "tflite")
 DEFAULT_NAMES = {"saved_model": "saved_model", "tflite": "model.tflite"}
@@ -38,7 +40,7 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) 
         raise RunDirError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     record = open_run(Path(run_dir))
     # absolute, so the JSON still says where things are when read from another folder
-    target = (Path(output) if output is not None else record.path / "export" / DEFAULT_NAMES[fmt]).absolute()
+    target = (Path(output) if output is not None else record.files.export / DEFAULT_NAMES[fmt]).absolute()
     info_path = target.with_name(target.name + ".json")
     for path in (target, info_path):
         if path.exists() or path.is_symlink():
@@ -58,7 +60,7 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) 
     # The model takes preprocessed inputs (standardized features, word counts, scaled pixels);
     # a server must apply the run's preprocessing first, so say so and carry it along.
     info.update(json=str(info_path), warnings=record.warnings,
-                inputs="preprocessed: apply the run's preprocessing (below, also in preprocessing/preprocessing.json) to raw inputs first",
+                inputs=f"preprocessed: apply the run's preprocessing (below, also in {PREPROCESSING_FILE}) to raw inputs first",
                 preprocessing=record.preprocessing)
     write_json(info_path, info)
     return info
@@ -77,7 +79,7 @@ def write_artifact(model, fmt: str, staged: Path, x: np.ndarray, run: Path) -> d
     difference = float(np.max(np.abs(expected - np.asarray(outputs, dtype=np.float64)))) if expected.shape == outputs.shape else float("inf")
     if not difference <= TOLERANCE:  # NaN fails too
         raise RunDirError(
-            f"{run}: the {fmt} export disagrees with model.keras on {len(x)} generated rows: "
+            f"{run}: the {fmt} export disagrees with {MODEL} on {len(x)} generated rows: "
             f"max abs difference {difference:.3g} > {TOLERANCE:g} (outputs {outputs.shape}, expected {expected.shape}); nothing was written"
         )
     return {"rows": len(x), "seed": CHECK_SEED, "max_abs_difference": difference, "tolerance": TOLERANCE, "signature": signature}

@@ -54,7 +54,8 @@ def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, 
     predicted, and `warning` {message} for anything the caller should show (an interrupted
     run's model, a resized image); nothing is printed here.
     """
-    from kexp.rundir import PREPROCESSING_FILE, open_run
+    from kexp.run.files import PREPROCESSING_FILE
+    from kexp.run.saved import open_run
 
     emit("progress", task="predicting", done=0, total=None)  # total None: still reading the inputs
 
@@ -247,7 +248,7 @@ def predictions_file(path: Path) -> Iterator[Callable[[Rows], None]]:
     """A `write(rows)` that appends batches of rows to a hidden file beside `path`, renamed to `path`
     when the block ends: readers see the whole file or none, and a failure (a bad line further
     in, a full disk, Ctrl-C) leaves no partial file and no temporary one."""
-    from kexp.rundir import fsync_dir, umask
+    from kexp.run.io import fsync_dir, umask
 
     check_output_path(path)
     try:

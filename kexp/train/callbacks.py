@@ -15,7 +15,7 @@ from typing import Any
 import keras
 
 from kexp.errors import Diverged
-from kexp.rundir import write_json
+from kexp.run.records import has_history, write_history
 from kexp.train.checkpoint import AUTO_SECONDS, Checkpoint, capture, restore, write_checkpoint
 from kexp.train.scoring import plain
 
@@ -54,9 +54,8 @@ class HistoryFile(keras.callbacks.Callback):
 
     def write(self) -> None:
         """history.json with every finished epoch (nothing to do when it has them already)."""
-        path = self.folder / "history.json"
-        if self._written[0] != len(self.epoch_seconds) or not path.exists():
-            write_json(path, {"epochs": len(self.epoch_seconds), "epoch_seconds": self.epoch_seconds, **self.history})
+        if self._written[0] != len(self.epoch_seconds) or not has_history(self.folder):
+            write_history(self.folder, self.epoch_seconds, self.history)
         self._written = (len(self.epoch_seconds), time.perf_counter())
 
 
@@ -195,7 +194,7 @@ class FirstBatchClock(keras.callbacks.Callback):
 
 
 class EpochStatus(keras.callbacks.Callback):
-    """The run's status follows the epochs: `progress(force=False, epoch=n)` after epoch n (kexp.lifecycle.Run.progress)."""
+    """The run's status follows the epochs: `progress(force=False, epoch=n)` after epoch n (kexp.run.lifecycle.Run.progress)."""
 
     def __init__(self, progress: Callable[..., None]):
         super().__init__()

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from kexp.datasets.base import sha256_file
-from kexp.lifecycle import pause_for_tests
-from kexp.rundir import finite_or_none, make_temp_dir, replace_durably
+from kexp.run.files import CHECKPOINT_ARRAYS, CHECKPOINT_STATE, CHECKPOINTS
+from kexp.run.io import finite_or_none, make_temp_dir, replace_durably, sha256_file
+from kexp.run.lifecycle import pause_for_tests
 
-CHECKPOINTS = "checkpoints"
 KEEP = 2
 # train.checkpoint_every: auto writes at an epoch end once this long has passed since the last write.
 AUTO_SECONDS = 30.0
@@ -110,9 +109,9 @@ def write_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
             shutil.rmtree(final)  # a damaged copy of this epoch: replaced below
     tmp = make_temp_dir(root, ".tmp-")
     try:
-        np.savez(tmp / "state.npz", **checkpoint.arrays)
-        state = {**checkpoint.state, "epoch": checkpoint.epoch, "npz_sha256": sha256_file(tmp / "state.npz"), "saved": time.time()}
-        (tmp / "state.json").write_text(json.dumps(finite_or_none(state), indent=1) + "\n", encoding="utf-8")
+        np.savez(tmp / CHECKPOINT_ARRAYS, **checkpoint.arrays)
+        state = {**checkpoint.state, "epoch": checkpoint.epoch, "npz_sha256": sha256_file(tmp / CHECKPOINT_ARRAYS), "saved": time.time()}
+        (tmp / CHECKPOINT_STATE).write_text(json.dumps(finite_or_none(state), indent=1) + "\n", encoding="utf-8")
         pause_for_tests("checkpoint")
         replace_durably(tmp, final)
     except BaseException:
@@ -136,14 +135,14 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def read_checkpoint(path: Path) -> Checkpoint:
     """One checkpoint folder, checked against its recorded SHA-256; ValueError saying what is wrong."""
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((path / CHECKPOINT_STATE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError("state.json is missing") from None
+        raise ValueError(f"{CHECKPOINT_STATE} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"state.json is damaged ({exc})") from None
-    npz = path / "state.npz"
+        raise ValueError(f"{CHECKPOINT_STATE} is damaged ({exc})") from None
+    npz = path / CHECKPOINT_ARRAYS
     if not npz.is_file() or sha256_file(npz) != state.get("npz_sha256"):
-        raise ValueError("state.npz is missing or does not match its recorded SHA-256")
+        raise ValueError(f"{CHECKPOINT_ARRAYS} is missing or does not match its recorded SHA-256")
     with np.load(npz, allow_pickle=False) as loaded:
         arrays = {key: loaded[key] for key in loaded.files}
     return Checkpoint(int(state["epoch"]), arrays, state, path)

@@ -23,9 +23,11 @@ from kexp.datasets.base import Dataset, class_balance, summarize
 from kexp.datasets.pipeline import Member, plan_members, prepare_dataset, read_data
 from kexp.errors import KexpError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
-from kexp.lifecycle import Run, check_resumable, create_run, record_attempt, reopen_run
 from kexp.plots import BackgroundPlots
-from kexp.rundir import check_runs_dir
+from kexp.run.dirs import check_runs_dir
+from kexp.run.files import RunFiles
+from kexp.run.lifecycle import Run, check_resumable, create_run, record_attempt, reopen_run
+from kexp.run.records import has_metrics
 from kexp.spec import ExperimentSpec, check_task
 from kexp.task import count_outputs, resolve_loss
 from kexp.tracking import check_installed, check_mlflow_reachable
@@ -92,9 +94,9 @@ class Resumption:
     def check_data(self, data: Dataset) -> None:
         """A resumed run must read the very files it started on (their SHA-256 is in env.json)."""
         from kexp.datasets.base import changed_files
-        from kexp.rundir import read_json
+        from kexp.run.records import read_env
 
-        recorded = read_json(self.run.path / "env.json").get("data_files", [])
+        recorded = read_env(self.run.path).data_files or []
         changes = changed_files(recorded, data.summary.get("files", []))
         if changes:
             raise ResumeRefused(f"{self.run.path}: the data changed since the run started: {'; '.join(changes)}; train a new run")
@@ -127,17 +129,17 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: E
 
 def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> RunResult:
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
-    from kexp.lifecycle import read_completed
-    from kexp.rundir import read_json
+    from kexp.run.lifecycle import read_completed
+    from kexp.run.records import read_metrics
 
     completed = read_completed(Path(run_dir))  # no lock needed to leave a finished run alone (a colleague's read-only one too)
     if completed is not None:
-        return RunResult(Path(run_dir), completed, note="the run had already completed: nothing was changed")
+        return RunResult(Path(run_dir), completed.document, note="the run had already completed: nothing was changed")
     with stop_on_signals() as guard, BackgroundPlots() as plots:
         run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
         try:
-            if status.get("state") == "completed":
-                return RunResult(run.path, read_json(run.path / "metrics.json"), note="the run had already completed: nothing was changed")
+            if status.state == "completed":
+                return RunResult(run.path, read_metrics(run.path).document, note="the run had already completed: nothing was changed")
             spec = check_resumable(run.path, status)
             result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, Resumption(run))
         finally:
@@ -233,7 +235,7 @@ def train_members(session: Session, start: Start, first: CompiledModel) -> Train
     for i, member in enumerate(members):
         session.guard.raise_if_pending()
         folder = record.member_dir(session.run.path, session.spec, member)
-        if member.name is not None and (folder / "metrics.json").is_file():  # finished in an earlier attempt
+        if member.name is not None and has_metrics(folder):  # finished in an earlier attempt
             emit("member_skipped", member=member.name, index=i + 1, count=len(members), reason="finished in an earlier attempt")
             results.append(record.read_member_result(folder))
             continue
@@ -254,7 +256,7 @@ def train_member(session: Session, start: Start, member: Member, folder: Path, d
         session.emit("warning", message=warning)
         session.run.log(f"warning: {warning}")
     single = len(session.prepared.members) == 1
-    job = MemberJob(member, folder, data, compiled, resume, session.run.path / "model.keras" if single else None)
+    job = MemberJob(member, folder, data, compiled, resume, RunFiles(session.run.path).model if single else None)
     with session.device.scope():
         outcome = fit_member(session, job)
     return record.finish_member(session, job, outcome) if member.name else MemberResult(outcome.to_json())

@@ -15,7 +15,7 @@ from typing import Any
 
 from kexp.datasets.base import Dataset, Split
 from kexp.errors import Diverged, Interrupted
-from kexp.lifecycle import process_age_seconds
+from kexp.run.lifecycle import process_age_seconds
 from kexp.spec import ExperimentSpec
 from kexp.train.checkpoint import Checkpoint, restore
 from kexp.train.compile import class_weights, make_targets

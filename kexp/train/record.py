@@ -1,5 +1,5 @@
 """The run directory's training files: config.yaml and env.json at the start, each member's and the
-run's metrics.json, model.keras and preprocessing at the end (kexp.rundir writes them atomically)."""
+run's metrics.json, model.keras and preprocessing at the end (kexp.run writes them atomically)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from typing import Any
 
 import kexp
 from kexp.datasets.base import Dataset, summarize
-from kexp.lifecycle import Run, pause_for_tests
 from kexp.plots import BackgroundPlots
 from kexp.preprocessing import to_document
-from kexp.rundir import now_iso, read_json, replace_durably, write_json, write_preprocessing, write_text_atomic
+from kexp.run.files import RunFiles
+from kexp.run.io import replace_durably
+from kexp.run.lifecycle import Run, pause_for_tests
+from kexp.run.records import has_history, mark_env_ended, read_metrics, write_config, write_env, write_metrics, write_preprocessing
 from kexp.spec import ExperimentSpec
 from kexp.train.loop import LoopPlan
 from kexp.train.runtime import Placement, thread_settings
@@ -27,7 +29,7 @@ def member_dir(run_dir: Path, spec: ExperimentSpec, member) -> Path:
     """Where a member writes history.json: the run itself, or folds/<i>[-seed-<s>]/ or repeats/<seed>/."""
     if member.name is None:
         return run_dir
-    folder = run_dir / ("folds" if spec.evaluation.protocol == "kfold" else "repeats") / member.name.removeprefix("fold-").removeprefix("seed-")
+    folder = RunFiles(run_dir).member(spec.evaluation.protocol, member.name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -37,17 +39,17 @@ def finish_member(session: Session, job: MemberJob, outcome: FitOutcome) -> Memb
     member, data, spec = job.member, job.data, session.spec
     folder = member_dir(session.run.path, spec, member)
     result = MemberResult({"name": member.name, "seed": member.seed, **outcome.to_json(), "data": summarize(data)})
-    write_json(folder / "metrics.json", result.document)
+    write_metrics(folder, result.document)
     session.plots.wait(folder)
     if spec.evaluation.save_models:
-        save_model(job.compiled.model, folder / "model.keras")
+        save_model(job.compiled.model, RunFiles(folder).model)
         write_preprocessing(folder, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
     return result
 
 
 def read_member_result(folder: Path) -> MemberResult:
     """A member that finished in an earlier attempt, as its metrics.json says."""
-    return MemberResult(read_json(folder / "metrics.json"))
+    return MemberResult(read_metrics(folder).document)
 
 
 def aggregate_results(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,15 +124,15 @@ def write_run_start(run: Run, spec: ExperimentSpec, data: Dataset, device: Place
                     with_preprocessing: bool = True) -> None:
     """config.yaml, env.json (and the fitted preprocessing) of a new run."""
     run_dir = run.path
-    header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {run_dir / 'config.yaml'}\n"
-    write_text_atomic(run_dir / "config.yaml", header + spec.to_yaml())
+    header = f"# Resolved spec of run {run_dir.name} (kexp {kexp.__version__}). Repeat it with: kexp train {RunFiles(run_dir).config}\n"
+    write_config(run_dir, header + spec.to_yaml())
     # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
     speed = {"steps_per_execution": plan.steps_per_execution, "loop": plan.loop,
              "xla_flags": plan.xla_flags, "jit_compile": spec.train.jit_compile,
              "precision": spec.train.precision}
     env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
            "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []), "started": run.started, "ended": None}
-    write_json(run_dir / "env.json", env)
+    write_env(run_dir, env)
     if with_preprocessing:  # folds and repeats each fit their own (kept with save_models)
         write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
 
@@ -149,20 +151,13 @@ def save_model(model, path: Path) -> None:
         raise
 
 
-def set_env_end(run_dir: Path) -> None:
-    """env.json's `ended`: now."""
-    env = read_json(run_dir / "env.json")
-    env["ended"] = now_iso()
-    write_json(run_dir / "env.json", env)
-
-
 def finish_run(run: Run, model, metrics: dict[str, Any], plots: BackgroundPlots) -> None:
     """The run's last files, then `completed`; a run of several members (model None) keeps no single model."""
     pause_for_tests("finish")
     if model is not None:
-        save_model(model, run.path / "model.keras")
-    write_json(run.path / "metrics.json", metrics)
-    if (run.path / "history.json").exists():
+        save_model(model, RunFiles(run.path).model)
+    write_metrics(run.path, metrics)
+    if has_history(run.path):
         plots.wait(run.path)
-    set_env_end(run.path)
+    mark_env_ended(run.path)
     run.complete()

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from kexp.errors import RunDirError
-from kexp.rundir import create_run_dir, read_json, write_json
+from kexp.run.dirs import create_run_dir
+from kexp.run.io import write_json
+from kexp.run.records import read_json
 
 
 def test_run_dir_name_and_uniqueness_within_one_second(tmp_path):
@@ -20,7 +22,7 @@ def test_run_dir_name_and_uniqueness_within_one_second(tmp_path):
 def test_existing_directory_is_never_reused(tmp_path):
     first = create_run_dir(tmp_path, "exp")
     (first / "keep.txt").write_text("x")
-    with mock.patch("kexp.rundir.secrets.choice", side_effect=list(first.name[-4:]) + list("zzzz")):
+    with mock.patch("kexp.run.dirs.secrets.choice", side_effect=list(first.name[-4:]) + list("zzzz")):
         second = create_run_dir(tmp_path, "exp")
     assert second != first and (first / "keep.txt").read_text() == "x"
 
@@ -52,7 +54,7 @@ def test_write_json_is_strict_json_with_non_finite_listed(tmp_path):
 
 
 def test_check_runs_dir_accepts_a_new_folder_and_refuses_a_file(tmp_path):
-    from kexp.rundir import check_runs_dir
+    from kexp.run.dirs import check_runs_dir
 
     check_runs_dir(tmp_path / "new" / "runs")  # not created yet: its nearest existing parent is writable
     assert not (tmp_path / "new").exists()  # checking creates nothing
@@ -62,7 +64,7 @@ def test_check_runs_dir_accepts_a_new_folder_and_refuses_a_file(tmp_path):
 
 
 def test_check_runs_dir_tries_for_real_where_permissions_do_not_tell(tmp_path):
-    from kexp.rundir import check_runs_dir
+    from kexp.run.dirs import check_runs_dir
 
     with pytest.raises(RunDirError, match=r"cannot create the runs directory /proc/kexp-runs: /proc is not writable"):
         check_runs_dir(Path("/proc/kexp-runs"))  # root may "write" /proc by its permissions, yet nothing can be created there
@@ -72,7 +74,7 @@ def test_check_runs_dir_tries_for_real_where_permissions_do_not_tell(tmp_path):
 
 
 def test_open_run_names_a_missing_directory_and_a_damaged_model(tmp_path):
-    from kexp.rundir import open_run
+    from kexp.run.saved import open_run
 
     with pytest.raises(RunDirError, match=r"nope: no such run directory"):
         open_run(tmp_path / "nope")

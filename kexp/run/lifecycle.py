@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -30,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError, describe_os_error
-from kexp.rundir import create_named_run_dir, create_run_dir, now_iso, read_json, write_json, write_status
+from kexp.run.dirs import create_named_run_dir, create_run_dir
+from kexp.run.files import RunFiles
+from kexp.run.io import now_iso, parse_time
+from kexp.run.records import Metrics, Status, add_env_attempt, read_env, read_metrics, read_status, write_status
 
 HEARTBEAT_SECONDS = 30.0
 # A `running` run on another host whose heartbeat is older than this is presumed dead
 # (on this host the pid answers that directly).
 STALE_SECONDS = 180.0
-LOCK_FILE = ".lock"
 STATES = ("running", "completed", "failed", "interrupted", "diverged")
 
 
@@ -113,23 +116,14 @@ class Run:
         self.log(f"{self.state}: {self.fields.get('error')}")
 
     def log(self, message: str) -> None:
-        with contextlib.suppress(OSError), open(self.path / "log.txt", "a", encoding="utf-8") as f:
+        with contextlib.suppress(OSError), open(RunFiles(self.path).log, "a", encoding="utf-8") as f:
             f.write(f"{now_iso()} {message}\n")
 
     @contextlib.contextmanager
     def library_warnings_logged(self) -> Iterator[None]:
         """Warnings the libraries log (TensorFlow's retracing notes, MLflow's) go to log.txt while
         the run lasts; whether they also reach the screen is the CLI's choice (--verbose)."""
-        import logging
-
-        run = self
-
-        class ToLog(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                with contextlib.suppress(Exception):
-                    run.log(f"{record.levelname.lower()}: {record.name}: {' '.join(record.getMessage().split())}")
-
-        handler = ToLog(logging.WARNING)
+        handler = LogToRun(self)
         logging.getLogger().addHandler(handler)
         try:
             yield
@@ -166,6 +160,18 @@ class Run:
             self.lock_fd = None
 
 
+class LogToRun(logging.Handler):
+    """A logging handler that appends each warning to the run's log.txt, on one line."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(logging.WARNING)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.run.log(f"{record.levelname.lower()}: {record.name}: {' '.join(record.getMessage().split())}")
+
+
 _PAUSES: dict[str, int] = {}
 
 
@@ -191,21 +197,22 @@ def create_run(runs_dir: Path, name: str, path: Path | None = None) -> Run:
     return Run(path, lock_run(path), attempt=1, started=now_iso())
 
 
-def reopen_run(run_dir: Path) -> tuple[Run, dict[str, Any]]:
+def reopen_run(run_dir: Path) -> tuple[Run, Status]:
     """Lock an existing run for another attempt; its status as it was (before this process)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "status.json").is_file():
-        raise RunDirError(f"{run_dir}: not a kexp run directory (no config.yaml or status.json)")
+    files = RunFiles(run_dir)
+    if not files.config.is_file() or not files.status.is_file():
+        raise RunDirError(f"{run_dir}: not a kexp run directory (no {files.config.name} or {files.status.name})")
     lock = lock_run(run_dir)
-    status = read_json(run_dir / "status.json")
-    return Run(run_dir, lock, attempt=int(status.get("attempt") or 1) + 1, started=status.get("started") or now_iso()), status
+    status = read_status(run_dir)
+    return Run(run_dir, lock, attempt=int(status.attempt or 1) + 1, started=status.started or now_iso()), status
 
 
-def read_completed(run_dir: Path) -> dict[str, Any] | None:
+def read_completed(run_dir: Path) -> Metrics | None:
     """The metrics of a run whose status is `completed` (final: nothing can change it), else None."""
     with contextlib.suppress(RunDirError):
-        if (run_dir / "status.json").is_file() and read_json(run_dir / "status.json").get("state") == "completed":
-            return read_json(run_dir / "metrics.json")
+        if RunFiles(run_dir).status.is_file() and read_status(run_dir).state == "completed":
+            return read_metrics(run_dir)
     return None
 
 
@@ -216,9 +223,9 @@ def lock_run(run_dir: Path) -> int | None:
     names the previous attempt's (dead) process until the new attempt begins, so only the lock
     file can say who holds the run in that window."""
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(RunFiles(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
-        raise RunDirError(f"{run_dir}: cannot take the run's lock file {run_dir / LOCK_FILE}: {exc.strerror}"
+        raise RunDirError(f"{run_dir}: cannot take the run's lock file {RunFiles(run_dir).lock}: {exc.strerror}"
                           f"{'; the run directory is read-only: copy it to a writable folder to continue it' if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else ''}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -236,18 +243,18 @@ def lock_run(run_dir: Path) -> int | None:
 
 def holder(run_dir: Path) -> str:
     """Who holds the run's lock, from the lock file, and what status.json says the run is meanwhile."""
-    status: dict[str, Any] = {}
+    status = Status()
     with contextlib.suppress(Exception):
-        status = read_json(run_dir / "status.json")
+        status = read_status(run_dir)
     lock: dict[str, Any] = {}
     with contextlib.suppress(Exception):
-        lock = json.loads((run_dir / LOCK_FILE).read_text(encoding="utf-8"))
+        lock = json.loads(RunFiles(run_dir).lock.read_text(encoding="utf-8"))
     if not isinstance(lock, dict) or "pid" not in lock:  # a lock taken by kexp 0.2, which wrote nothing in it
-        return f"pid {status.get('pid')} on {status.get('host')}, heartbeat {status.get('heartbeat')}" if status else "status unknown"
+        return f"pid {status.pid} on {status.host}, heartbeat {status.heartbeat}" if status.document else "status unknown"
     holder_text = f"pid {lock.get('pid')} on {lock.get('host')} since {lock.get('since')}"
-    if status.get("pid") == lock.get("pid") and status.get("host") == lock.get("host"):
-        return f"{holder_text}, {status.get('state')}, heartbeat {status.get('heartbeat')}"
-    state = status.get("state") or "unknown"
+    if status.pid == lock.get("pid") and status.host == lock.get("host"):
+        return f"{holder_text}, {status.state}, heartbeat {status.heartbeat}"
+    state = status.state or "unknown"
     return f"{holder_text}, starting: the run is still recorded as {state} by its previous attempt"
 
 
@@ -282,42 +289,32 @@ def process_alive(pid: int, started_ticks: int | None) -> bool:
     return started_ticks is None or now_ticks is None or now_ticks == started_ticks
 
 
-def effective_state(status: dict[str, Any], now: datetime | None = None) -> str | None:
+def effective_state(status: Status, now: datetime | None = None) -> str | None:
     """The recorded state, except that `running` whose process is gone is `crashed`."""
-    state = status.get("state")
-    if state != "running":
-        return state
-    pid = status.get("pid")
-    if status.get("host") == socket.gethostname() and isinstance(pid, int):
-        return "running" if process_alive(pid, status.get("pid_started")) else "crashed"
-    beat = parse_time(status.get("heartbeat") or status.get("updated"))
+    if status.state != "running":
+        return status.state
+    if status.host == socket.gethostname() and isinstance(status.pid, int):
+        return "running" if process_alive(status.pid, status.pid_started) else "crashed"
+    beat = parse_time(status.heartbeat or status.updated)
     if beat is not None and ((now or datetime.now(UTC)) - beat).total_seconds() > STALE_SECONDS:
         return "crashed"
     return "running"
 
 
-def parse_time(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-
-
-def check_resumable(run_dir: Path, status: dict[str, Any]):
+def check_resumable(run_dir: Path, status: Status):
     """The run's spec, if it can be continued; ResumeRefused saying why not."""
     from kexp.spec import ExperimentSpec, load_spec
 
-    state = effective_state(status)
-    if state == "diverged":
-        raise ResumeRefused(f"{run_dir}: the run diverged ({status.get('error')}); the same spec would diverge again: "
+    if effective_state(status) == "diverged":
+        raise ResumeRefused(f"{run_dir}: the run diverged ({status.error}); the same spec would diverge again: "
                             "train a new run with a lower train.optimizer.learning_rate")
-    spec = load_spec(run_dir / "config.yaml")
-    env = read_json(run_dir / "env.json")
-    if "spec" in env:
-        original = ExperimentSpec.model_validate(env["spec"])
-        changes = spec_changes(original, spec)
+    config = RunFiles(run_dir).config
+    spec = load_spec(config)
+    env = read_env(run_dir)
+    if env.spec is not None:
+        changes = spec_changes(ExperimentSpec.model_validate(env.spec), spec)
         if changes:
-            raise ResumeRefused(f"{run_dir / 'config.yaml'} was edited since the run started ({'; '.join(changes)}); "
+            raise ResumeRefused(f"{config} was edited since the run started ({'; '.join(changes)}); "
                                 "a resumed run must continue the same experiment: undo the edit, or train a new run")
     return spec
 
@@ -331,7 +328,4 @@ def spec_changes(before, after) -> list[str]:
 
 def record_attempt(run: Run, argv: list[str]) -> None:
     """env.json lists every attempt (host, pid, time, command) of a resumed run."""
-    env = read_json(run.path / "env.json")
-    env.setdefault("attempts", []).append({"attempt": run.attempt, "started": now_iso(), "host": socket.gethostname(), "pid": os.getpid(), "argv": argv})
-    env["ended"] = None
-    write_json(run.path / "env.json", env)
+    add_env_attempt(run.path, {"attempt": run.attempt, "started": now_iso(), "host": socket.gethostname(), "pid": os.getpid(), "argv": argv})
