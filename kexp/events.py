@@ -8,7 +8,7 @@ run, or read it afterwards, without parsing what was shown.
 
 Kinds: data, run_started, tracking (where MLflow logs), member_started, member_skipped, warning, train_started, batch
 (not recorded), epoch_end, evaluation, checkpoint, run_finished, run_failed; and, for live displays only,
-progress {task, done, total} and progress_end {task} (predicting, tokenizing). A sweep (kexp.sweep)
+progress {task, done, total} and progress_end {task} (predicting, tokenizing). A sweep (kexp.sweep.trials)
 emits sweep_started, trial_started and trial_ended; a download (kexp.fetch) download_started,
 download_progress and download_ended; neither is recorded in a run.
 

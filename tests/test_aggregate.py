@@ -1,4 +1,4 @@
-"""kexp.aggregate: mean, sample std and t-interval by hand, members' metrics, runs grouped by spec."""
+"""kexp.report.aggregate: mean, sample std and t-interval by hand, members' metrics, runs grouped by spec."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kexp.aggregate import aggregate_members, flatten_spec, group_runs_by_spec, summarize_values, t_quantile_975
+from kexp.report.aggregate import aggregate_members, flatten_spec, group_runs_by_spec, summarize_values, t_quantile_975
 
 
 def test_summarize_values_matches_the_formulas_worked_by_hand():

@@ -238,7 +238,7 @@ def test_datasets_and_models_list_options_as_json(runner):
 
 
 def test_configs_are_valid():
-    from kexp.sweep import plan_sweep
+    from kexp.sweep.space import plan_sweep
 
     for config in sorted(Path("configs").glob("*.yaml")):
         is_sweep = "\nsweep:" in config.read_text()

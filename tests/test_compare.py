@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from kexp.cli import app
-from kexp.compare import compare_runs, list_runs, render_runs, select_runs, write_compare
+from kexp.report.compare import compare_runs, write_compare
+from kexp.report.runs import list_runs, render_runs, select_runs
 from kexp.run.lifecycle import process_start_ticks
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -408,7 +409,7 @@ def test_compare_shows_failed_running_and_damaged_runs(runner, runs, tmp_path):
 
 
 def test_short_names_keep_a_top_level_key_that_is_the_tail_of_others():
-    from kexp.compare import short_names
+    from kexp.report.compare import short_names
 
     assert short_names(["name", "data.name", "model.hidden_units"]) == {"name": "name", "data.name": "data.name", "model.hidden_units": "hidden_units"}
 

@@ -146,7 +146,7 @@ def test_the_losing_resume_names_the_live_holder_not_the_dead_attempt(tmp_path):
 
 
 def test_compare_of_a_glob_skips_the_sweeps_folder(tmp_path):
-    from kexp.compare import expand_run_paths
+    from kexp.report.compare import expand_run_paths
 
     run = tmp_path / "20261207-000000-x-abcd"
     run.mkdir()
@@ -158,7 +158,7 @@ def test_compare_of_a_glob_skips_the_sweeps_folder(tmp_path):
 
 
 def test_a_run_folder_holding_only_its_lock_is_listed(tmp_path):
-    from kexp.compare import list_runs
+    from kexp.report.runs import list_runs
 
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / ".lock").write_text("")

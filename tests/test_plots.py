@@ -8,7 +8,7 @@ from kexp.run.io import write_json
 SCRIPT = """
 import json, sys
 from pathlib import Path
-from kexp.plots import BackgroundPlots
+from kexp.report.plots import BackgroundPlots
 run, case = Path(sys.argv[1]), sys.argv[2]
 with BackgroundPlots() as plots:
     started = plots.process is not None
@@ -57,7 +57,7 @@ def test_what_the_helper_cannot_draw_fails_in_the_run_as_it_would_without_it(tmp
 
 def test_a_helper_stopped_mid_drawing_leaves_no_temporary_png(tmp_path):
     # The run failed (say a full disk) before it waited for its curves: close() kills the helper while it draws.
-    from kexp.plots import BackgroundPlots
+    from kexp.report.plots import BackgroundPlots
 
     run = tmp_path / "run"
     (run / "plots").mkdir(parents=True)
@@ -72,7 +72,7 @@ def test_a_helper_stopped_mid_drawing_leaves_no_temporary_png(tmp_path):
 def test_a_png_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
     import pytest
 
-    from kexp.plots import save_png
+    from kexp.report.plots import save_png
 
     class FullDisk:
         def savefig(self, path, **_):

@@ -1,4 +1,4 @@
-"""kexp.reports: per-class and regression numbers equal the ones worked out by hand."""
+"""kexp.report.reports: per-class and regression numbers equal the ones worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from kexp.reports import classification_report, regression_report
+from kexp.report.reports import classification_report, regression_report
 
 # 6 rows, 3 classes; worked out by hand below.
 Y_TRUE = [0, 0, 0, 1, 1, 2]
@@ -66,7 +66,7 @@ def test_reports_are_plain_json_and_need_no_tensorflow():
     regression = regression_report(np.array([1.0, 2.0], dtype=np.float32), np.array([1.5, 2.0], dtype=np.float32))
     json.dumps([classification, regression], allow_nan=False)  # plain Python numbers, no numpy scalars
     assert all(type(v) in (int, float) for v in regression.values())
-    code = "import sys, kexp.reports as r, numpy as np; r.classification_report(np.array([0]), np.array([0]), ['a']); print('tensorflow' in sys.modules)"
+    code = "import sys, kexp.report.reports as r, numpy as np; r.classification_report(np.array([0]), np.array([0]), ['a']); print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -108,6 +108,6 @@ def test_every_number_equals_scikit_learns_on_random_labels(classes):
 
 
 def test_training_and_reports_do_not_import_scikit_learn():
-    code = ("import sys, numpy as np, kexp.reports as r; r.classification_report(np.array([0, 1]), np.array([0, 0]), ['a', 'b']);"
+    code = ("import sys, numpy as np, kexp.report.reports as r; r.classification_report(np.array([0, 1]), np.array([0, 0]), ['a', 'b']);"
             " r.regression_report(np.array([1., 2.]), np.array([1., 3.])); print('sklearn' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

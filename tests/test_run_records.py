@@ -83,7 +83,7 @@ def test_tolerant_readers_say_what_is_wrong_instead_of_raising(tmp_path):
 
 
 def test_a_0_2_0_run_is_listed_as_it_was(tmp_path):
-    from kexp.compare import list_runs
+    from kexp.report.runs import list_runs
 
     run = tmp_path / "runs" / "20261207-092011-pima-ih1o"
     shutil.copytree(OLD_RUN, run)

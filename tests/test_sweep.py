@@ -15,7 +15,8 @@ import pytest
 from conftest import smoke_spec, write_spec
 
 from kexp.errors import SpecError
-from kexp.sweep import RangeSpec, SweepSpec, expand_points, parse_param, plan_sweep, reconcile, slot_environments, thread_budget
+from kexp.sweep.space import RangeSpec, SweepSpec, expand_points, parse_param, plan_sweep
+from kexp.sweep.trials import reconcile, slot_environments, thread_budget
 
 
 def sweep_spec(tmp_path: Path, sweep: dict | None = None, **changes) -> Path:

@@ -1,4 +1,4 @@
-"""kexp.sweep_summary on generated trial directories: metrics.json and status.json only, no training."""
+"""kexp.sweep.summary on generated trial directories: metrics.json and status.json only, no training."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kexp import sweep_summary
-from kexp.aggregate import summarize_values
-from kexp.sweep_summary import as_number, build_summary, draw_curves, write_summary
+from kexp.report.aggregate import summarize_values
+from kexp.sweep import summary as sweep_summary
+from kexp.sweep.summary import as_number, build_summary, draw_curves, write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KEY = "model.hidden_units.0"

@@ -203,7 +203,7 @@ def progress_bars(console: Console, warn: Callable[[str], None] | None = None, o
 
 
 class SweepDisplay:
-    """An Emit for kexp.sweep's events: a progress bar over trials with ETA on a terminal; one line
+    """An Emit for kexp.sweep.trials' events: a progress bar over trials with ETA on a terminal; one line
     per finished trial either way."""
 
     def __init__(self, console: Console) -> None:

@@ -201,7 +201,7 @@ def print_export(info: dict) -> None:
 
 def print_compare_tables(result: dict) -> None:
     """`kexp compare`'s two tables: every run, then the groups that differ only in seed."""
-    from kexp.compare import compare_table, group_table
+    from kexp.report.compare import compare_table, group_table
 
     runs = len(result["runs"])
     for title, (header, rows) in (

@@ -12,7 +12,7 @@ from kexp.cli.completion import complete_runs
 
 
 def check_format(fmt: str) -> None:
-    from kexp.compare import FORMATS
+    from kexp.report.runs import FORMATS
 
     check_choice(fmt, FORMATS, "--format")
 
@@ -26,7 +26,7 @@ def runs_command(
     fmt: FormatOption = "table",
 ) -> None:
     """List run directories: name, data, model, status, epochs, main metric (mean ± std for folds and seeds), duration, age."""
-    from kexp.compare import RUN_COLUMNS, STATES, list_runs, render_runs, select_runs, sweep_trials_note
+    from kexp.report.runs import RUN_COLUMNS, STATES, list_runs, render_runs, select_runs, sweep_trials_note
 
     check_format(fmt)
     for state in status:
@@ -51,7 +51,7 @@ def compare_command(
 ) -> None:
     """Set runs side by side: the spec keys that differ, final metrics, seed-only differences as mean ± std, and learning curves."""
     from kexp.cli.results import print_compare_tables
-    from kexp.compare import compare_runs, expand_run_paths, render_compare, write_compare
+    from kexp.report.compare import compare_runs, expand_run_paths, render_compare, write_compare
 
     check_format(fmt)
     with exit_on_error():

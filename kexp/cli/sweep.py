@@ -44,7 +44,8 @@ def sweep(
     if (config is None) == (resume_dir is None):
         usage_error("give a CONFIG to start (or continue) a sweep, or --resume SWEEP_DIR, not both")
     with exit_on_error():
-        from kexp.sweep import plan_sweep, run_sweep
+        from kexp.sweep.space import plan_sweep
+        from kexp.sweep.trials import run_sweep
 
         plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric)
         display = SweepDisplay(console)

@@ -22,7 +22,7 @@ from kexp.datasets.base import DATA_DIR_ENV, DEFAULT_DATA_DIR, Split, changed_fi
 from kexp.datasets.pipeline import plan_members, prepare_dataset, read_data
 from kexp.errors import DataError, RunDirError, SpecError
 from kexp.preprocessing import SavedPreprocessing, load_saved
-from kexp.reports import classification_report, regression_report, to_classes
+from kexp.report.reports import classification_report, regression_report, to_classes
 from kexp.run.files import METRICS, RunFiles
 from kexp.run.io import now_iso, write_json
 from kexp.run.records import Metrics
@@ -231,7 +231,7 @@ def claim(path: Path, document: dict[str, Any]) -> bool:
 
 
 def draw_confusion_plots(folder: Path, document: dict[str, Any], plots: dict[str, str]) -> None:
-    from kexp.plots import plot_confusion_matrix
+    from kexp.report.plots import plot_confusion_matrix
 
     run = Path(document["run"]).name
     for name, filename in plots.items():

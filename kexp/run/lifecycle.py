@@ -320,7 +320,7 @@ def check_resumable(run_dir: Path, status: Status):
 
 
 def spec_changes(before, after) -> list[str]:
-    from kexp.aggregate import flatten_spec
+    from kexp.report.aggregate import flatten_spec
 
     old, new = flatten_spec(before.model_dump(mode="json")), flatten_spec(after.model_dump(mode="json"))
     return [f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]

@@ -23,7 +23,7 @@ from kexp.datasets.base import Dataset, class_balance, summarize
 from kexp.datasets.pipeline import Member, plan_members, prepare_dataset, read_data
 from kexp.errors import KexpError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
-from kexp.plots import BackgroundPlots
+from kexp.report.plots import BackgroundPlots
 from kexp.run.dirs import check_runs_dir
 from kexp.run.files import RunFiles
 from kexp.run.lifecycle import Run, check_resumable, create_run, record_attempt, reopen_run

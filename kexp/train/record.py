@@ -13,8 +13,8 @@ from typing import Any
 
 import kexp
 from kexp.datasets.base import Dataset, summarize
-from kexp.plots import BackgroundPlots
 from kexp.preprocessing import to_document
+from kexp.report.plots import BackgroundPlots
 from kexp.run.files import RunFiles
 from kexp.run.io import replace_durably
 from kexp.run.lifecycle import Run, pause_for_tests
@@ -54,7 +54,7 @@ def read_member_result(folder: Path) -> MemberResult:
 
 def aggregate_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, std and 95% CI of every metric over the members; top-level train/test hold the means."""
-    from kexp.aggregate import aggregate_members
+    from kexp.report.aggregate import aggregate_members
 
     aggregate = aggregate_members(results, parts=("train", "validation", "test", "report"))
     means = {part: {name: summary["mean"] for name, summary in metrics.items()} for part, metrics in aggregate.items()}

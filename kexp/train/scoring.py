@@ -24,7 +24,7 @@ def report_part(splits: dict[str, Any]) -> str:
 
 def class_report(data, part: str, outputs: np.ndarray) -> dict[str, Any]:
     """Per-class precision/recall/F1/support, confusion matrix and balanced accuracy of the model's outputs on `part`."""
-    from kexp.reports import classification_report, to_classes
+    from kexp.report.reports import classification_report, to_classes
 
     return {"part": part, **classification_report(getattr(data, part).y, to_classes(outputs), data.class_names)}
 
@@ -94,7 +94,7 @@ def metrics_of_outputs(model, targets: np.ndarray, outputs: np.ndarray) -> dict[
         # Keras' R2Score turns the -inf of overflowing float32 predictions into 0.0 (its force_finite),
         # which would read as "no better than the mean": computed in float64 instead, and null
         # (listed under non_finite) where even that overflows
-        from kexp.reports import r_squared
+        from kexp.report.reports import r_squared
 
         r2 = r_squared(np.asarray(targets, np.float64).reshape(-1), np.asarray(targets, np.float64).reshape(-1) - np.asarray(outputs, np.float64).reshape(-1))
         metrics["r2"] = r2 if math.isfinite(r2) else float("nan")

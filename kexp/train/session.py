@@ -15,7 +15,7 @@ from typing import Any
 from kexp.datasets.base import Dataset, RawData
 from kexp.datasets.pipeline import Member
 from kexp.events import RecordingEmit
-from kexp.plots import BackgroundPlots
+from kexp.report.plots import BackgroundPlots
 from kexp.run.lifecycle import Run
 from kexp.spec import ExperimentSpec
 from kexp.train.checkpoint import Checkpoint

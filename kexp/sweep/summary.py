@@ -3,7 +3,7 @@ seeds), as summary.json, summary.csv and summary.png in the sweep directory.
 
 The figure is the tutorial's: train and test accuracy against the number of hidden units
 (one swept parameter), or a heat map of the test metric (two parameters). Means, standard
-deviations and 95% CIs come from kexp.aggregate, as for folds, repeats and `kexp compare`;
+deviations and 95% CIs come from kexp.report.aggregate, as for folds, repeats and `kexp compare`;
 the default metric is the one `kexp compare` judges a run by. A sweep still in progress can
 be summarized: trials that have not completed count in "counts" and have no values.
 """
@@ -18,8 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from kexp.aggregate import summarize_values
-from kexp.compare import format_value, short_names, task_metrics
+from kexp.report.aggregate import summarize_values
+from kexp.report.compare import format_value, short_names
+from kexp.report.runs import task_metrics
 from kexp.run.files import RunFiles, SweepFiles
 from kexp.run.io import write_json, write_text_atomic
 from kexp.run.records import read_small_json
@@ -176,7 +177,7 @@ def wants_log_scale(xs: list[float]) -> bool:
 
 def plot_summary(summary: dict[str, Any], path: Path) -> Path:
     """summary.png: metric against the parameter (one), a heat map (two), or per point on a categorical axis (more)."""
-    # Figure without pyplot (as kexp.compare): no GUI backend to choose, and the PNG is drawn by Agg
+    # Figure without pyplot (as kexp.report.compare): no GUI backend to choose, and the PNG is drawn by Agg
     from matplotlib.figure import Figure
 
     points, params = summary["points"], summary["params"]

@@ -24,7 +24,7 @@ def as_floats(values: list) -> list[float]:
 
 def plot_history(run_dir: Path) -> list[Path]:
     """One PNG per metric (train and validation curves) under <run>/plots/."""
-    # Figure without pyplot (as kexp.compare): no GUI backend to choose, and pyplot's import
+    # Figure without pyplot (as kexp.report.compare): no GUI backend to choose, and pyplot's import
     # (about 0.4 s) no longer lands at the end of every run
     from matplotlib.figure import Figure
 
@@ -88,7 +88,7 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
 
 
 class BackgroundPlots:
-    """Learning curves drawn by a helper process (`python -m kexp.plots`), started before
+    """Learning curves drawn by a helper process (`python -m kexp.report.plots`), started before
     TensorFlow loads so that matplotlib's import (about 0.3 s here) happens on another core
     while the model is built and trained, and the drawing while the model is scored.
 
@@ -106,7 +106,7 @@ class BackgroundPlots:
         if "matplotlib.figure" in sys.modules:
             return
         try:
-            self.process = subprocess.Popen([sys.executable, "-m", "kexp.plots"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            self.process = subprocess.Popen([sys.executable, "-m", "kexp.report.plots"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.DEVNULL, text=True,
                                             start_new_session=True)  # a Ctrl-C is the run's to handle; it ends at the run's exit (stdin closes)
         except OSError:
