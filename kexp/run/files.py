@@ -8,7 +8,7 @@
       log.txt         one line per start, resume and stop; the traceback of a failure
       events.jsonl    every event but `batch`, one JSON line each (kexp.events)
       .lock           the flock one process holds while it works on the run
-      checkpoints/    the last two resumable states (kexp.checkpoint)
+      checkpoints/    the last two resumable states (kexp.train.checkpoint)
       history.json    Keras history, one value per finished epoch
       metrics.json    final train/validation/test metrics and timings
       model.keras     the trained model
@@ -42,7 +42,7 @@ LOCK = ".lock"
 PREPROCESSING_DIR = "preprocessing"
 PREPROCESSING_FILE = Path(PREPROCESSING_DIR) / "preprocessing.json"
 CHECKPOINTS = "checkpoints"
-# inside checkpoints/epoch-NNNN/ (kexp.checkpoint writes and checks them)
+# inside checkpoints/epoch-NNNN/ (kexp.train.checkpoint writes and checks them)
 CHECKPOINT_ARRAYS = "state.npz"
 CHECKPOINT_STATE = "state.json"
 PLOTS = "plots"

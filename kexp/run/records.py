@@ -145,7 +145,7 @@ def read_env(run_dir: Path) -> Env:
 
 
 def write_env(run_dir: Path, document: dict[str, Any]) -> None:
-    """env.json as the run starts (kexp.experiment builds the document)."""
+    """env.json as the run starts (kexp.train.record builds the document)."""
     write_json(RunFiles(run_dir).env, document)
 
 
