@@ -172,7 +172,9 @@ def serve() -> None:
             answer = "ok"
         except Exception as exc:  # the run draws them itself and reports this as it would
             answer = f"error {type(exc).__name__}: {exc}"
-        print(" ".join(answer.split()), flush=True)
+        # The answer is a line of the pipe protocol to the run that started this helper, never output for a user.
+        sys.stdout.write(" ".join(answer.split()) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
