@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kexp.cli.common import console, err_console, print_warning, printable
+from kexp.run.records import Metrics
 
 
 def say(text: str) -> None:
@@ -40,44 +41,42 @@ def show_result(result, plain: bool = False) -> None:
     console.print(f"run directory: {result.run_dir}", highlight=False)
 
 
-def metrics_title(metrics: dict) -> str:
-    aggregate = metrics.get("aggregate")
+def metrics_title(metrics: Metrics) -> str:
     title = "final metrics (also in metrics.json)"
-    if aggregate:
-        return f"{metrics['protocol']}: mean ± std [95% CI] over {len(metrics['members'])} members (also in metrics.json)"
-    if metrics.get("protocol") == "train":
+    if metrics.aggregate:
+        return f"{metrics.protocol}: mean ± std [95% CI] over {len(metrics.members)} members (also in metrics.json)"
+    if metrics.protocol == "train":
         title += ": scored on the training rows, not an estimate for new data"
     return title
 
 
-def print_metrics(metrics: dict, plain: bool = False) -> None:
+def print_metrics(metrics: Metrics, plain: bool = False) -> None:
     """A table of the final metrics; plain (a log file): one line per part, nothing box-drawn."""
-    aggregate = metrics.get("aggregate")
     title = metrics_title(metrics)
-    splits = [s for s in ("train", "validation", "test") if metrics.get(s)]
+    splits = [s for s in ("train", "validation", "test") if metrics.part(s)]
     if plain:
         say(title)
         for split in splits:
-            say(f"final {split}: " + "  ".join(f"{name} {describe_value(metrics, aggregate, split, name)}" for name in metrics[split]))
+            say(f"final {split}: " + "  ".join(f"{name} {describe_value(metrics, split, name)}" for name in metrics.part(split)))
     else:
         table = Table(title=title)
         table.add_column("metric")
         for split in splits:
             table.add_column(split, justify="right")
-        for name in dict.fromkeys(k for s in splits for k in metrics[s]):
-            table.add_row(name, *(describe_value(metrics, aggregate, s, name) for s in splits))
+        for name in dict.fromkeys(k for s in splits for k in metrics.part(s)):
+            table.add_row(name, *(describe_value(metrics, s, name) for s in splits))
         console.print(table)
-    report = metrics.get("report")
+    report = metrics.report
     if report and "balanced_accuracy" in report:
         console.print(f"balanced accuracy {report['balanced_accuracy']:.4f}" + (f" ({report['part']} part)" if "part" in report else ""), highlight=False)
-    attempts = metrics.get("attempts", 1)
+    attempts = metrics.attempts or 1
     this_attempt = f" (attempt {attempts} of the run; fit time counts all {attempts})" if attempts > 1 else ""
-    console.print(f"epochs {metrics['epochs_completed']}  fit {metrics['fit_seconds']:.1f}s  total {metrics['wall_seconds']:.1f}s{this_attempt}", highlight=False)
+    console.print(f"epochs {metrics.epochs_completed}  fit {metrics.fit_seconds:.1f}s  total {metrics.wall_seconds:.1f}s{this_attempt}", highlight=False)
 
 
-def describe_value(metrics: dict, aggregate: dict | None, split: str, name: str) -> str:
-    value = metrics[split].get(name)
-    summary = (aggregate or {}).get(split, {}).get(name)
+def describe_value(metrics: Metrics, split: str, name: str) -> str:
+    value = metrics.part(split).get(name)
+    summary = (metrics.aggregate or {}).get(split, {}).get(name)
     if value is None:
         return "-"
     if not summary or summary["n"] < 2:

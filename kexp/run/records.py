@@ -184,6 +184,7 @@ class Metrics:
     epochs_completed: int | None = None
     fit_seconds: float | None = None
     wall_seconds: float | None = None
+    attempts: int | None = None
     data: dict[str, Any] | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

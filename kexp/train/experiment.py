@@ -27,7 +27,7 @@ from kexp.report.plots import BackgroundPlots
 from kexp.run.dirs import check_runs_dir
 from kexp.run.files import RunFiles
 from kexp.run.lifecycle import Run, check_resumable, create_run, record_attempt, reopen_run
-from kexp.run.records import has_metrics
+from kexp.run.records import Metrics, has_metrics
 from kexp.spec import ExperimentSpec, check_task
 from kexp.task import count_outputs, resolve_loss
 from kexp.tracking import check_installed, check_mlflow_reachable
@@ -44,7 +44,7 @@ from kexp.train.signals import SignalGuard, stop_on_signals
 @dataclass
 class RunResult:
     run_dir: Path
-    metrics: dict[str, Any]
+    metrics: Metrics  # as metrics.json holds them
     note: str = ""  # e.g. "the run had already completed": the CLI shows it
 
 
@@ -134,12 +134,12 @@ def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> Ru
 
     completed = read_completed(Path(run_dir))  # no lock needed to leave a finished run alone (a colleague's read-only one too)
     if completed is not None:
-        return RunResult(Path(run_dir), completed.document, note="the run had already completed: nothing was changed")
+        return RunResult(Path(run_dir), completed, note="the run had already completed: nothing was changed")
     with stop_on_signals() as guard, BackgroundPlots() as plots:
         run, status = reopen_run(Path(run_dir))  # the lock first: a second process is refused before any work
         try:
             if status.state == "completed":
-                return RunResult(run.path, read_metrics(run.path).document, note="the run had already completed: nothing was changed")
+                return RunResult(run.path, read_metrics(run.path), note="the run had already completed: nothing was changed")
             spec = check_resumable(run.path, status)
             result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, Resumption(run))
         finally:
@@ -290,7 +290,7 @@ def finish_completed(session: Session, metrics: dict[str, Any]) -> RunResult:
     record.remove_checkpoints(run.path, session.spec, session.prepared.members)
     finish_tracking(session.tracker, run.path, "completed", metrics, session.emit)
     session.emit("run_finished", run_dir=str(run.path), state="completed", metrics=metrics)
-    return RunResult(run.path, metrics)
+    return RunResult(run.path, Metrics.from_document(metrics))
 
 
 def start_tracking(run_dir: Path, spec: ExperimentSpec):
