@@ -418,3 +418,12 @@ def test_predict_memory_does_not_grow_with_the_input(kind, text_run, table_run, 
     small, large = traced_peak_mb(*write(5_000)), traced_peak_mb(*write(20_000))
     assert large < small * 1.3 + 2, f"peak {small:.1f} MB for 5,000 examples, {large:.1f} MB for 20,000"
     assert large < 64, f"peak {large:.1f} MB for 20,000 examples (cap 64 MB)"
+
+
+def test_the_terminal_table_marks_a_shortened_input_with_an_ellipsis():
+    from kexp.reuse.predict import EXCERPT_CHARS, shown_input
+
+    long_text = "call " + "0906170146" * 20
+    shown = shown_input({"input": long_text, "file": "/x/msgs.txt", "line": 3})
+    assert shown.startswith("msgs.txt:3 call 0906") and shown.endswith("…") and len(shown) == len("msgs.txt:3 ") + EXCERPT_CHARS
+    assert shown_input({"input": "see you at lunch", "file": None, "line": None}) == "see you at lunch"  # short: as written

@@ -193,8 +193,8 @@ def recorded_figures(metrics: Metrics, part: str) -> dict[str, Any] | None:
 def recorded_note(metrics: Metrics, part: str) -> str | None:
     """Why the train part's numbers can differ from metrics.json's, where they do."""
     if part == "train" and metrics.train_metrics_from == "last_epoch" and metrics.train:
-        return (f"{METRICS}'s train figures are the last epoch's running means over its batches (dropout on, weights still "
-                "changing); here the final model scores every train row with dropout off, so the two differ")
+        return (f"{METRICS}'s train figures are the last epoch's running means over its batches (weights still changing, "
+                "dropout on where the model has any); here the final model scores every train row with dropout off, so the two differ")
     return None
 
 

@@ -99,7 +99,9 @@ def input_layout(spec: Any) -> TableLayout:
 
 
 def excerpt(text: str) -> str:
-    return " ".join(text.split())[:EXCERPT_CHARS]
+    """The input on one line, cut to EXCERPT_CHARS with "…" where it was cut (a cut number must not look whole)."""
+    line = " ".join(text.split())
+    return line if len(line) <= EXCERPT_CHARS else line[: EXCERPT_CHARS - 1] + "…"
 
 
 def shown_input(row: dict[str, Any]) -> str:
