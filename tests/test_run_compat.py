@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures.make_v020_runs import write_data
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0.2.0"
 MADE_AT = "/work/main/tests/fixtures/v0.2.0"  # where the fixture was written; its outputs name those paths
@@ -15,9 +16,11 @@ RUNS = json.loads((FIXTURE / "runs.json").read_text())["runs"]
 
 @pytest.fixture(scope="module")
 def old(tmp_path_factory) -> Path:
-    """A copy: evaluate and resume write into a run directory."""
+    """A copy (evaluate and resume write into a run directory), with the runs' data written again:
+    the same bytes 0.2.0 trained on, generated (no data file is kept in the repository)."""
     copy = tmp_path_factory.mktemp("v020") / "v0.2.0"
     shutil.copytree(FIXTURE, copy)
+    write_data(copy / "data")
     return copy
 
 
@@ -77,6 +80,7 @@ def test_old_runs_list_and_compare_as_they_did(old):
 
 
 def test_an_old_stopped_run_resumes_to_the_end(old):
+    # Its checkpoint arrays are not kept (no arrays in the repository): it resumes from its first epoch.
     run = old / "runs" / RUNS["stopped"]
     stopped = json.loads((run / "status.json").read_text())
     assert stopped["state"] == "interrupted"
