@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -56,38 +57,52 @@ class Entry:
     summary: str
 
 
-class Registry:
+T = TypeVar("T")
+
+
+class NameRegistry(Generic[T]):
+    """name -> item, each name registered once (a second use is a bug, named with the module that
+    registered it first); an unknown name is answered with the nearest registered one."""
+
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: dict[str, Entry] = {}
+        self._items: dict[str, T] = {}
+        self._modules: dict[str, str] = {}
 
-    def register(self, name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
-        """Decorator: register `fn` under `name`; a second use of a name is a bug."""
+    def add(self, name: str, item: T, module: str) -> None:
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' is already registered by {self._modules[name]}")
+        self._items[name], self._modules[name] = item, module
 
-        def decorate(fn: Callable) -> Callable:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is already registered by {self._entries[name].fn.__module__}")
-            summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
-            self._entries[name] = Entry(name, fn, options, summary)
-            return fn
-
-        return decorate
-
-    def get(self, name: str) -> Entry:
-        if name not in self._entries:
+    def get(self, name: str) -> T:
+        if name not in self._items:
             raise KeyError(self.unknown_name_message(name))
-        return self._entries[name]
+        return self._items[name]
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
-
-    def entries(self) -> list[Entry]:
-        return [self._entries[n] for n in self.names()]
+        return sorted(self._items)
 
     def unknown_name_message(self, name: str) -> str:
         close = closest(name, self.names())
         hint = f" Did you mean '{close}'?" if close else ""
         return f"Unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}"
+
+
+class Registry(NameRegistry[Entry]):
+    """Datasets or models: a builder function and its options model under each name."""
+
+    def register(self, name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]:
+        """Decorator: register `fn` under `name`; a second use of a name is a bug."""
+
+        def decorate(fn: Callable) -> Callable:
+            summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
+            self.add(name, Entry(name, fn, options, summary), fn.__module__)
+            return fn
+
+        return decorate
+
+    def entries(self) -> list[Entry]:
+        return [self.get(n) for n in self.names()]
 
 
 def closest(name: str, choices) -> str | None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from kexp.errors import DataError
 from kexp.preprocessing.inputs import BATCH_SIZE, Source, Warn
-from kexp.preprocessing.kinds import generic_inputs, preprocessing_kind, select
+from kexp.preprocessing.kinds import StackedArrays, generic_inputs, preprocessing_kind, select
 
 # The IDX header of unsigned-byte 3-D data (0x0803), as MNIST's image files open.
 IMAGE_MAGIC = 2051
@@ -26,7 +26,7 @@ IMAGE_MAGIC = 2051
 
 @preprocessing_kind("images")
 @dataclass
-class FittedImages:
+class FittedImages(StackedArrays):
     """uint8 greyscale images -> float32 (scaled to [0, 1]), flattened or with a channel axis."""
 
     image_shape: list[int]
@@ -66,12 +66,6 @@ class FittedImages:
 
     def read_examples(self, inputs: Sequence[str], layout: Any, warn: Warn) -> Iterator[tuple[Source, np.ndarray]]:
         return image_examples([Path(i) for i in inputs], tuple(self.image_shape), warn)
-
-    def stack(self, examples: list[np.ndarray]) -> np.ndarray:
-        return np.stack(examples)
-
-    def encode(self, examples: np.ndarray) -> np.ndarray:
-        return self.transform(examples)
 
     @classmethod
     def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],

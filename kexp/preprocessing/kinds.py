@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import numpy as np
 
 from kexp.preprocessing.inputs import Source, Warn
-from kexp.registry import closest
+from kexp.registry import NameRegistry
 
 
 class Fitted(Protocol):
@@ -54,42 +54,28 @@ class Preprocessor(Protocol):
 K = TypeVar("K", bound=type)
 
 
-class KindRegistry:
-    """name -> Fitted class; filled by @preprocessing_kind as the kind modules are imported."""
-
-    def __init__(self) -> None:
-        self._classes: dict[str, type] = {}
-
-    def register(self, name: str) -> Callable[[K], K]:
-        def decorate(cls: K) -> K:
-            if name in self._classes:
-                raise ValueError(f"preprocessing kind '{name}' is already registered by {self._classes[name].__module__}")
-            cls.kind = name
-            self._classes[name] = cls
-            return cls
-
-        return decorate
-
-    def get(self, name: str) -> type:
-        if name not in self._classes:
-            raise KeyError(self.unknown_name_message(name))
-        return self._classes[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._classes)
-
-    def unknown_name_message(self, name: str) -> str:
-        close = closest(name, self.names())
-        hint = f" Did you mean '{close}'?" if close else ""
-        return f"Unknown preprocessing kind {name!r}.{hint} Available: {', '.join(self.names())}"
-
-
-KINDS = KindRegistry()
+KINDS: NameRegistry[type] = NameRegistry("preprocessing kind")  # filled as the kind modules are imported
 
 
 def preprocessing_kind(name: str) -> Callable[[K], K]:
     """Register a Fitted class as the preprocessing kind `name` (the "kind" of preprocessing.json)."""
-    return KINDS.register(name)
+
+    def decorate(cls: K) -> K:
+        KINDS.add(name, cls, cls.__module__)
+        cls.kind = name
+        return cls
+
+    return decorate
+
+
+class StackedArrays:
+    """For kinds whose new examples are arrays: a batch is their stack, encoded as training rows are."""
+
+    def stack(self, examples: list[np.ndarray]) -> np.ndarray:
+        return np.stack(examples)
+
+    def encode(self, examples: np.ndarray) -> np.ndarray:
+        return self.transform(examples)
 
 
 def select(inputs: Any, rows: np.ndarray | None) -> Any:

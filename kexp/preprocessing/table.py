@@ -22,7 +22,7 @@ import numpy as np
 
 from kexp.errors import DataError
 from kexp.preprocessing.inputs import Source, Warn
-from kexp.preprocessing.kinds import generic_inputs, preprocessing_kind, select
+from kexp.preprocessing.kinds import StackedArrays, generic_inputs, preprocessing_kind, select
 from kexp.registry import TableLayout  # the layout a dataset's options declare (Options.table_layout)
 
 
@@ -47,7 +47,7 @@ def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @preprocessing_kind("table")
 @dataclass
-class FittedTable:
+class FittedTable(StackedArrays):
     feature_names: list[str]
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -74,12 +74,6 @@ class FittedTable:
 
     def read_examples(self, inputs: Sequence[str], layout: TableLayout, warn: Warn) -> Iterator[tuple[Source, np.ndarray]]:
         return table_examples([Path(i) for i in inputs], self.feature_names, layout)
-
-    def stack(self, examples: list[np.ndarray]) -> np.ndarray:
-        return np.stack(examples)
-
-    def encode(self, examples: np.ndarray) -> np.ndarray:
-        return self.transform(examples)
 
     @classmethod
     def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
