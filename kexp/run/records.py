@@ -13,7 +13,7 @@ import errno
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Self, TypedDict
 
 import yaml
 
@@ -64,17 +64,21 @@ def read_config(run_dir: Path) -> tuple[dict | None, str | None]:
     return spec, None
 
 
-def _from_document(cls, document: dict[str, Any]):
-    """A record dataclass from its JSON document: each field the key of its name (None when absent)."""
-    names = [f.name for f in fields(cls) if f.name != "document"]
-    return cls(**{name: document.get(name) for name in names}, document=document)
+class Record:
+    """A run file's typed view: each dataclass field is the document's key of that name (None when
+    absent); `document` keeps the whole JSON, so nothing a file holds is lost."""
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Self:
+        names = [f.name for f in fields(cls) if f.name != "document"]
+        return cls(**{name: document.get(name) for name in names}, document=document)
 
 
 # --------------------------------------------------------------------------- status.json
 
 
 @dataclass(frozen=True)
-class Status:
+class Status(Record):
     """status.json: the run's state and who is (or was) working on it (kexp.run.lifecycle writes it)."""
 
     state: str | None = None
@@ -92,10 +96,6 @@ class Status:
     epoch: int | None = None
     member: str | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> Status:
-        return _from_document(cls, document)
 
 
 def read_status(run_dir: Path) -> Status:
@@ -120,7 +120,7 @@ def write_status(run_dir: Path, state: str, **fields: Any) -> Status:
 
 
 @dataclass(frozen=True)
-class Env:
+class Env(Record):
     """env.json: versions, machine, seed, the resolved spec and the data's fingerprint, each attempt."""
 
     kexp: str | None = None
@@ -134,10 +134,6 @@ class Env:
     ended: str | None = None
     attempts: list[dict[str, Any]] | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> Env:
-        return _from_document(cls, document)
 
 
 def read_env(run_dir: Path) -> Env:
@@ -168,7 +164,7 @@ def mark_env_ended(run_dir: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Metrics:
+class Metrics(Record):
     """metrics.json of a run or a member: final train/validation/test metrics, report, timings, members' numbers."""
 
     train: dict[str, Any] | None = None
@@ -187,10 +183,6 @@ class Metrics:
     attempts: int | None = None
     data: dict[str, Any] | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any]) -> Metrics:
-        return _from_document(cls, document)
 
     def part(self, name: str) -> dict[str, Any] | None:
         """The metrics of one part: train, validation or test."""
