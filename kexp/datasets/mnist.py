@@ -12,6 +12,7 @@ from pydantic import Field, PositiveInt
 from kexp.datasets.base import DATA_DIR_ENV, RawData
 from kexp.errors import DataError
 from kexp.preprocessing import FittedImages
+from kexp.preprocessing.images import IMAGE_MAGIC
 from kexp.registry import Options, dataset
 
 IDX_FILES = {
@@ -20,7 +21,7 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+LABEL_MAGIC = 2049  # an IDX label file; IMAGE_MAGIC belongs to the images kind, which reads IDX images for predict
 
 
 class MnistOptions(Options):

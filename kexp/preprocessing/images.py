@@ -21,7 +21,7 @@ from kexp.preprocessing.inputs import BATCH_SIZE, Source, Warn
 from kexp.preprocessing.kinds import StackedArrays, generic_inputs, preprocessing_kind, select
 
 # The IDX header of unsigned-byte 3-D data (0x0803), as MNIST's image files open.
-IMAGE_MAGIC = 2051
+IMAGE_MAGIC = 2051  # the IDX images magic number (MNIST's files; predict's .idx inputs)
 
 
 @preprocessing_kind("images")
