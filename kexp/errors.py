@@ -55,6 +55,16 @@ class ModelError(KexpError):
     exit_code = 2
 
 
+class PluginError(KexpError):
+    """A plugin failed to import (exit 2), raised in its own code (exit 1), or changed since the run it is asked for."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int = 2):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
 class Interrupted(KexpError):
     """The run was stopped by a signal (SIGTERM from a scheduler, Ctrl-C)."""
 

@@ -82,6 +82,15 @@ class NameRegistry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def module_of(self, name: str) -> str:
+        """The module that registered `name`."""
+        return self._modules[name]
+
+    def forget_module(self, module: str) -> None:
+        """Unregister what `module` registered: a plugin whose source changed is imported afresh."""
+        for name in [n for n, m in self._modules.items() if m == module]:
+            del self._items[name], self._modules[name]
+
     def unknown_name_message(self, name: str) -> str:
         close = closest(name, self.names())
         hint = f" Did you mean '{close}'?" if close else ""
@@ -126,6 +135,20 @@ def model(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]
 
 
 def load_components() -> None:
-    """Import every dataset and model module so their decorators run."""
+    """Import every dataset and model module so their decorators run, and the installed plugins' (entry points)."""
     import kexp.datasets
     import kexp.models  # noqa: F401
+    from kexp.plugins import load_entry_points
+
+    load_entry_points()
+
+
+def origin_of(registry: Registry, name: str) -> str:
+    """Where an entry comes from, as listings say it: built-in, or the plugin that registered it."""
+    from kexp.plugins import plugin_of
+
+    module = registry.module_of(name)
+    if module.startswith("kexp."):
+        return "built-in"
+    plugin = plugin_of(module)
+    return plugin.describe() if plugin is not None else f"module {module}"

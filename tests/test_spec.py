@@ -46,7 +46,7 @@ def write_text(tmp_path: Path, text: str) -> Path:
 def test_unknown_top_level_key_names_key_and_line(tmp_path):
     path = write_text(tmp_path, GOOD + "epochs: 3\n")
     [problem] = problems(path)
-    assert problem.startswith(f"{path}:11: epochs: unknown key 'epochs'; valid keys: name, seed, seeds, data, model, train, evaluation, tracking, device")
+    assert problem.startswith(f"{path}:11: epochs: unknown key 'epochs'; valid keys: name, seed, seeds, plugins, data, model, train, evaluation, tracking, device")
 
 
 def test_misspelled_dataset_option_is_named(tmp_path):

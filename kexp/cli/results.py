@@ -231,7 +231,8 @@ def print_entry_table(kind: str, rows: list[dict]) -> None:
             + (f"  ({o['description']})" if o["description"] else "")
             for o in row["options"]
         )
-        table.add_row(row["name"], row["summary"], opts)
+        what = row["summary"] if row["origin"] == "built-in" else f"{row['summary']}\nfrom {row['origin']}"
+        table.add_row(row["name"], Text(what), opts)
     console.print(table)
 
 

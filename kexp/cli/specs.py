@@ -62,20 +62,26 @@ def init(
     console.print(f"wrote {path}; check it with `kexp validate {path}`, train with `kexp train {path}`", highlight=False, markup=False)
 
 
-def datasets(as_json: JsonOption = False) -> None:
-    """List the registered datasets with their options and defaults."""
-    print_entries("datasets", as_json)
+PluginOption = Annotated[list[str], typer.Option("--plugin", help="Also import this plugin (a .py file or a module), as a spec's plugins: would. Repeatable.")]
 
 
-def models(as_json: JsonOption = False) -> None:
-    """List the registered models with their options and defaults."""
-    print_entries("models", as_json)
+def datasets(as_json: JsonOption = False, plugin: PluginOption = []) -> None:
+    """List the registered datasets (built-in, and from plugins: installed ones and --plugin) with their options and defaults."""
+    print_entries("datasets", as_json, plugin)
 
 
-def print_entries(kind: str, as_json: bool) -> None:
+def models(as_json: JsonOption = False, plugin: PluginOption = []) -> None:
+    """List the registered models (built-in, and from plugins: installed ones and --plugin) with their options and defaults."""
+    print_entries("models", as_json, plugin)
+
+
+def print_entries(kind: str, as_json: bool, plugins: list[str] = ()) -> None:
     from kexp.cli.results import print_entry_table
+    from kexp.plugins import import_plugins, resolve_names
 
-    rows = describe_entries(kind)
+    with exit_on_error():
+        import_plugins(resolve_names(list(plugins), Path.cwd()))
+        rows = describe_entries(kind)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -83,11 +89,12 @@ def print_entries(kind: str, as_json: bool) -> None:
 
 
 def describe_entries(kind: str) -> list[dict]:
-    from kexp.registry import DATASETS, MODELS, load_components
+    from kexp.registry import DATASETS, MODELS, load_components, origin_of
 
     load_components()
     registry = DATASETS if kind == "datasets" else MODELS
-    return [{"name": e.name, "summary": e.summary, "options": describe_options(e.options)} for e in registry.entries()]
+    return [{"name": e.name, "summary": e.summary, "origin": origin_of(registry, e.name), "options": describe_options(e.options)}
+            for e in registry.entries()]
 
 
 def describe_options(options: type, defaults: object = None, prefix: str = "") -> list[dict]:

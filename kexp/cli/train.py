@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kexp.cli.common import (
+    AllowChangedCodeOption,
     DataDirOption,
     LogEveryOption,
     LogFormatOption,
@@ -101,6 +102,7 @@ def resume(
     log_format: LogFormatOption = "auto",
     log_every: LogEveryOption = None,
     verbose: VerboseOption = False,
+    allow_changed_code: AllowChangedCodeOption = False,
 ) -> None:
     """Continue a stopped run in the same directory from its last checkpoint (a completed run is left unchanged).
 
@@ -116,7 +118,7 @@ def resume(
         from kexp.train.experiment import resume_experiment
 
         with display(log_format, console, log_every) as (chosen, emit):
-            result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit)
+            result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit, allow_changed_code=allow_changed_code)
     show_run_result(result, chosen)
 
 

@@ -53,6 +53,27 @@ class RawData:
 
 
 @dataclass
+class Examples:
+    """What a plugin's dataset reader may return: arrays and their labels, as the `numpy` dataset reads
+    them; kexp splits them (seeded, stratified), scales integer pixels and keeps the preprocessing."""
+
+    x: np.ndarray  # [n, ...] inputs of any shape
+    y: np.ndarray  # [n] class ids (0..k-1) or class-name strings
+    class_names: list[str] | None = None  # names of class ids 0..k-1 (default: the ids as text)
+    # The data set's own test part; None: hold out `test_fraction` of x, seeded and stratified.
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    test_fraction: float = 0.2
+    scale: str | float = "auto"  # auto: integer pixels 0-255 divided by 255; none; or a divisor
+    files: list[Path] = field(default_factory=list)  # what was read, fingerprinted in the run
+
+    def raw_data(self) -> RawData:
+        from kexp.datasets.numpy import examples_raw_data
+
+        return examples_raw_data(self)
+
+
+@dataclass
 class Split:
     """One part's model inputs and labels. With `divisor`, x is kept compact (uint8 pixels) and the
     model sees float32(x) / divisor, computed per batch in the input pipeline."""

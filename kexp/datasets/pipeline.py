@@ -18,15 +18,33 @@ from typing import Any
 import numpy as np
 
 from kexp.datasets.base import Dataset, RawData, Split, check_official_split, check_split, describe_files, split_indices
-from kexp.errors import SpecError
+from kexp.errors import PluginError, SpecError
+from kexp.plugins import call_plugin_code, is_plugin_entry
 from kexp.registry import DATASETS
 
 
 def read_data(spec: Any, data_dir: Path) -> RawData:
     """The `data` section's dataset, read (no split, nothing fitted)."""
-    raw = DATASETS.get(spec.data.name).fn(spec.data.options, data_dir, spec.split_seed)
+    fn = DATASETS.get(spec.data.name).fn
+    if is_plugin_entry(fn):  # the user's code: what it raises or returns is reported at its file and line
+        raw = plugin_raw_data(spec.data.name, fn, call_plugin_code(f"dataset '{spec.data.name}'", fn, spec.data.options, data_dir, spec.split_seed))
+    else:
+        raw = fn(spec.data.options, data_dir, spec.split_seed)
     raw.summary.setdefault("files", describe_files(raw.files))
     return raw
+
+
+def plugin_raw_data(name: str, fn: Any, read: Any) -> RawData:
+    """A plugin reader's result as RawData: RawData itself, or Examples (arrays kexp splits and preprocesses)."""
+    from kexp.datasets.base import Examples
+
+    if isinstance(read, Examples):
+        return read.raw_data()
+    if not isinstance(read, RawData):
+        code = fn.__code__
+        raise PluginError(f"{code.co_filename}:{code.co_firstlineno}: dataset '{name}' returned {type(read).__name__}; "
+                          "return kexp.Examples(x=..., y=..., class_names=...) (or a kexp RawData)", exit_code=1)
+    return read
 
 
 def split_rows(raw: RawData, seed: int, validation_split: float = 0.0) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ SPLIT_CHOICES = (*PARTS, "all")
 
 
 def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None = None, allow_changed_data: bool = False,
-                 output: Path | None = None) -> dict[str, Any]:
+                 output: Path | None = None, allow_changed_code: bool = False) -> dict[str, Any]:
     """Evaluate a run's model on `split` (train, validation, test or all) and write the evaluation JSON.
 
     `split` None: the test part if the run has one, else the part its metrics were scored on
@@ -45,7 +45,7 @@ def evaluate_run(run_dir: Path, split: str | None = None, data_dir: Path | None 
     """
     if split is not None and split not in SPLIT_CHOICES:
         raise SpecError([f"--split {split}: choose from {', '.join(SPLIT_CHOICES)}"])
-    record = open_run(Path(run_dir))
+    record = open_run(Path(run_dir), allow_changed_code)
     if split is not None:
         choose_parts(split, None, record)
     saved = load_saved(record.preprocessing, source=str(record.files.preprocessing))

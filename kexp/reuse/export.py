@@ -34,11 +34,12 @@ CHECK_SEED = 0
 TOLERANCE = 1e-5  # float32 kernels may sum in another order (~1e-7 seen); more means a different computation
 
 
-def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None) -> dict[str, Any]:
-    """Export the run's model as `fmt`, check it against model.keras, write its JSON; returns that JSON's dict."""
+def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None, allow_changed_code: bool = False) -> dict[str, Any]:
+    """Export the run's model as `fmt`, check it against model.keras, write its JSON; returns that JSON's dict.
+    A plugin changed since the run is refused unless `allow_changed_code` (then a warning)."""
     if fmt not in FORMATS:
         raise RunDirError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    record = open_run(Path(run_dir))
+    record = open_run(Path(run_dir), allow_changed_code)
     # absolute, so the JSON still says where things are when read from another folder
     target = (Path(output) if output is not None else record.files.export / DEFAULT_NAMES[fmt]).absolute()
     info_path = target.with_name(target.name + ".json")

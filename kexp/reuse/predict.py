@@ -40,13 +40,14 @@ OUTPUT_FORMATS = (".jsonl", ".csv")
 Rows = list[dict[str, Any]]
 
 
-def predict_run(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, emit: Emit = discard) -> Rows:
+def predict_run(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, emit: Emit = discard, allow_changed_code: bool = False) -> Rows:
     """Predictions for raw `inputs` with a run's saved preprocessing and model, one dict per example (all in memory:
     for inputs of any size, iterate predict_batches)."""
-    return [row for rows in predict_batches(run_dir, inputs, top_k, emit) for row in rows]
+    return [row for rows in predict_batches(run_dir, inputs, top_k, emit, allow_changed_code) for row in rows]
 
 
-def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, emit: Emit = discard) -> Iterator[Rows]:
+def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, emit: Emit = discard,
+                    allow_changed_code: bool = False) -> Iterator[Rows]:
     """Predictions in input order, BATCH_SIZE examples at a time: files are read, encoded and
     predicted a batch at a time, so memory stays bounded whatever the size of the inputs.
 
@@ -62,7 +63,7 @@ def predict_batches(run_dir: Path | str, inputs: Sequence[str], top_k: int = 1, 
     def warn(message: str) -> None:
         emit("warning", message=message)
 
-    record = open_run(Path(run_dir))
+    record = open_run(Path(run_dir), allow_changed_code)
     document = record.preprocessing
     if document.get("raw_input_unsupported"):
         raise RunDirError(f"{record.path}: cannot predict from raw inputs: {document['raw_input_unsupported']}")

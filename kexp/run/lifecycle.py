@@ -301,22 +301,25 @@ def effective_state(status: Status, now: datetime | None = None) -> str | None:
     return "running"
 
 
-def check_resumable(run_dir: Path, status: Status):
-    """The run's spec, if it can be continued; ResumeRefused saying why not."""
+def check_resumable(run_dir: Path, status: Status, allow_changed_code: bool = False) -> tuple[Any, list[str]]:
+    """The run's spec, if it can be continued, and warnings (a plugin changed, with `allow_changed_code`);
+    ResumeRefused, or PluginError for a changed plugin, saying why not."""
+    from kexp.plugins import PluginRecord, check_recorded
     from kexp.spec import ExperimentSpec, load_spec
 
     if effective_state(status) == "diverged":
         raise ResumeRefused(f"{run_dir}: the run diverged ({status.error}); the same spec would diverge again: "
                             "train a new run with a lower train.optimizer.learning_rate")
     config = RunFiles(run_dir).config
-    spec = load_spec(config)
     env = read_env(run_dir)
+    warnings = check_recorded([PluginRecord.from_json(p) for p in env.plugins or []], run_dir, allow_changed_code)
+    spec = load_spec(config)
     if env.spec is not None:
         changes = spec_changes(ExperimentSpec.model_validate(env.spec), spec)
         if changes:
             raise ResumeRefused(f"{config} was edited since the run started ({'; '.join(changes)}); "
                                 "a resumed run must continue the same experiment: undo the edit, or train a new run")
-    return spec
+    return spec, warnings
 
 
 def spec_changes(before, after) -> list[str]:

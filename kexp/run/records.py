@@ -130,6 +130,7 @@ class Env(Record):
     data_dir: str | None = None
     data_files: list[dict[str, Any]] | None = None
     spec: dict[str, Any] | None = None
+    plugins: list[dict[str, Any]] | None = None  # kexp.plugins.PluginRecord.to_json of each plugin the run used
     started: str | None = None
     ended: str | None = None
     attempts: list[dict[str, Any]] | None = None
@@ -246,6 +247,13 @@ def write_preprocessing(run_dir: Path, document: dict[str, Any]) -> None:
 def read_preprocessing(run_dir: Path) -> dict[str, Any]:
     """kexp.preprocessing's document (its format is that module's)."""
     return read_json(run_dir / PREPROCESSING_FILE)
+
+
+def write_plugin_copies(run_dir: Path, copies: dict[str, Path]) -> None:
+    """The run's copy of each plugin file it used ({path in the run: original}), so the run keeps the code it ran."""
+    for relative, original in copies.items():
+        (run_dir / relative).parent.mkdir(exist_ok=True)
+        write_text_atomic(run_dir / relative, original.read_text(encoding="utf-8"))
 
 
 def write_config(run_dir: Path, text: str) -> None:

@@ -38,8 +38,10 @@ class RunRecord:
         return self.files.model
 
 
-def open_run(run_dir: Path) -> RunRecord:
-    """Reopen a run directory, or say in one line why it cannot be used (RunDirError)."""
+def open_run(run_dir: Path, allow_changed_code: bool = False) -> RunRecord:
+    """Reopen a run directory, or say in one line why it cannot be used (RunDirError; PluginError for a
+    plugin changed since the run, unless `allow_changed_code`, which makes it a warning)."""
+    from kexp.plugins import PluginRecord, check_recorded
     from kexp.spec import load_spec
 
     files = RunFiles(Path(run_dir))
@@ -55,6 +57,8 @@ def open_run(run_dir: Path) -> RunRecord:
     check_single_model(files, metrics)
     if not files.preprocessing.exists():
         raise RunDirError(f"{files.preprocessing}: not found; the run directory is incomplete (or made before kexp 0.2): train again")
+    plugins = [PluginRecord.from_json(p) for p in env.plugins or []]
+    warnings += check_recorded(plugins, files.path, allow_changed_code)  # before the spec imports them
     return RunRecord(files.path, load_spec(files.config), status, env, metrics, read_preprocessing(files.path), warnings)
 
 

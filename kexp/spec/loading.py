@@ -161,6 +161,10 @@ def read_yaml(path: Path) -> SpecSource:
         raise SpecError([f"{path}: the spec is empty; it needs at least name, data and model (see configs/ for examples)"])
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the spec must be a YAML mapping, got {type(raw).__name__}"])
+    if "plugins" in raw:  # files are relative to the spec that lists them
+        from kexp.plugins import resolve_names
+
+        raw["plugins"] = resolve_names(raw["plugins"], Path(path).parent)
     return raw, _key_lines(node)
 
 

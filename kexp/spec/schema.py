@@ -294,6 +294,9 @@ class ExperimentSpec(BaseModel):
     seed: int = Field(default=0, ge=0, lt=2**32)
     # Train once per seed and aggregate (mean, std, 95% CI); `kexp train --repeat N` fills it in.
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] | None = Field(default=None, min_length=1, max_length=100)
+    # Python code that registers datasets and models (files relative to the spec, or importable
+    # modules): code the user chose to run, like a script. A run keeps a copy and the SHA-256 of each.
+    plugins: list[str] = Field(default_factory=list)
     data: DataSpec
     model: ComponentSpec
     train: TrainSpec = Field(default_factory=TrainSpec)

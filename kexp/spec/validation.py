@@ -205,6 +205,7 @@ def validate_spec(
     `overrides` maps each overridden key to where its value came from ("--set train.epochs=2")."""
     load_components()
     lines, overrides = lines or {}, overrides or {}
+    import_spec_plugins(raw, source, lines)
     spec, problems = validate_top_level(raw)
     options, section_problems = section_options(raw, spec, problems)
     problems += section_problems
@@ -215,6 +216,26 @@ def validate_spec(
     if problems or spec is None:
         raise SpecError([f"{_origin(key, source, lines, overrides)}: {key}: {msg}" for key, msg in problems])
     return resolve_components(spec, options["data"], options["model"])
+
+
+def import_spec_plugins(raw: dict, source: str, lines: dict) -> None:
+    """Import the plugins the spec lists before its sections are checked, since they register the
+    datasets and models those sections name; a plugin that fails is one line naming its file and line."""
+    from kexp.errors import PluginError
+    from kexp.plugins import import_plugin
+
+    names = raw.get("plugins")
+    if not isinstance(names, list):
+        return  # absent, or not a list: the schema reports it
+    for i, name in enumerate(names):
+        if isinstance(name, str):
+            try:
+                import_plugin(name)
+            except PluginError as exc:
+                where = _origin(f"plugins.{i}", source, lines, {})
+                message = str(exc)  # one naming no file of the plugin's own is placed at the spec's line
+                raise SpecError([f"{where}: plugins.{i}: {message.removeprefix('plugins: ')}" if message.startswith("plugins: ")
+                                 else f"{message} (listed at {where})"]) from None
 
 
 def validate_top_level(raw: dict) -> tuple[ExperimentSpec | None, Problems]:

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from kexp.datasets.base import Dataset
-from kexp.errors import ModelError, SpecError
+from kexp.errors import ModelError, PluginError, SpecError
+from kexp.plugins import call_plugin_code, is_plugin_entry
 from kexp.registry import MODELS
 from kexp.spec import ExperimentSpec, TrainSpec
 from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES
@@ -32,10 +33,24 @@ class CompiledModel:
 
 def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs: int, task: str = "classification"):
     """The spec's registered model builder called with its options: an uncompiled keras.Model."""
+    fn = MODELS.get(spec.model.name).fn
+    if is_plugin_entry(fn):  # the user's code: what it raises or returns is reported at its file and line
+        return checked_model(spec.model.name, fn, call_plugin_code(f"model '{spec.model.name}'", fn, spec.model.options, input_shape, num_outputs, task))
     try:  # the options were validated once, with the spec
-        return MODELS.get(spec.model.name).fn(spec.model.options, input_shape, num_outputs, task)
+        return fn(spec.model.options, input_shape, num_outputs, task)
     except ValueError as exc:
         raise ModelError(f"model '{spec.model.name}': {exc}") from None
+
+
+def checked_model(name: str, fn: Any, built: Any):
+    """A plugin builder's result, if it is a Keras model; else PluginError naming the builder."""
+    import keras
+
+    if not isinstance(built, keras.Model):
+        code = fn.__code__
+        raise PluginError(f"{code.co_filename}:{code.co_firstlineno}: model '{name}' returned {type(built).__name__}, not a keras.Model "
+                          "(return keras.Model(inputs, outputs), a keras.Sequential, or a subclass of keras.Model)", exit_code=1)
+    return built
 
 
 def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: Placement, loss: str, outputs: int) -> CompiledModel:

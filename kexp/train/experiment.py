@@ -127,8 +127,9 @@ def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: E
     return noted_late_signal(result, guard)
 
 
-def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> RunResult:
-    """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is."""
+def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard, allow_changed_code: bool = False) -> RunResult:
+    """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is.
+    A plugin changed since the run is refused unless `allow_changed_code` (then a warning, in the run's log too)."""
     from kexp.run.lifecycle import read_completed
     from kexp.run.records import read_metrics
 
@@ -140,7 +141,10 @@ def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard) -> Ru
         try:
             if status.state == "completed":
                 return RunResult(run.path, read_metrics(run.path), note="the run had already completed: nothing was changed")
-            spec = check_resumable(run.path, status)
+            spec, warnings = check_resumable(run.path, status, allow_changed_code)
+            for warning in warnings:
+                run.log(f"warning: {warning}")
+                emit("warning", message=warning)
             result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, Resumption(run))
         finally:
             run.release()

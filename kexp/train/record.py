@@ -13,12 +13,14 @@ from typing import Any
 
 import kexp
 from kexp.datasets.base import Dataset, summarize
+from kexp.plugins import plugins_of_run
 from kexp.preprocessing import to_document
+from kexp.registry import DATASETS, MODELS
 from kexp.report.plots import BackgroundPlots
 from kexp.run.files import RunFiles
 from kexp.run.io import replace_durably
 from kexp.run.lifecycle import Run, pause_for_tests
-from kexp.run.records import has_history, mark_env_ended, read_metrics, write_config, write_env, write_metrics, write_preprocessing
+from kexp.run.records import has_history, mark_env_ended, read_metrics, write_config, write_env, write_metrics, write_plugin_copies, write_preprocessing
 from kexp.spec import ExperimentSpec
 from kexp.train.loop import LoopPlan
 from kexp.train.runtime import Placement, thread_settings
@@ -130,8 +132,11 @@ def write_run_start(run: Run, spec: ExperimentSpec, data: Dataset, device: Place
     speed = {"steps_per_execution": plan.steps_per_execution, "loop": plan.loop,
              "xla_flags": plan.xla_flags, "jit_compile": spec.train.jit_compile,
              "precision": spec.train.precision}
+    plugins = plugins_of_run(spec.plugins, DATASETS.module_of(spec.data.name), MODELS.module_of(spec.model.name))
+    write_plugin_copies(run_dir, {p.copy: Path(p.file) for p in plugins if p.copy})
     env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
-           "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []), "started": run.started, "ended": None}
+           "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []),
+           "plugins": [p.to_json() for p in plugins], "started": run.started, "ended": None}
     write_env(run_dir, env)
     if with_preprocessing:  # folds and repeats each fit their own (kept with save_models)
         write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
