@@ -340,3 +340,11 @@ def plugins_of_run(plugin_names: list[str], dataset_module: str, model_module: s
         if owner is not None and owner.origin == "entry point" and owner not in records:
             records.append(owner)
     return [replace(r, copy=f"{COPIES_FOLDER}/{Path(r.file).name}") if r.is_file and r.file else r for r in records]
+
+
+def unload_all() -> None:
+    """Forget every plugin this process imported (spec-listed and entry points): a fresh start, for tests."""
+    global _ENTRY_POINTS_LOADED
+    for record in list(_LOADED.values()):
+        forget(record)
+    _ENTRY_POINTS_LOADED = False
