@@ -323,7 +323,7 @@ def check_recorded(recorded: list[PluginRecord], run_dir: Path, allow_changed: b
         if now != record.sha256:
             change = f"sha256 {str(record.sha256)[:12]}… at the run, {now[:12]}… now"
             if not allow_changed:
-                raise PluginError(f"{label}: plugin changed since run {run_dir.name} was trained ({change}); "
+                raise PluginError(f"{label}: plugin changed since {run_dir.name} ran it ({change}); "
                                   "restore it, or pass --allow-changed-code to use the changed code (recorded as a warning)")
             warnings.append(f"{label}: plugin changed since the run ({change}); used as it is now (--allow-changed-code)")
         if record.origin == "spec":

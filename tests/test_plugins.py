@@ -91,7 +91,7 @@ def test_evaluate_refuses_a_changed_plugin_until_allowed(trained, tmp_path):
         refused = CliRunner().invoke(app, command)
         assert refused.exit_code == 2, (command, refused.output)
         line = refused.output.strip().splitlines()[-1]
-        assert f"{tmp_path / 'towers.py'}: plugin changed since run {trained.name}" in line and "--allow-changed-code" in line
+        assert f"{tmp_path / 'towers.py'}: plugin changed since {trained.name} ran it" in line and "--allow-changed-code" in line
         assert line.count("…") == 2  # both hashes, shortened
     allowed = CliRunner().invoke(app, ["evaluate", str(trained), "--allow-changed-code", "--json"])
     assert allowed.exit_code == 0, allowed.output
@@ -270,3 +270,21 @@ def test_kexp_is_the_plugin_api():
 def test_plugin_examples_are_documented():
     text = textwrap.dedent((EXAMPLE / "README.md").read_text())
     assert "pip install -e examples/kexp-example-plugin" in text
+
+
+def test_a_continued_sweep_refuses_a_changed_plugin_until_allowed(tmp_path):
+    (tmp_path / "towers.py").write_text(TOWERS)
+    spec = plugin_spec(tmp_path)
+    command = ["sweep", str(spec), "--param", "model.units=4", "--runs-dir", str(tmp_path / "runs")]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
+    assert "towers.py" in (sweep_dir / "sweep.yaml").read_text()
+    (tmp_path / "towers.py").write_text(TOWERS + "\n# edited\n")
+    unload_all()
+    refused = CliRunner().invoke(app, command)
+    assert refused.exit_code == 2 and "plugin changed since" in refused.output and "--allow-changed-code" in refused.output
+    unload_all()
+    allowed = CliRunner().invoke(app, [*command, "--allow-changed-code"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "warning:" in allowed.output and "plugin changed since the run" in allowed.output

@@ -216,6 +216,8 @@ class SweepDisplay:
             self.start(fields["sweep_dir"], fields["trials"], fields["done"])
         elif kind == "trial_ended":
             self.trial_ended(fields)
+        elif kind == "warning":
+            self.console.print(f"warning: {fields['message']}", highlight=False, markup=False)
 
     def start(self, sweep_dir: str, trials: int, done: int) -> None:
         self.console.print(f"sweep: {sweep_dir}  {trials} trials, {done} already done", highlight=False)

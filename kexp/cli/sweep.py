@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape as literal  # help text shown as written, `[ray]` included (rich markup otherwise)
 
-from kexp.cli.common import DataDirOption, RunsDirOption, SetOption, console, exit_on_error, usage_error
+from kexp.cli.common import AllowChangedCodeOption, DataDirOption, RunsDirOption, SetOption, console, exit_on_error, usage_error
 
 
 def sweep(
@@ -28,6 +28,7 @@ def sweep(
     runs_dir: RunsDirOption = Path("runs"),
     resume_dir: Annotated[Path | None, typer.Option("--resume", help="Continue this sweep directory")] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new sweep even if one with the same spec and space exists")] = False,
+    allow_changed_code: AllowChangedCodeOption = False,
 ) -> None:
     """Train one run per point of a parameter space; re-running the same command continues the sweep.
 
@@ -51,7 +52,7 @@ def sweep(
         display = SweepDisplay(console)
         result = run_sweep(plan=plan, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), parallel=parallel, max_attempts=max_attempts,
                            trials_per_gpu=trials_per_gpu, backend=backend, address=address, resume_dir=resume_dir, new=new,
-                           cpus_per_trial=cpus_per_trial, emit=display)
+                           cpus_per_trial=cpus_per_trial, emit=display, allow_changed_code=allow_changed_code)
         display.stop()
     print_sweep_summary(result)
     raise typer.Exit(result.exit_code)

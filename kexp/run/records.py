@@ -314,6 +314,14 @@ def write_sweep_spec(sweep_dir: Path, document: dict[str, Any]) -> None:
     write_text_atomic(SweepFiles(sweep_dir).spec, header + yaml.safe_dump(document, sort_keys=False))
 
 
+def read_sweep_plugins(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The plugins the sweep's trials use (kexp.plugins.PluginRecord.to_json each), as sweep.yaml records them."""
+    try:
+        return list(yaml.safe_load(SweepFiles(sweep_dir).spec.read_text()).get("plugins") or [])
+    except (OSError, AttributeError, TypeError, yaml.YAMLError):
+        return []
+
+
 def read_sweep_metric(sweep_dir: Path) -> str | None:
     """The metric the sweep's summary compares, as sweep.yaml records it (None: the task's main metric)."""
     try:

@@ -17,11 +17,24 @@ from typing import Any
 
 from kexp.errors import ResumeRefused, RunDirError
 from kexp.events import Emit, discard
+from kexp.plugins import PluginRecord, check_recorded, plugins_of_run
+from kexp.registry import DATASETS, MODELS
 from kexp.run.dirs import create_run_dir
 from kexp.run.files import MANIFEST, SWEEPS, RunFiles, SweepFiles
 from kexp.run.io import now_iso, write_text_atomic
 from kexp.run.lifecycle import effective_state, lock_run
-from kexp.run.records import Manifest, Status, Trial, has_manifest, read_manifest, read_status, read_sweep_metric, write_manifest, write_sweep_spec
+from kexp.run.records import (
+    Manifest,
+    Status,
+    Trial,
+    has_manifest,
+    read_manifest,
+    read_status,
+    read_sweep_metric,
+    read_sweep_plugins,
+    write_manifest,
+    write_sweep_spec,
+)
 from kexp.sweep.space import FINAL, Plan, describe_point
 
 # --- the sweep directory ---------------------------------------------------------------
@@ -37,10 +50,28 @@ def create_sweep_dir(runs_dir: Path, plan: Plan) -> Path:
         header = f"# Trial {trial['id']} of sweep {sweep_dir.name}: {describe_point(trial['params'])}\n"
         write_text_atomic(files.trial_spec(trial["id"]), header + spec.to_yaml())
     document = {"name": plan.name, "config": str(plan.config.resolve()), "set": plan.overrides,
-                "space": plan.space.model_dump(mode="json"), "fingerprint": plan.fingerprint, "created": now_iso()}
+                "space": plan.space.model_dump(mode="json"), "fingerprint": plan.fingerprint, "created": now_iso(),
+                "plugins": [p.to_json() for p in sweep_plugins(plan)]}
     write_sweep_spec(sweep_dir, document)
     write_manifest(sweep_dir, {"sweep": sweep_dir.name, "fingerprint": plan.fingerprint, "trials": plan.trials})
     return sweep_dir
+
+
+def sweep_plugins(plan: Plan) -> list[PluginRecord]:
+    """The plugins of the sweep's trials (every trial shares the spec's plugins list; a swept data or model name may add an entry point)."""
+    records: list[PluginRecord] = []
+    for spec in plan.specs.values():
+        for record in plugins_of_run(spec.plugins, DATASETS.module_of(spec.data.name), MODELS.module_of(spec.model.name)):
+            if record not in records:
+                records.append(record)
+    return records
+
+
+def check_sweep_plugins(sweep_dir: Path, allow_changed_code: bool, emit: Emit) -> None:
+    """A continued sweep's plugins must be the code its earlier trials ran (PluginError), unless allowed: then a warning."""
+    records = [PluginRecord.from_json(p) for p in read_sweep_plugins(sweep_dir)]
+    for warning in check_recorded(records, sweep_dir, allow_changed_code):
+        emit("warning", message=warning)
 
 
 def open_manifest(sweep_dir: Path) -> Manifest:
@@ -125,11 +156,11 @@ def slot_environments(parallel: int, gpus: list[str], trials_per_gpu: int) -> li
     return [{**thread_budget(cpus, parallel), "CUDA_VISIBLE_DEVICES": "-1"} for _ in range(parallel)]
 
 
-def trial_command(sweep_dir: Path, trial: Trial, data_dir: Path) -> list[str]:
+def trial_command(sweep_dir: Path, trial: Trial, data_dir: Path, allow_changed_code: bool = False) -> list[str]:
     """`kexp resume` for a trial that has a run directory with a status, else `kexp train --run-dir`."""
     run_dir = sweep_dir / trial["run_dir"]
     if RunFiles(run_dir).status.is_file() and RunFiles(run_dir).config.is_file():
-        return [sys.executable, "-m", "kexp", "resume", str(run_dir), "--data-dir", str(data_dir)]
+        return [sys.executable, "-m", "kexp", "resume", str(run_dir), "--data-dir", str(data_dir), *["--allow-changed-code"] * allow_changed_code]
     if run_dir.exists():  # made, but the trial died before it wrote anything usable: start it again
         shutil.rmtree(run_dir)
     return [sys.executable, "-m", "kexp", "train", str(SweepFiles(sweep_dir).trial_spec(trial["id"])), "--run-dir", str(run_dir),
@@ -198,7 +229,7 @@ class SweepResult:
 
 
 def run_trials(sweep_dir: Path, manifest: Manifest, backend, environments: list[dict[str, str]], data_dir: Path,
-               max_attempts: int, emit: Emit, stop_requested: Callable[[], bool]) -> bool:
+               max_attempts: int, emit: Emit, stop_requested: Callable[[], bool], allow_changed_code: bool = False) -> bool:
     """Run every trial that is not final, up to len(environments) at a time; False if stopped by a signal."""
     trials = manifest["trials"]
     free = list(range(len(environments)))
@@ -230,7 +261,7 @@ def run_trials(sweep_dir: Path, manifest: Manifest, backend, environments: list[
                     continue
                 slot = free.pop(0)
                 trial = trials[i]
-                command = trial_command(sweep_dir, trial, data_dir)
+                command = trial_command(sweep_dir, trial, data_dir, allow_changed_code)
                 handle = backend.launch(command, environments[slot], SweepFiles(sweep_dir).trial_log(trial["id"]))
                 running[i] = (handle, slot)
                 save(i, {**trial, "state": "running", "attempts": trial["attempts"] + 1, "started": now_iso(), "ended": None,
@@ -264,9 +295,10 @@ def emit_trial(emit: Emit, sweep_dir: Path, trial: dict[str, Any]) -> None:
 
 def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int = 1, max_attempts: int = 2, trials_per_gpu: int = 1,
               backend: str = "local", address: str | None = None, resume_dir: Path | None = None, new: bool = False, cpus_per_trial: float = 1.0,
-              emit: Emit = discard) -> SweepResult:
+              emit: Emit = discard, allow_changed_code: bool = False) -> SweepResult:
     """Create (or continue) a sweep directory, run its trials, and write its summary; progress goes to
-    `emit` as events (sweep_started, trial_started, trial_ended)."""
+    `emit` as events (sweep_started, trial_started, trial_ended, warning). A continued sweep whose plugins
+    changed since it started is refused unless `allow_changed_code` (then a warning)."""
     from kexp.sweep.summary import write_summary
 
     data_dir = Path(data_dir).resolve()  # trials may run elsewhere (Ray workers) or from another directory
@@ -283,6 +315,7 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
     lock = lock_run(sweep_dir)  # one driver per sweep
     try:
         check_no_live_trials(sweep_dir, manifest)
+        check_sweep_plugins(sweep_dir, allow_changed_code, emit)
         manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
         write_manifest(sweep_dir, manifest)
         emit("sweep_started", sweep_dir=str(sweep_dir), trials=len(manifest["trials"]), done=sum(t["state"] in FINAL for t in manifest["trials"]))
@@ -298,7 +331,7 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
         previous = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
                     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
         try:
-            run_trials(sweep_dir, manifest, runner, environments, data_dir, max_attempts, emit, lambda: bool(stopped))
+            run_trials(sweep_dir, manifest, runner, environments, data_dir, max_attempts, emit, lambda: bool(stopped), allow_changed_code)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
