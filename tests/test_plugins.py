@@ -288,3 +288,15 @@ def test_a_continued_sweep_refuses_a_changed_plugin_until_allowed(tmp_path):
     allowed = CliRunner().invoke(app, [*command, "--allow-changed-code"])
     assert allowed.exit_code == 0, allowed.output
     assert "warning:" in allowed.output and "plugin changed since the run" in allowed.output
+
+
+def test_resume_refuses_a_changed_plugin_until_allowed_and_logs_the_warning(trained, tmp_path):
+    status = json.loads((trained / "status.json").read_text())
+    (trained / "status.json").write_text(json.dumps({**status, "state": "failed", "error": "made up for the test"}))
+    (tmp_path / "towers.py").write_text(TOWERS + "\n# edited\n")
+    refused = CliRunner().invoke(app, ["resume", str(trained)])
+    assert refused.exit_code == 2 and "plugin changed since" in refused.output
+    assert json.loads((trained / "status.json").read_text())["state"] == "failed"  # the run is left as it was
+    allowed = CliRunner().invoke(app, ["resume", str(trained), "--allow-changed-code"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "warning: " in (trained / "log.txt").read_text() and "plugin changed since the run" in (trained / "log.txt").read_text()
