@@ -346,9 +346,9 @@ INTERRUPTED = {"state": "interrupted", "signal": "SIGTERM", "exit_code": 143}
 
 def test_an_unchanged_run_is_resumable(tmp_path):
     run_dir, spec = resumable_run_dir(tmp_path)
-    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == spec
+    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == (spec, [])
     crashed = {"state": "running", "pid": exited_pid(), "host": socket.gethostname()}
-    assert check_resumable(run_dir, Status.from_document(crashed)) == spec
+    assert check_resumable(run_dir, Status.from_document(crashed)) == (spec, [])
 
 
 def test_comment_only_edits_to_config_yaml_are_accepted(tmp_path):
@@ -356,7 +356,7 @@ def test_comment_only_edits_to_config_yaml_are_accepted(tmp_path):
     config = run_dir / "config.yaml"
     config.write_text("# resumed after the cluster maintenance\n" + config.read_text().replace("epochs: 2\n", "epochs: 2  # as planned\n"))
     assert "# as planned" in config.read_text()
-    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == spec
+    assert check_resumable(run_dir, Status.from_document(INTERRUPTED)) == (spec, [])
 
 
 def test_an_edited_config_yaml_refuses_resume_naming_the_change(tmp_path):
