@@ -300,3 +300,42 @@ def test_resume_refuses_a_changed_plugin_until_allowed_and_logs_the_warning(trai
     allowed = CliRunner().invoke(app, ["resume", str(trained), "--allow-changed-code"])
     assert allowed.exit_code == 0, allowed.output
     assert "warning: " in (trained / "log.txt").read_text() and "plugin changed since the run" in (trained / "log.txt").read_text()
+
+
+@pytest.mark.long
+def test_a_two_tower_plugin_learns_mnist_from_an_npz_and_its_run_is_reused(tmp_path):
+    """The issue's end-to-end check: a local plugin file, MNIST as one .npz, >= 0.95 in 3 epochs, then every reuse command."""
+    import shutil
+
+    import numpy as np
+
+    from kexp.datasets.mnist import read_mnist_arrays
+
+    data_dir = Path(os.environ.get("KEXP_DATA_DIR", "data"))
+    if not (data_dir / "mnist").is_dir():
+        pytest.skip(f"no MNIST files in {data_dir}")
+    arrays, _ = read_mnist_arrays(data_dir)
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    shutil.copy(EXAMPLE / "kexp_example" / "models.py", tmp_path / "my_models.py")
+    spec = write_spec(tmp_path / "spec.yaml", {
+        "name": "two-tower-mnist", "plugins": ["my_models.py"],
+        "data": {"name": "numpy", "path": str(tmp_path / "mnist.npz")},
+        "model": {"name": "two_tower", "filters": 16, "units": 128},
+        "train": {"epochs": 3, "batch_size": 128},
+    })  # fmt: skip
+    result = train(tmp_path, spec)
+    assert result.exit_code == 0, result.output
+    run = one_run(tmp_path)
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.95
+    assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 0
+    np.save(tmp_path / "rows.npy", arrays["x_test"][:20])
+    predicted = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "rows.npy"), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    labels = [json.loads(line)["label"] for line in predicted.stdout.splitlines() if line.startswith("{")]
+    assert len(labels) == 20 and sum(label == str(y) for label, y in zip(labels, arrays["y_test"][:20])) >= 18
+    exported = CliRunner().invoke(app, ["export", str(run), "--format", "tflite"])
+    assert exported.exit_code == 0, exported.output
+    with (tmp_path / "my_models.py").open("a") as f:
+        f.write("\n# tuned after the run\n")
+    assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 2
+    assert CliRunner().invoke(app, ["evaluate", str(run), "--allow-changed-code"]).exit_code == 0
