@@ -176,10 +176,14 @@ def forget(record: PluginRecord) -> None:
 
 
 def forget_module(module: str) -> None:
-    from kexp.registry import DATASETS, MODELS
-
-    for registry in (DATASETS, MODELS):
+    for registry in registries():
         registry.forget_module(module)
+
+
+def registries() -> tuple[Any, ...]:
+    """The dataset and model registries, looked up when needed: kexp.registry imports this module to load entry points."""
+    registry = sys.modules.get("kexp.registry")
+    return (registry.DATASETS, registry.MODELS) if registry is not None else ()
 
 
 def load_entry_points() -> list[PluginRecord]:
@@ -196,6 +200,15 @@ def load_entry_points() -> list[PluginRecord]:
 
 def loaded_plugins() -> list[PluginRecord]:
     return list(_LOADED.values())
+
+
+def origin_of(registry: Any, name: str) -> str:
+    """Where a registry entry comes from, as listings say it: built-in, or the plugin that registered it."""
+    module = registry.module_of(name)
+    if module.startswith("kexp."):
+        return "built-in"
+    plugin = plugin_of(module)
+    return plugin.describe() if plugin is not None else f"module {module}"
 
 
 def plugin_of(module: str) -> PluginRecord | None:

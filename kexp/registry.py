@@ -135,20 +135,9 @@ def model(name: str, options: type[BaseModel]) -> Callable[[Callable], Callable]
 
 
 def load_components() -> None:
-    """Import every dataset and model module so their decorators run, and the installed plugins' (entry points)."""
+    """Import every dataset and model module so their decorators run, then the installed plugins (entry points)."""
     import kexp.datasets
     import kexp.models  # noqa: F401
-    from kexp.plugins import load_entry_points
+    from kexp.plugins import load_entry_points  # kexp.plugins imports nothing of this module at import time
 
     load_entry_points()
-
-
-def origin_of(registry: Registry, name: str) -> str:
-    """Where an entry comes from, as listings say it: built-in, or the plugin that registered it."""
-    from kexp.plugins import plugin_of
-
-    module = registry.module_of(name)
-    if module.startswith("kexp."):
-        return "built-in"
-    plugin = plugin_of(module)
-    return plugin.describe() if plugin is not None else f"module {module}"

@@ -89,7 +89,8 @@ def print_entries(kind: str, as_json: bool, plugins: list[str] = ()) -> None:
 
 
 def describe_entries(kind: str) -> list[dict]:
-    from kexp.registry import DATASETS, MODELS, load_components, origin_of
+    from kexp.plugins import origin_of
+    from kexp.registry import DATASETS, MODELS, load_components
 
     load_components()
     registry = DATASETS if kind == "datasets" else MODELS
