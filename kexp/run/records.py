@@ -130,6 +130,7 @@ class Env(Record):
     data_dir: str | None = None
     data_files: list[dict[str, Any]] | None = None
     spec: dict[str, Any] | None = None
+    spec_files: list[dict[str, Any]] | None = None  # [{path, sha256, role: spec|base}] of the files the spec was read from
     started: str | None = None
     ended: str | None = None
     attempts: list[dict[str, Any]] | None = None
