@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,30 @@ def test_a_trained_run_saves_the_merged_spec_and_records_each_file_with_its_hash
         {"path": str(spec), "sha256": hashlib.sha256(spec.read_bytes()).hexdigest(), "role": "spec"},
         {"path": str(base), "sha256": hashlib.sha256(base.read_bytes()).hexdigest(), "role": "base"},
     ]
+
+
+def test_a_sweep_directory_records_the_spec_and_its_bases(tmp_path):
+    from kexp.sweep.trials import create_sweep_dir
+
+    base = write(tmp_path / "base.yaml", BASE)
+    spec = write(tmp_path / "spec.yaml", "name: s\nbase: base.yaml\nsweep:\n  params: {train.epochs: [1, 2]}\n")
+    sweep_dir = create_sweep_dir(tmp_path / "runs", plan_sweep(spec, [], []))
+    document = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+    assert [(f["path"], f["role"]) for f in document["spec_files"]] == [(str(spec), "spec"), (str(base), "base")]
+    trial = yaml.safe_load(next((sweep_dir / "specs").iterdir()).read_text())
+    assert "base" not in trial and trial["train"]["batch_size"] == 16  # each trial's spec is the merged one
+
+
+def test_a_spec_from_a_pipe_names_its_bases_from_the_working_folder(tmp_path, monkeypatch):
+    write(tmp_path / "base.yaml", BASE)
+    monkeypatch.chdir(tmp_path)
+    fifo = tmp_path / "fd" / "63"  # as bash's <(cat spec.yaml) names it: /dev/fd/63
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    text = b"name: s\nbase: base.yaml\n"
+    writer = threading.Thread(target=fifo.write_bytes, args=(text,))
+    writer.start()
+    loaded = load_spec(fifo)
+    writer.join()
+    assert loaded.train.batch_size == 16
+    assert [(f.role, f.sha256) for f in loaded.spec_files] == [("spec", hashlib.sha256(text).hexdigest()), ("base", hashlib.sha256(BASE.encode()).hexdigest())]
