@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ def resolve_names(names: Any, folder: Path) -> Any:
     """The spec's plugin entries with each file made absolute against `folder` (the spec's); modules as written."""
     if not isinstance(names, list):
         return names  # not a list: the schema says so
-    return [str((folder / name).resolve()) if isinstance(name, str) and is_file_name(name) and not Path(name).is_absolute() else name
+    return [os.path.normpath(os.path.join(os.path.abspath(folder), os.path.expanduser(name))) if isinstance(name, str) and is_file_name(name) else name
             for name in names]
 
 

@@ -24,7 +24,7 @@ def validate(
 
     with exit_on_error():
         source = read_yaml(config)  # once: a spec from a pipe cannot be read twice
-        if "sweep" in source[0]:  # every trial's spec, as `kexp sweep` checks them
+        if "sweep" in source.raw:  # every trial's spec, as `kexp sweep` checks them
             from kexp.sweep.space import plan_sweep
 
             plan = plan_sweep(config, set_, [], source=source)

@@ -131,6 +131,7 @@ class Env(Record):
     data_files: list[dict[str, Any]] | None = None
     spec: dict[str, Any] | None = None
     plugins: list[dict[str, Any]] | None = None  # kexp.plugins.PluginRecord.to_json of each plugin the run used
+    spec_files: list[dict[str, Any]] | None = None  # [{path, sha256, role: spec|base}] of the files the spec was read from
     started: str | None = None
     ended: str | None = None
     attempts: list[dict[str, Any]] | None = None

@@ -1,11 +1,11 @@
-"""Reading a spec: YAML with line numbers (hardened), `--set` overrides, then validation.
+"""Reading a spec: YAML with line numbers (hardened), its bases merged in, `--set` overrides, then validation.
 
-    raw, lines = read_yaml(path)            # the mapping, and the 1-based line of every dotted key
+    raw, lines, files = read_yaml(path)     # the merged mapping, where each dotted key was set, the files read
     apply_override(raw, *parse_override("train.epochs=2"))
     spec = validate_spec(raw, path, lines)  # kexp.spec.validation: every problem as file:line: key: message
 
 load_spec does the three in order. Overrides edit the raw mapping before validation, so they
-are validated exactly like the file.
+are validated exactly like the file. `base:` files are read here and merged by kexp.spec.bases.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from kexp.errors import SpecError
+from kexp.spec.bases import Lines, Location, SpecFile, absolute_plugins, base_names, folder_of, merge_under, shown_path, without
 from kexp.spec.schema import ExperimentSpec
 from kexp.spec.validation import validate_spec
 
@@ -86,18 +87,18 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 _SpecLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Map each dotted key of a composed YAML document to its 1-based line."""
-    lines: dict[str, int] = {}
+def _key_lines(node: yaml.Node | None, file: str, prefix: str = "") -> Lines:
+    """Map each dotted key of a composed YAML document to its file and 1-based line."""
+    lines: Lines = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = f"{prefix}{key_node.value}"
-            lines[path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, path + "."))
+            lines[path] = Location(file, key_node.start_mark.line + 1)
+            lines.update(_key_lines(value_node, file, path + "."))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[f"{prefix}{i}"] = item.start_mark.line + 1
-            lines.update(_key_lines(item, f"{prefix}{i}."))
+            lines[f"{prefix}{i}"] = Location(file, item.start_mark.line + 1)
+            lines.update(_key_lines(item, file, f"{prefix}{i}."))
     return lines
 
 
@@ -122,7 +123,12 @@ def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
 
 
 def read_spec_text(path: Path) -> str:
-    """The spec's text, reading at most MAX_SPEC_BYTES + 1 bytes whatever the file is: a device
+    """The spec's text (read_spec_bytes, decoded)."""
+    return decode_spec(read_spec_bytes(path), path)
+
+
+def read_spec_bytes(path: Path) -> bytes:
+    """The spec's bytes, reading at most MAX_SPEC_BYTES + 1 whatever the file is: a device
     (/dev/zero) or a pipe reports size 0, so the size on disk cannot be trusted to bound the read."""
     try:
         with open(path, "rb") as f:
@@ -135,37 +141,92 @@ def read_spec_text(path: Path) -> str:
         size = Path(path).stat().st_size if Path(path).is_file() else 0  # a regular file says its size; a device or pipe cannot
         amount = f"{size:,} bytes" if size > MAX_SPEC_BYTES else f"more than {MAX_SPEC_BYTES // 1024} KiB"
         raise SpecError([f"{path}: {amount} is too large for a spec (limit {MAX_SPEC_BYTES // 1024} KiB); is this the right file?"])
+    return data
+
+
+def decode_spec(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
 
 
-SpecSource = tuple[dict, dict[str, int]]  # read_yaml's mapping and key lines, read once and passed on
+class SpecSource(NamedTuple):
+    """read_yaml's result, read once and passed on: the merged mapping, where each key was set, the files read."""
+
+    raw: dict
+    lines: Lines
+    files: tuple[SpecFile, ...]
 
 
 def read_yaml(path: Path) -> SpecSource:
-    """Parse a spec file into a mapping and the line number of every dotted key.
+    """Parse a spec file, merge its bases under it, and say where every dotted key was set.
 
     The file is read once: a caller that needs the spec twice (validate checks for `sweep:`,
     then validates) passes this result on, since a pipe (`<(cat spec.yaml)`) is empty the second time.
     """
-    text = read_spec_text(path)
-    try:
-        raw, node = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        line, problem = _yaml_problem(exc)
-        where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise SpecError([f"{where}: YAML error: {problem}"]) from None
+    data = read_spec_bytes(path)
+    raw, lines = parse_document(data, Path(path), str(path))
     if raw is None:
         raise SpecError([f"{path}: the spec is empty; it needs at least name, data and model (see configs/ for examples)"])
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: the spec must be a YAML mapping, got {type(raw).__name__}"])
-    if "plugins" in raw:  # files are relative to the spec that lists them
-        from kexp.plugins import resolve_names
+    files = [SpecFile.of(path, data, "spec")]
+    raw, lines = merge_bases(raw, lines, Path(path), [(str(path), Path(path).resolve())], files)
+    return SpecSource(raw, lines, tuple(files))
 
-        raw["plugins"] = resolve_names(raw["plugins"], Path(path).parent)
-    return raw, _key_lines(node)
+
+def parse_document(data: bytes, path: Path, shown: str) -> tuple[Any, Lines]:
+    """One file's value and key locations; a YAML error names the file (as `shown`) and line."""
+    text = decode_spec(data, path)
+    try:
+        raw, node = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        line, problem = _yaml_problem(exc)
+        where = f"{shown}:{line + 1}" if line is not None else shown
+        raise SpecError([f"{where}: YAML error: {problem}"]) from None
+    return raw, _key_lines(node, shown)
+
+
+def merge_bases(raw: dict, lines: Lines, path: Path, chain: list[tuple[str, Path]], files: list[SpecFile]) -> tuple[dict, Lines]:
+    """`raw` with the files its `base:` names merged under it (theirs first, later ones winning), recursively.
+
+    `chain` is the files from the spec to this one (as shown, and resolved) to find and name a cycle;
+    `files` collects every file read."""
+    folder = folder_of(path)
+    absolute_plugins(raw, folder)
+    if "base" not in raw:
+        return raw, lines
+    where = lines.get("base", chain[-1][0])
+    names = base_names(raw.pop("base"), where)
+    lines = without(lines, "base")
+    merged: dict = {}
+    merged_lines: Lines = {}
+    for name in names:
+        base_path, shown = folder / Path(name).expanduser(), shown_path(name, folder)
+        if base_path.resolve() in {resolved for _, resolved in chain}:
+            names_chain = " -> ".join([*(file for file, _ in chain), shown])
+            raise SpecError([f"{where}: base: a cycle of bases: {names_chain}"])
+        base_raw, base_lines = read_base(base_path, shown, where, files)
+        base_raw, base_lines = merge_bases(base_raw, base_lines, base_path, [*chain, (shown, base_path.resolve())], files)
+        merged, merged_lines = merge_under(merged, merged_lines, base_raw, base_lines)
+    return merge_under(merged, merged_lines, raw, lines)
+
+
+def read_base(path: Path, shown: str, where: Location | str, files: list[SpecFile]) -> tuple[dict, Lines]:
+    """One base file's mapping and key locations (recorded in `files`); a problem names the `base:` key that named it."""
+    try:
+        data = read_spec_bytes(path)
+    except SpecError as exc:
+        raise SpecError([f"{where}: base: {problem.replace(str(path), shown, 1)}" for problem in exc.problems]) from None
+    raw, lines = parse_document(data, path, shown)
+    if not isinstance(raw, dict):
+        got = "nothing (the file is empty)" if raw is None else type(raw).__name__
+        raise SpecError([f"{where}: base: {shown} must be a YAML mapping of spec keys, got {got}"])
+    record = SpecFile.of(path, data, "base")
+    if all(file.path != record.path for file in files):  # a base two files share is listed once
+        files.append(record)
+    return raw, lines
 
 
 # --- overrides -----------------------------------------------------------------------
@@ -230,14 +291,14 @@ def list_index(items: list, part: str, setting: str, where: str) -> int:
 
 def load_spec(path: Path, overrides: list[str] | tuple[str, ...] = (), source: SpecSource | None = None) -> ExperimentSpec:
     """Read a YAML spec (or take `source`, read_yaml's result for it), apply `--set` overrides, validate, and fill in defaults."""
-    raw, lines = copy.deepcopy(source) if source is not None else read_yaml(path)
+    raw, lines, files = copy.deepcopy(source) if source is not None else read_yaml(path)
     if "sweep" in raw:
-        where = f"{path}:{lines['sweep']}" if "sweep" in lines else str(path)
+        where = lines.get("sweep", path)
         raise SpecError([f"{where}: sweep: this spec describes a sweep; run it with `kexp sweep {path}` (kexp train trains one run)"])
     applied: dict[str, str] = {}
     for text in overrides:
         key, value = parse_override(text)
         apply_override(raw, key, value)
         applied[key] = f"--set {text}"
-    return validate_spec(raw, str(path), lines, applied)
+    return validate_spec(raw, str(path), lines, applied).with_spec_files(files)
 

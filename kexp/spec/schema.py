@@ -21,6 +21,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     field_validator,
@@ -29,6 +30,7 @@ from pydantic import (
 )
 
 from kexp.registry import Options, closest
+from kexp.spec.bases import SpecFile
 from kexp.task import LOSSES, METRICS, unknown_loss_message, unknown_metric_message
 
 
@@ -307,6 +309,26 @@ class ExperimentSpec(BaseModel):
     # as needed, so other jobs can share it); all = every visible GPU, one replica each
     # (MirroredStrategy), train.batch_size being the global batch split among them.
     device: str = "auto"
+    # The files this spec was read from (the spec, its bases), for env.json; where a spec came from
+    # is no part of what it says, so it is neither saved in config.yaml nor compared by ==.
+    _spec_files: tuple[SpecFile, ...] = PrivateAttr(default=())
+
+    @property
+    def spec_files(self) -> tuple[SpecFile, ...]:
+        """The spec file and each base file it was read from, with their SHA-256 (none for a spec built in code)."""
+        return self._spec_files
+
+    def with_spec_files(self, files: tuple[SpecFile, ...] | list[SpecFile]) -> ExperimentSpec:
+        """A copy of this spec recording the files it was read from (model_copy keeps them)."""
+        spec = self.model_copy()
+        spec._spec_files = tuple(files)
+        return spec
+
+    def __eq__(self, other: object) -> bool:
+        """Specs are equal when they say the same: a run's config.yaml equals the spec and bases it came from."""
+        if not isinstance(other, ExperimentSpec):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     @field_validator("device")
     @classmethod

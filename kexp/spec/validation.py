@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from kexp.errors import SpecError
 from kexp.registry import DATASETS, MODELS, Options, Registry, load_components
+from kexp.spec.bases import Lines
 from kexp.spec.schema import ComponentSpec, DataSpec, ExperimentSpec, TrainSpec, did_you_mean
 from kexp.task import CLASSIFICATION, DEFAULT_METRICS, task_problems
 
@@ -179,8 +180,8 @@ def check_task(spec: ExperimentSpec, num_classes: int, task: str = CLASSIFICATIO
         raise SpecError([f"{key}: {msg} (found after reading the data)" for key, msg in problems])
 
 
-def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, str]) -> str:
-    """Where a bad key came from: the --set that wrote it, or file:line."""
+def _origin(key: str, source: str, lines: Lines, overrides: dict[str, str]) -> str:
+    """Where a bad key came from: the --set that wrote it, or the file:line that set it (the spec's, or a base's)."""
     parent = key.rpartition(".")[0]
     for path, text in overrides.items():
         # the key the override wrote, something inside it, or a check of the section holding it
@@ -192,13 +193,13 @@ def _origin(key: str, source: str, lines: dict[str, int], overrides: dict[str, s
     probe = key
     while probe:
         if probe in lines:
-            return f"{source}:{lines[probe]}"
+            return str(lines[probe])
         probe = probe.rpartition(".")[0]
     return source
 
 
 def validate_spec(
-    raw: dict, source: str = "<spec>", lines: dict[str, int] | None = None, overrides: dict[str, str] | None = None
+    raw: dict, source: str = "<spec>", lines: Lines | None = None, overrides: dict[str, str] | None = None
 ) -> ExperimentSpec:
     """Validate a raw mapping; raise SpecError listing every problem as `where: key: message`.
 

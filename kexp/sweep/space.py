@@ -173,7 +173,7 @@ def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int
     and validate every trial's spec before anything runs."""
     from kexp.spec import apply_override, parse_override, read_yaml, validate_spec
 
-    raw, lines = copy.deepcopy(source) if source is not None else read_yaml(config)
+    raw, lines, files = copy.deepcopy(source) if source is not None else read_yaml(config)
     space = merge_space(read_sweep_spec(raw.pop("sweep", None), str(config)), params, seeds, samples, metric)
     base_seed = raw.get("seed", 0) if isinstance(raw.get("seed", 0), int) else 0
     for text in overrides:
@@ -200,7 +200,7 @@ def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int
                 seed = base_seed + r
                 if space.seeds > 1:
                     trial_raw["seed"] = seed
-                spec = validate_spec(trial_raw, str(config), lines, applied)
+                spec = validate_spec(trial_raw, str(config), lines, applied).with_spec_files(files)
             except SpecError as exc:
                 where = f"{trial_id} ({describe_point(point)})"
                 raise SpecError([f"{where}: {problem}" for problem in exc.problems]) from None

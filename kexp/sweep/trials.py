@@ -49,7 +49,8 @@ def create_sweep_dir(runs_dir: Path, plan: Plan) -> Path:
         spec = plan.specs[trial["id"]]
         header = f"# Trial {trial['id']} of sweep {sweep_dir.name}: {describe_point(trial['params'])}\n"
         write_text_atomic(files.trial_spec(trial["id"]), header + spec.to_yaml())
-    document = {"name": plan.name, "config": str(plan.config.resolve()), "set": plan.overrides,
+    spec_files = [file.to_json() for file in plan.specs[plan.trials[0]["id"]].spec_files]  # the sweep's spec and its bases
+    document = {"name": plan.name, "config": str(plan.config.resolve()), "spec_files": spec_files, "set": plan.overrides,
                 "space": plan.space.model_dump(mode="json"), "fingerprint": plan.fingerprint, "created": now_iso(),
                 "plugins": [p.to_json() for p in sweep_plugins(plan)]}
     write_sweep_spec(sweep_dir, document)

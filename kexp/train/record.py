@@ -135,8 +135,8 @@ def write_run_start(run: Run, spec: ExperimentSpec, data: Dataset, device: Place
     plugins = plugins_of_run(spec.plugins, DATASETS.module_of(spec.data.name), MODELS.module_of(spec.model.name))
     write_plugin_copies(run_dir, {p.copy: Path(p.file) for p in plugins if p.copy})
     env = {**environment(device, spec.seed, data_dir), **speed, "deterministic": spec.train.deterministic,
-           "spec": spec.model_dump(mode="json"), "data_files": data.summary.get("files", []),
-           "plugins": [p.to_json() for p in plugins], "started": run.started, "ended": None}
+           "spec": spec.model_dump(mode="json"), "spec_files": [file.to_json() for file in spec.spec_files],
+           "data_files": data.summary.get("files", []), "plugins": [p.to_json() for p in plugins], "started": run.started, "ended": None}
     write_env(run_dir, env)
     if with_preprocessing:  # folds and repeats each fit their own (kept with save_models)
         write_preprocessing(run_dir, to_document(data.preprocessing, data.task, data.class_names, data.positive_class, data.raw_input_unsupported))
