@@ -188,6 +188,19 @@ def test_augmentation_changes_training_batches_only(tmp_path):
     assert not np.allclose(pixels(plain.train, **stream), pixels(augmented.train, **stream))
 
 
+def test_the_training_stream_shuffles_each_epoch_by_seed_and_epoch_alone(tmp_path):
+    from kexp.train.feeds import feed
+
+    part = dataset(write_digits(tmp_path / "digits", 10), test_fraction=0.0).train
+    def epochs(first: int, count: int) -> list[np.ndarray]:
+        batches = [x.numpy() for x, _ in feed(part, 8, shuffle=True, seed=5, first_epoch=first).take(4 * count)]
+        return [np.concatenate(batches[i : i + 4]) for i in range(0, len(batches), 4)]
+    zero, one = epochs(0, 2)
+    (resumed,) = epochs(1, 1)
+    assert len(zero) == 30 and np.array_equal(one, resumed) and not np.array_equal(zero, one)  # each epoch its own short batch
+    assert np.array_equal(np.sort(zero.reshape(30, -1), axis=0), np.sort(pixels(part).reshape(30, -1), axis=0))
+
+
 def test_a_streamed_part_never_takes_the_xla_loop(tmp_path):
     import keras
 
@@ -245,6 +258,14 @@ def test_evaluate_rereads_the_folder_and_matches_the_recorded_test_metrics(digit
     (evaluation,) = (digits_run / "evaluations").glob("*.json")
     scored = json.loads(evaluation.read_text())["results"]["test"]["metrics"]
     assert scored["accuracy"] == pytest.approx(recorded["test"]["accuracy"], abs=1e-6)
+
+
+def test_export_checks_the_model_on_rows_like_decoded_images(digits_run):
+    result = CliRunner().invoke(app, ["export", str(digits_run), "--format", "tflite"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(next((digits_run / "export").glob("*.json")).read_text())
+    assert info["preprocessing"]["kind"] == "image_files"
+    assert info["preprocessing"]["state"] == {"image_size": [28, 28], "color_mode": "grayscale", "scale": True}
 
 
 @pytest.mark.long
