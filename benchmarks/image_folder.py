@@ -8,7 +8,8 @@ class folders) once into --work (reused by later runs), then trains `kexp train`
 (an MLP of 32 units, batch 128, 10% held out for testing) on the first --baseline images and on
 all of them, each a whole process under /usr/bin/time -v. Records peak RSS, seconds and
 training images/s (training rows / fit seconds) per size, the ratios large / baseline, and what
-the same images would hold as a float32 array in memory, in benchmarks/results/image_folder.json.
+the peak RSS and seconds of decoding all the large folder's images into one float32 NumPy array
+instead (no training), in benchmarks/results/image_folder.json.
 Target (issue 26): peak RSS of the large run <= 1.25 x the baseline's (bounded memory).
 """
 
@@ -39,7 +40,7 @@ def main() -> None:
     folders = {n: write_folder(args.work / f"digits-{args.size}px-{n}", n, args.size, Path(env["KEXP_DATA_DIR"])) for n in (args.baseline, args.images)}
     results = {str(n): train_once(folder, n, args.size, args.work / "runs", env) for n, folder in folders.items()}
     base, large = results[str(args.baseline)], results[str(args.images)]
-    summary = {"image_size": [args.size, args.size, 3], "runs": results,
+    summary = {"image_size": [args.size, args.size, 3], "runs": results, "in_memory": load_in_memory(folders[args.images], env),
                "peak_rss_ratio": round(large["peak_rss_mb"] / base["peak_rss_mb"], 3),
                "images_per_second_ratio": round(large["train_images_per_second"] / base["train_images_per_second"], 3),
                "target_peak_rss_ratio": RSS_RATIO_TARGET}
@@ -98,8 +99,31 @@ def train_once(folder: Path, count: int, size: int, runs: Path, env: dict) -> di
     train_rows = metrics["data"]["train_size"]
     return {"images": count, "train_images": train_rows, "seconds": round(seconds, 1), "fit_seconds": round(metrics["fit_seconds"], 1),
             "train_images_per_second": round(train_rows / metrics["fit_seconds"]), "test_accuracy": round(metrics["test"]["accuracy"], 4),
-            "peak_rss_mb": peak_rss_mb(result.stderr),
+            "startup_seconds": round(metrics["timing"]["startup_seconds"], 1), "peak_rss_mb": peak_rss_mb(result.stderr),
             "float32_array_mb": round(count * size * size * 3 * 4 / 2**20)}  # what the pixels would hold as an in-memory Split
+
+
+# The other way to read a folder: every image decoded into one float32 array first (as a Split of
+# pixels would hold it), in a process of its own, with TensorFlow imported as training would.
+IN_MEMORY = """
+import sys, time, numpy as np, tensorflow as tf
+from pathlib import Path
+from PIL import Image
+started = time.perf_counter()
+files = sorted(p for p in Path(sys.argv[1]).rglob("*.png"))
+x = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files])
+print(len(files), x.nbytes, time.perf_counter() - started)
+"""
+
+
+def load_in_memory(folder: Path, env: dict) -> dict:
+    """Peak RSS and seconds of decoding the whole folder into a float32 NumPy array (no training)."""
+    result = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", IN_MEMORY, str(folder)], capture_output=True, text=True, cwd=ROOT, env=env)
+    if result.returncode != 0:
+        sys.exit(f"loading {folder} into memory failed: {result.stderr[-1500:]}")
+    count, nbytes, seconds = result.stdout.split()
+    return {"images": int(count), "array_mb": round(int(nbytes) / 2**20), "load_seconds": round(float(seconds), 1),
+            "peak_rss_mb": peak_rss_mb(result.stderr)}
 
 
 if __name__ == "__main__":
