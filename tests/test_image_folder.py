@@ -162,6 +162,16 @@ def test_a_truncated_png_is_named_before_training(tmp_path):
     assert "zero/001.png: a truncated PNG" in line
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "bmp", "gif"])
+def test_each_format_is_checked_whole_and_truncated_from_its_first_and_last_bytes(tmp_path, fmt):
+    from kexp.preprocessing.image_files import image_file_problem
+
+    path = write_digits(tmp_path / "digits", 1, fmt=fmt) / "zero" / f"000.{fmt}"
+    assert image_file_problem(path) is None
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert image_file_problem(path).startswith("a truncated")
+
+
 def test_a_png_that_only_fails_to_decode_is_one_line_naming_it(tmp_path):
     root = write_digits(tmp_path / "digits", 4)
     png = root / "two" / "002.png"

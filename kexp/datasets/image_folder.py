@@ -31,7 +31,7 @@ SHOWN_SKIPS = 5  # skipped files named in the summary; the count covers them all
 class ImageFolderOptions(Options):
     path: str = Field(description="folder of class subfolders (or of train/ and test/ ones), relative to the data directory or absolute")
     image_size: list[PositiveInt] = Field(default=[256, 256], min_length=2, max_length=2,
-                                          description="[height, width] every image is resized to (bilinear), as Keras' default")
+                                          description="height and width every image is resized to (bilinear), Keras' default")
     color_mode: Literal["grayscale", "rgb"] = Field(default="rgb", description="1 or 3 channels, whatever the files hold")
     scale: bool = Field(default=True, description="pixels as float32 in [0, 1] instead of 0-255")
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="held out for testing (stratified, seeded) unless the folder has train/ and test/")

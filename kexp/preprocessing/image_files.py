@@ -9,6 +9,7 @@ pixels in each. New raw inputs for predict are image files and folders of them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,9 +144,10 @@ def list_image_files(folder: Path) -> list[Path]:
 
 # --- cheap checks before anything is decoded -------------------------------------------------
 
-# A truncated file is the common damage: each format's end marker is looked for in its last bytes.
+# A truncated file is the common damage: each format's end marker is looked for in its last bytes
+# (a window, not the very end: some cameras and editors append data that decoders ignore).
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-TAIL_BYTES = 32
+TAIL_BYTES = 1024
 
 
 def image_file_problem(path: Path) -> str | None:
@@ -170,14 +172,14 @@ def image_file_problem(path: Path) -> str | None:
 def format_problem(head: bytes, tail: bytes, size: int) -> str | None:
     """The problem of a file with these first and last bytes, or None when it looks like a whole image."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None if tail.endswith(PNG_END) else "a truncated PNG (no IEND chunk at its end)"
+        return None if PNG_END in tail else "a truncated PNG (no IEND chunk at its end)"
     if head.startswith(b"\xff\xd8\xff"):
         return None if b"\xff\xd9" in tail else "a truncated JPEG (no end-of-image marker)"
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        return None if tail.rstrip(b"\x00").endswith(b";") else "a truncated GIF (no trailer byte)"
+        return None if tail.rstrip(b"\x00").endswith(b";") else "a truncated GIF (no trailer byte)"  # 0x3B ends it
     if head.startswith(b"BM"):
         declared = int.from_bytes(head[2:6], "little")
-        return None if declared in (0, size) else f"a truncated BMP ({size} bytes, its header says {declared})"
+        return None if declared <= size else f"a truncated BMP ({size} bytes, its header says {declared})"
     if size == 0:
         return "an empty file"
     return "not a PNG, JPEG, BMP or GIF image (its first bytes are none of theirs)"
@@ -238,7 +240,7 @@ def first_undecodable(files: ImageFiles) -> tuple[Path, str] | None:
     """The first of `files` that fails to decode and why, or None: looked for only after the input
     pipeline failed, since TensorFlow's error there does not say which file it was reading."""
     for raw in files.paths:
-        path = Path(raw.decode() if isinstance(raw, bytes) else str(raw))
+        path = Path(os.fsdecode(raw))
         problem = decode_failure(path, files.decoding)
         if problem:
             return path, problem
