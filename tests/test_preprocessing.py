@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from kexp.errors import RunDirError
-from kexp.preprocessing import KINDS, FittedImages, FittedTable, FittedText, from_document, preprocessing_kind, to_document
+from kexp.preprocessing import KINDS, FittedImageFiles, FittedImages, FittedTable, FittedText, from_document, preprocessing_kind, to_document
 from kexp.text import TextOptions
 
 
 def test_each_kind_is_registered_under_the_name_its_runs_save():
-    assert KINDS.names() == ["images", "table", "text"]
+    assert KINDS.names() == ["image_files", "images", "table", "text"]
     assert (KINDS.get("table"), KINDS.get("images"), KINDS.get("text")) == (FittedTable, FittedImages, FittedText)
 
 
@@ -24,13 +24,14 @@ def test_a_second_kind_of_the_same_name_is_refused():
 
 
 def test_an_unknown_kind_names_the_nearest():
-    with pytest.raises(KeyError, match="Unknown preprocessing kind 'tabel'. Did you mean 'table'[?] Available: images, table, text"):
+    with pytest.raises(KeyError, match="Unknown preprocessing kind 'tabel'. Did you mean 'table'[?] Available: image_files, images, table, text"):
         KINDS.get("tabel")
 
 
 @pytest.mark.parametrize("fitted", [
     FittedTable(["a", "b"], [0.5, 1.0], [2.0, 1.0]),
     FittedImages([28, 28], scale=True, flatten=False),
+    FittedImageFiles([32, 24], color_mode="grayscale", scale=False),
     FittedText(TextOptions(encoding="tfidf"), ["good", "bad"], [0.1, 0.2]),
 ])
 def test_a_saved_kind_loads_back_the_same_through_json(fitted):

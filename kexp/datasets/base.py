@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kexp.errors import DataError, SpecError
-from kexp.preprocessing import Fitted, Preprocessor
+from kexp.preprocessing import Fitted, ImageFiles, Preprocessor
 from kexp.run.io import add_file, sha256_file
 
 DATA_DIR_ENV = "KEXP_DATA_DIR"
@@ -76,14 +76,25 @@ class Examples:
 @dataclass
 class Split:
     """One part's model inputs and labels. With `divisor`, x is kept compact (uint8 pixels) and the
-    model sees float32(x) / divisor, computed per batch in the input pipeline."""
+    model sees float32(x) / divisor, computed per batch in the input pipeline. An ImageFiles x
+    (image_folder) holds file paths instead, decoded per batch in the pipeline (streamed)."""
 
-    x: np.ndarray
+    x: np.ndarray | ImageFiles
     y: np.ndarray
     divisor: float | None = None
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether x is read from files batch by batch (ImageFiles) rather than held as an array."""
+        return isinstance(self.x, ImageFiles)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of inputs held in memory: the array's, or the file paths' for a streamed part."""
+        return self.x.paths.nbytes if isinstance(self.x, ImageFiles) else self.x.nbytes
 
 
 @dataclass

@@ -156,6 +156,7 @@ def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, A
     from kexp.models.saving import load_model
     from kexp.task import resolve_loss
     from kexp.train.compile import make_targets
+    from kexp.train.image_feeds import named_decode_errors
     from kexp.train.runtime import start_tensorflow
     from kexp.train.scoring import evaluate_splits, evaluation_batch_size
 
@@ -170,7 +171,8 @@ def score_parts(record: RunRecord, saved: SavedPreprocessing, parts: dict[str, A
     for name, part in parts.items():
         targets = make_targets(part.y, loss, len(class_names))
         scored = Split(part.x, targets, part.divisor)
-        metrics, outputs = evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
+        with named_decode_errors({name: scored}):
+            metrics, outputs = evaluate_splits(model, {name: scored}, record.spec.train.batch_size, keep=name)
         metrics = metrics[name]
         report = regression_report(part.y, outputs[:, 0]) if task == "regression" else classification_report(part.y, to_classes(outputs), class_names)
         recorded = record.metrics or Metrics()

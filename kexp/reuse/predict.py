@@ -5,7 +5,8 @@
 
 Inputs are read the way the run's preprocessing kind reads them (kexp.preprocessing: text
 runs take literal strings or one example per line of a `.txt` file; table runs CSV files of
-the feature columns; image runs PNG/JPEG, `.npy` or IDX files). The run's saved preprocessing
+the feature columns; image runs PNG/JPEG, `.npy` or IDX files; image_folder runs image files
+and folders of them). The run's saved preprocessing
 encodes them (never refitted) and the model sees them in batches. Each row names its input
 and gives the predicted label and its probability, the `top_k` best labels when asked, or for
 a regression run the predicted value. Progress and warnings go out as events (kexp.events).

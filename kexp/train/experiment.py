@@ -337,7 +337,8 @@ def describe_data(data: Dataset) -> str:
         return f"{name} {len(part)} ({counts})"
 
     parts = [split(name, part) for name, part in (("train", data.train), ("validation", data.validation), ("test", data.test)) if part is not None]
-    return "  ".join(parts) + f"  input {data.input_shape}"
+    skipped = data.summary.get("skipped_files")  # image_folder's on_bad_file: skip
+    return "  ".join(parts) + f"  input {data.input_shape}" + (f"  ({skipped} bad file(s) skipped)" if skipped else "")
 
 
 def protocol_note(spec: ExperimentSpec, members: list) -> str:

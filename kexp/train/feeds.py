@@ -33,6 +33,10 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoc
     """
     import tensorflow as tf
 
+    if part.streamed:  # image files, decoded per batch (kexp.train.image_feeds)
+        from kexp.train.image_feeds import image_feed
+
+        return image_feed(part, batch_size, shuffle, seed, first_epoch)
     take_rows, targets, divisor = row_gatherer(part.x), as_tensor(part.y), part.divisor
     if first_epoch is None:
         batches = tf.data.Dataset.range(len(part.y)).batch(batch_size)

@@ -20,6 +20,7 @@ from kexp.spec import ExperimentSpec
 from kexp.train.checkpoint import Checkpoint, restore
 from kexp.train.compile import class_weights, make_targets
 from kexp.train.feeds import feed, steps
+from kexp.train.image_feeds import named_decode_errors
 from kexp.train.loop import training_feed
 from kexp.train.record import save_model
 from kexp.train.scoring import class_report, diverged_parts, evaluate_splits, evaluation_batch_size, last_epoch_metrics, needs_train_pass, report_part
@@ -40,11 +41,12 @@ def fit_member(session: Session, job: MemberJob) -> FitOutcome:
     splits = prepare_splits(job.data, session.prepared.loss)
     callbacks = fit_callbacks(session, job, steps(len(splits["train"]), session.spec.train.batch_size))
     try:
-        run_fit(session, job, splits, callbacks)
-        session.plots.draw(job.folder)  # history.json is final: the curves are drawn while the model is scored
-        session.guard.raise_if_pending()
-        clock = time.perf_counter()
-        scores = score_member(session, job, splits, callbacks.history.history)
+        with named_decode_errors(splits):
+            run_fit(session, job, splits, callbacks)
+            session.plots.draw(job.folder)  # history.json is final: the curves are drawn while the model is scored
+            session.guard.raise_if_pending()
+            clock = time.perf_counter()
+            scores = score_member(session, job, splits, callbacks.history.history)
     except BaseException as exc:
         with contextlib.suppress(Exception):  # the stop is reported either way
             callbacks.history.write()

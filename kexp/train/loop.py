@@ -41,14 +41,14 @@ class LoopPlan:
 
 
 def plan_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool = False, input_bytes: int = 0,
-              on_cpu: bool = True) -> LoopPlan:
+              on_cpu: bool = True, streamed: bool = False) -> LoopPlan:
     """The loop (choose_loop) and steps_per_execution (train.steps_per_execution, or auto's choice) for a built model.
 
     Mirrored (device: all), Keras 3's multi-step loop fails inside TensorFlow ("You must feed a
     value for placeholder tensor"), so auto is 1 there (a larger value is a spec problem:
-    spec.spec_train_problems).
+    spec.spec_train_problems). Inputs streamed from files (image_folder) always take Keras' loop.
     """
-    loop = choose_loop(model, train, steps_per_epoch, mirrored, input_bytes, on_cpu)
+    loop = choose_loop(model, train, steps_per_epoch, mirrored, input_bytes, on_cpu, streamed)
     spe = train.steps_per_execution
     if loop == "xla":
         spe = steps_per_epoch
@@ -74,11 +74,14 @@ QUICK_COMPILE_FLOPS = 1e10
 QUICK_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
-def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, input_bytes: int, on_cpu: bool) -> str:
+def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, input_bytes: int, on_cpu: bool,
+                streamed: bool = False) -> str:
     """train.loop resolved: "xla" (a whole epoch per call, compiled) or "keras"; an explicit xla that cannot work is an error."""
     conflicts = loop_conflicts(train, mirrored)
     if steps_per_epoch < 2:
         conflicts.append(f"an epoch of a single batch (under {2 * train.batch_size} training rows)")
+    if streamed:  # xla's epoch_feed stacks a whole epoch's inputs into one element, which streaming exists to avoid
+        conflicts.append("inputs streamed from image files (an xla call takes a whole epoch's inputs at once)")
     if train.loop == "keras":
         return "keras"
     if train.loop == "xla":
