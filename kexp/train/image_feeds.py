@@ -16,10 +16,10 @@ from typing import Any
 
 from kexp.errors import DataError
 from kexp.preprocessing.image_files import AugmentOptions, ImageFiles, decode_pixels, first_undecodable
-from kexp.train.feeds import as_tensor, epoch_order, untuned
+from kexp.train.batching import as_tensor, epoch_order, untuned
 
 # Files decoded at once: enough to keep a few cores busy, a fixed number so the order and the
-# memory are the same on every machine (tf.data's autotuner is off, see feeds.untuned).
+# memory are the same on every machine (tf.data's autotuner is off, see batching.untuned).
 DECODE_CALLS = max(2, min(8, os.cpu_count() or 2))
 PREFETCH = 2
 
