@@ -11,8 +11,10 @@ without refitting. Each kind also reads new raw inputs for `kexp predict`.
     table   table.FittedTable    feature names; mean and std when standardize (fitted on train)
     images  images.FittedImages  image shape, scale to [0, 1], flatten (nothing to fit)
     text    text.FittedText      tokenization options, vocabulary, idf (fitted on train)
+    arrays  arrays.FittedArrays  example shape, dtype, divisor (numpy; nothing to fit)
 """
 
+from kexp.preprocessing.arrays import FittedArrays
 from kexp.preprocessing.document import FORMAT_VERSION, SavedPreprocessing, from_document, load_saved, to_document
 from kexp.preprocessing.images import FittedImages
 from kexp.preprocessing.inputs import BATCH_SIZE, RawInputs, Source
@@ -21,6 +23,6 @@ from kexp.preprocessing.table import FittedTable, TableLayout, TablePreprocessor
 from kexp.preprocessing.text import FittedText, TextPreprocessor
 
 __all__ = [
-    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedImages", "FittedTable", "FittedText", "Preprocessor", "RawInputs", "SavedPreprocessing", "Source",
+    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedArrays", "FittedImages", "FittedTable", "FittedText", "Preprocessor", "RawInputs", "SavedPreprocessing", "Source",
     "TableLayout", "TablePreprocessor", "TextPreprocessor", "from_document", "load_saved", "preprocessing_kind", "to_document",
 ]
