@@ -42,20 +42,21 @@ def test_npz_with_x_and_y_holds_out_a_seeded_stratified_test_part(data_dir):
 
 
 def test_npz_with_an_official_split_is_used_as_is(data_dir):
-    x_train, x_test = pixels(30), pixels(10)
-    np.savez(data_dir / "d.npz", x_train=x_train, y_train=np.array(["cat", "dog"] * 15), x_test=x_test, y_test=np.array(["dog", "cat"] * 5))
+    x_train, x_test = pixels(30), pixels(12)
+    # y_test [n, 1], as keras.datasets gives CIFAR's labels
+    np.savez(data_dir / "d.npz", x_train=x_train, y_train=np.array(["cat", "dog"] * 15), x_test=x_test, y_test=np.array([["dog"], ["cat"]] * 6))
     data = load(data_dir, path=str(data_dir / "d.npz"))  # an absolute path is taken as given
-    assert (len(data.train), len(data.test)) == (30, 10) and data.class_names == ["cat", "dog"]
-    assert np.array_equal(data.test.x, x_test) and data.test.y.tolist() == [1, 0] * 5
-    assert load(data_dir, path="d.npz", class_names=["dog", "cat"]).test.y.tolist() == [0, 1] * 5
+    assert (len(data.train), len(data.test)) == (30, 12) and data.class_names == ["cat", "dog"]
+    assert np.array_equal(data.test.x, x_test) and np.array_equal(data.train.x, x_train) and data.test.y.tolist() == [1, 0] * 6
+    assert load(data_dir, path="d.npz", class_names=["dog", "cat"]).test.y.tolist() == [0, 1] * 6
 
 
 def test_a_pair_of_npy_files_is_memory_mapped(data_dir):
     x = RNG.normal(size=(40, 3)).astype(np.float32)
     np.save(data_dir / "features.npy", x)
-    np.save(data_dir / "labels.npy", np.arange(40) % 2 + 1)  # ids 1, 2: named by their values
+    np.save(data_dir / "labels.npy", np.where(np.arange(40) % 2, 10, 2))  # ids 2, 10: named by their values, in numeric order
     raw = load_numpy(NumpyOptions(path={"x": "features.npy", "y": "labels.npy"}), data_dir, 0)
-    assert isinstance(raw.inputs.parts[0], np.memmap) and raw.class_names == ["1", "2"]
+    assert isinstance(raw.inputs.parts[0], np.memmap) and raw.class_names == ["2", "10"] and raw.labels.tolist()[:4] == [0, 1, 0, 1]
     assert [Path(f).name for f in raw.files] == ["features.npy", "labels.npy"]
     data = load(data_dir, path={"x": "features.npy", "y": "labels.npy"}, test_fraction=0.0)
     assert np.array_equal(data.train.x, x) and data.train.divisor is None
