@@ -106,6 +106,9 @@ def test_floats_and_wide_integers_are_untouched_none_keeps_pixels_and_a_factor_d
     np.savez(data_dir / "p.npz", x=pixels(20), y=np.arange(20) % 2)
     data = load(data_dir, path="p.npz", test_fraction=0.0, scale="none")
     assert data.train.divisor is None and data.preprocessing.transform(np.full((1, 6, 6), 200, np.uint8)).max() == 200
+    np.savez(data_dir / "mixed.npz", x_train=pixels(20), y_train=np.arange(20) % 2, x_test=pixels(4) + 0.5, y_test=np.arange(4) % 2)
+    data = load(data_dir, path="mixed.npz")  # a float part: nothing is cast to uint8, nothing divided
+    assert data.test.x.dtype == np.float32 and data.test.divisor is None and (data.test.x % 1 == 0.5).all()
     data = load(data_dir, path="p.npz", test_fraction=0.0, scale=10)
     assert data.train.divisor == 10.0 and data.preprocessing.transform(np.full((1, 6, 6), 200, np.uint8)).max() == 20
 

@@ -197,7 +197,7 @@ def choose_scaling(scale: str | float, parts: list[NamedArray]) -> Scaling:
     """Integer arrays within 0-255 are pixels: kept as uint8, and divided by 255 under `scale: auto`."""
     dtype = parts[0].array.dtype
     ranges = [value_range(p.path, p.name, p.array) for p in parts]  # also refuses NaN and infinity, naming the row
-    integers = np.issubdtype(dtype, np.integer) or dtype == np.bool_
+    integers = all(np.issubdtype(p.array.dtype, np.integer) or p.array.dtype == np.bool_ for p in parts)  # a float x_test is never cast to uint8
     pixels = integers and min(r[0] for r in ranges) >= 0 and max(r[1] for r in ranges) <= 255
     compact = "uint8" if pixels else "float32"
     if scale == "none":
