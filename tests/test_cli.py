@@ -231,7 +231,7 @@ def test_datasets_and_models_list_options_as_json(runner):
     result = runner.invoke(app, ["datasets", "--json"])
     assert result.exit_code == 0
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert {"csv", "pima", "mnist", "synthetic"} <= set(rows)
+    assert {"csv", "pima", "mnist", "numpy", "synthetic"} <= set(rows)
     assert {"name": "flatten", "default": True} .items() <= next(o for o in rows["mnist"]["options"] if o["name"] == "flatten").items()
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and "hidden_units" in result.output and "sequential" in result.output

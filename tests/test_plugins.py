@@ -339,3 +339,52 @@ def test_a_two_tower_plugin_learns_mnist_from_an_npz_and_its_run_is_reused(tmp_p
         f.write("\n# tuned after the run\n")
     assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 2
     assert CliRunner().invoke(app, ["evaluate", str(run), "--allow-changed-code"]).exit_code == 0
+
+
+DATASET = '''
+import numpy as np
+import kexp
+
+
+class BlobOptions(kexp.Options):
+    rows: int = 120
+    broken: bool = False
+
+
+@kexp.dataset("pixel_blobs", BlobOptions)
+def read(options, data_dir, seed):
+    """Bright or dark 4x4 images, labelled by name."""
+    rng = np.random.default_rng(seed)
+    bright = rng.integers(0, 2, options.rows).astype(bool)
+    x = np.where(bright[:, None, None], 200, 30).astype(np.uint8) + rng.integers(0, 20, (options.rows, 4, 4)).astype(np.uint8)
+    y = np.where(bright, "bright", "dark")
+    return kexp.Examples(x=x, y=y[:-1] if options.broken else y, test_fraction=0.25)
+'''
+
+
+def test_a_plugin_dataset_returns_examples_that_kexp_splits_scales_and_predicts(tmp_path):
+    import numpy as np
+
+    (tmp_path / "blobs.py").write_text(DATASET)
+    spec = write_spec(tmp_path / "spec.yaml", {"name": "blobs", "plugins": ["blobs.py"], "data": {"name": "pixel_blobs"},
+                                               "model": {"name": "mlp", "hidden_units": [8]}, "train": {"epochs": 30, "batch_size": 16}})
+    result = train(tmp_path, spec)
+    assert result.exit_code == 0, result.output
+    run = one_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["test_size"] == 30 and metrics["data"]["class_names"] == ["bright", "dark"]
+    assert "divided by 255" in metrics["data"]["scale"] and metrics["test"]["accuracy"] >= 0.9
+    assert json.loads((run / "preprocessing" / "preprocessing.json").read_text())["kind"] == "arrays"
+    np.save(tmp_path / "rows.npy", np.full((2, 4, 4), [[220]], np.uint8) * np.array([1, 0], np.uint8)[:, None, None])
+    predicted = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "rows.npy"), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert [json.loads(line)["label"] for line in predicted.stdout.splitlines() if line.startswith("{")] == ["bright", "dark"]
+
+
+def test_examples_that_do_not_fit_are_one_line_naming_the_plugin_file(tmp_path):
+    (tmp_path / "blobs.py").write_text(DATASET)
+    spec = write_spec(tmp_path / "spec.yaml", {"name": "blobs", "plugins": ["blobs.py"], "data": {"name": "pixel_blobs", "broken": True},
+                                               "model": {"name": "mlp"}})
+    result = train(tmp_path, spec)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"kexp: error: {tmp_path / 'blobs.py'}: Examples.y has 119 rows but Examples.x has 120"

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from kexp.errors import RunDirError
-from kexp.preprocessing import KINDS, FittedImageFiles, FittedImages, FittedTable, FittedText, from_document, preprocessing_kind, to_document
+from kexp.preprocessing import KINDS, FittedArrays, FittedImageFiles, FittedImages, FittedTable, FittedText, from_document, preprocessing_kind, to_document
 from kexp.text import TextOptions
 
 
 def test_each_kind_is_registered_under_the_name_its_runs_save():
-    assert KINDS.names() == ["image_files", "images", "table", "text"]
-    assert (KINDS.get("table"), KINDS.get("images"), KINDS.get("text")) == (FittedTable, FittedImages, FittedText)
+    assert KINDS.names() == ["arrays", "image_files", "images", "table", "text"]
+    assert (KINDS.get("table"), KINDS.get("images"), KINDS.get("text"), KINDS.get("arrays"), KINDS.get("image_files")) == (FittedTable, FittedImages, FittedText, FittedArrays, FittedImageFiles)
 
 
 def test_a_second_kind_of_the_same_name_is_refused():
@@ -24,7 +24,7 @@ def test_a_second_kind_of_the_same_name_is_refused():
 
 
 def test_an_unknown_kind_names_the_nearest():
-    with pytest.raises(KeyError, match="Unknown preprocessing kind 'tabel'. Did you mean 'table'[?] Available: image_files, images, table, text"):
+    with pytest.raises(KeyError, match="Unknown preprocessing kind 'tabel'. Did you mean 'table'[?] Available: arrays, image_files, images, table, text"):
         KINDS.get("tabel")
 
 

@@ -39,7 +39,7 @@ def plugin_raw_data(name: str, fn: Any, read: Any) -> RawData:
     from kexp.datasets.base import Examples
 
     if isinstance(read, Examples):
-        return read.raw_data()
+        return read.raw_data(Path(fn.__code__.co_filename))
     if not isinstance(read, RawData):
         code = fn.__code__
         raise PluginError(f"{code.co_filename}:{code.co_firstlineno}: dataset '{name}' returned {type(read).__name__}; "

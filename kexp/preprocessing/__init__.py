@@ -12,8 +12,10 @@ without refitting. Each kind also reads new raw inputs for `kexp predict`.
     images  images.FittedImages  image shape, scale to [0, 1], flatten (nothing to fit)
     image_files  image_files.FittedImageFiles  image size, color mode, scale: files decoded in the input pipeline
     text    text.FittedText      tokenization options, vocabulary, idf (fitted on train)
+    arrays  arrays.FittedArrays  example shape, dtype, divisor (numpy; nothing to fit)
 """
 
+from kexp.preprocessing.arrays import FittedArrays
 from kexp.preprocessing.document import FORMAT_VERSION, SavedPreprocessing, from_document, load_saved, to_document
 from kexp.preprocessing.image_files import FittedImageFiles, ImageFiles
 from kexp.preprocessing.images import FittedImages
@@ -23,6 +25,7 @@ from kexp.preprocessing.table import FittedTable, TableLayout, TablePreprocessor
 from kexp.preprocessing.text import FittedText, TextPreprocessor
 
 __all__ = [
-    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedImageFiles", "FittedImages", "ImageFiles", "FittedTable", "FittedText", "Preprocessor", "RawInputs", "SavedPreprocessing", "Source",
+    "BATCH_SIZE", "FORMAT_VERSION", "KINDS", "Fitted", "FittedArrays", "FittedImageFiles", "FittedImages", "ImageFiles", "FittedTable", "FittedText", "Preprocessor", "RawInputs",
+    "SavedPreprocessing", "Source",
     "TableLayout", "TablePreprocessor", "TextPreprocessor", "from_document", "load_saved", "preprocessing_kind", "to_document",
 ]
