@@ -198,6 +198,24 @@ def test_augmentation_changes_training_batches_only(tmp_path):
     assert not np.allclose(pixels(plain.train, **stream), pixels(augmented.train, **stream))
 
 
+def test_an_epochs_augmentation_depends_on_the_seed_and_epoch_alone_so_a_resumed_run_sees_the_same_batches(tmp_path):
+    from kexp.train.feeds import feed as make_feed
+
+    root = write_digits(tmp_path / "digits", 10)
+    augmented = dataset(root, test_fraction=0.3, augment={"flip": "horizontal", "rotation": 0.2, "zoom": 0.2, "contrast": 0.3})
+    steps = -(-len(augmented.train) // 8)
+
+    def epochs(first: int, count: int) -> list[np.ndarray]:
+        stream = list(make_feed(augmented.train, 8, shuffle=True, seed=3, first_epoch=first).take(steps * count))
+        return [np.concatenate([x.numpy() for x, _ in stream[i * steps:(i + 1) * steps]]) for i in range(count)]
+
+    uninterrupted, resumed = epochs(0, 3), epochs(2, 1)  # a resumed run's feed starts at its next epoch
+    assert np.array_equal(uninterrupted[2], resumed[0])
+    assert not np.allclose(uninterrupted[1], uninterrupted[2])  # yet each epoch is augmented anew
+    other_seed = list(make_feed(augmented.train, 8, shuffle=True, seed=4, first_epoch=2).take(steps))
+    assert not np.allclose(resumed[0], np.concatenate([x.numpy() for x, _ in other_seed]))
+
+
 def test_the_training_stream_shuffles_each_epoch_by_seed_and_epoch_alone(tmp_path):
     from kexp.train.feeds import feed
 

@@ -43,12 +43,15 @@ def image_feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, firs
         return untuned(decoded(tf.data.Dataset.range(len(part.y))).prefetch(PREFETCH))
 
     def one_epoch(epoch):  # each epoch ends with its own short batch, as feeds.epoch_batches
-        return decoded(tf.data.Dataset.from_tensor_slices(epoch_order(len(part.y), shuffle, seed, epoch)))
+        batches = decoded(tf.data.Dataset.from_tensor_slices(epoch_order(len(part.y), shuffle, seed, epoch)))
+        return batches.enumerate().map(lambda batch, xy: (xy[0], xy[1], epoch, batch))
 
     batches = tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
-    if files.augment is not None:
+    if files.augment is None:
+        batches = batches.map(lambda x, y, epoch, batch: (x, y))
+    else:
         augment = augmenter(files.augment, files.decoding.scale, seed)
-        batches = batches.map(lambda x, y: (augment(x), y))  # one call at a time: the layers' seeded state advances in order
+        batches = batches.map(lambda x, y, epoch, batch: (augment(x, epoch, batch), y))  # one call at a time, in order
     return untuned(batches.prefetch(PREFETCH))
 
 
@@ -66,8 +69,15 @@ def augmenter(options: AugmentOptions, scaled: bool, seed: int):
     if options.contrast > 0:  # its value range is the pixels' (it clips to it)
         layers.append(keras.layers.RandomContrast(options.contrast, value_range=(0, 1) if scaled else (0, 255), seed=seed + 3))
 
-    def augment(images):
-        for layer in layers:
+    def augment(images, epoch, batch):
+        # Each batch's random draws depend on (seed, epoch, batch) alone, not on the batches before
+        # it, so a resumed run augments its epochs exactly as an uninterrupted run would.
+        import tensorflow as tf
+
+        for offset, layer in enumerate(layers):
+            state = layer.generator.state
+            draw = tf.stack([tf.cast(seed + offset, tf.int64), epoch * 2**20 + batch])
+            state.assign(tf.cast(draw % 2**32, state.dtype))
             images = layer(images, training=True)
         return images
 
