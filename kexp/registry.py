@@ -29,6 +29,10 @@ class Options(BaseModel):
         """classification, or regression (csv's `task` option): known from the spec alone."""
         return "classification"
 
+    def streams_from_files(self) -> bool:
+        """Whether the model's inputs are read from files batch by batch (image_folder), not held as arrays."""
+        return False
+
     # A dataset's hold-out share and CSV layout are read by name (test_fraction, delimiter,
     # label_column) here and only here: built-ins and plugins spell those options so, and a
     # dataset that spells or fixes them otherwise overrides these methods (pima does).

@@ -241,6 +241,9 @@ def test_a_streamed_part_never_takes_the_xla_loop(tmp_path):
     assert plan_loop(model, TrainSpec(loop="auto"), 10, streamed=True).loop == "keras"
     with pytest.raises(SpecError, match="streamed from image files"):
         plan_loop(model, TrainSpec(loop="xla"), 10, streamed=True)
+    spec = write_spec(tmp_path / "xla.yaml", {**spec_for(tmp_path / "anywhere"), "train": {"loop": "xla"}})
+    refused = CliRunner().invoke(app, ["validate", str(spec)])  # before any file is read
+    assert refused.exit_code == 2 and f"{spec}:" in refused.output and "train.loop: xla does not work with image_folder's inputs streamed" in refused.output
 
 
 # --- the CLI: datasets, validate, train, predict, evaluate -----------------------------------

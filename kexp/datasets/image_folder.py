@@ -38,6 +38,9 @@ class ImageFolderOptions(Options):
     on_bad_file: Literal["error", "skip"] = Field(default="error", description="a non-image or truncated file: stop naming it, or leave it out and count it")
     augment: AugmentOptions = Field(default_factory=AugmentOptions, description="random flips, rotations, zooms, contrast on training batches only")
 
+    def streams_from_files(self) -> bool:
+        return True
+
 
 @dataclass
 class Listing:

@@ -248,5 +248,7 @@ def validate_top_level(raw: dict) -> tuple[ExperimentSpec | None, Problems]:
 
 
 def data_problems(spec: ExperimentSpec, data: Options) -> Problems:
-    """What the data options decide before any data is read: the task's loss and metrics, and k-fold's hold-out."""
-    return spec_task_problems(spec, data.static_num_classes(), data.static_task()) + protocol_problems(spec, data)
+    """What the data options decide before any data is read: the task's loss and metrics, k-fold's hold-out, the loop."""
+    streamed = [("train.loop", f"xla does not work with {spec.data.name}'s inputs streamed from image files (an xla call takes a whole "
+                 "epoch's inputs at once); use loop: keras or auto")] if spec.train.loop == "xla" and data.streams_from_files() else []
+    return spec_task_problems(spec, data.static_num_classes(), data.static_task()) + protocol_problems(spec, data) + streamed
