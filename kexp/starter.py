@@ -32,6 +32,8 @@ DEFAULT_DATASET, DEFAULT_MODEL = "pima", "mlp"
 WIDTH = 100  # comment lines wrap here, like the tutorial configs
 # Required options have no default to show; these stand in so the starter validates, and say so.
 DATA_PLACEHOLDERS = {"path": "my_data.csv"}  # csv, text_csv; the sequential model gets example layers
+# Datasets whose required path is not a CSV file.
+PATH_PLACEHOLDERS = {"numpy": "my_arrays.npz", "image_folder": "my_images"}
 PLACEHOLDER_NOTE = "REQUIRED: an example value; replace it with yours."
 # Data options a model needs to train at all (the cnn takes 28x28x1 images, not 784-vectors).
 MODEL_NEEDS = {"cnn": {"flatten": False}}
@@ -90,7 +92,7 @@ def render_starter(dataset: str = DEFAULT_DATASET, model: str = DEFAULT_MODEL, p
     data_entry, model_entry = find_entry(DATASETS, dataset, "--dataset"), find_entry(MODELS, model, "--model")
     stem = path.stem if path is not None else ""
     name = stem if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", stem) else f"{dataset}_{model}"
-    data_raw = starter_data_options(data_entry.options, model)
+    data_raw = starter_data_options(data_entry.options, model, dataset)
     model_raw = starter_model_options(model_entry.options, data_entry.options.model_validate(data_raw))
     spec = validate_spec({"name": name, "data": {"name": dataset, **data_raw}, "model": {"name": model, **model_raw}}, "kexp init")
     values = spec.model_dump(mode="json")
@@ -112,9 +114,10 @@ def find_entry(registry: Registry, name: str, option: str) -> Any:
         raise SpecError([f"{option} {name}: {exc.args[0]}"]) from None
 
 
-def starter_data_options(options: type[BaseModel], model: str) -> dict[str, Any]:
+def starter_data_options(options: type[BaseModel], model: str, dataset: str = "") -> dict[str, Any]:
     """The data options the starter must set: placeholders for required ones, and what the model needs."""
-    raw = {key: value for key, value in DATA_PLACEHOLDERS.items() if key in options.model_fields and options.model_fields[key].is_required()}
+    placeholders = {**DATA_PLACEHOLDERS, "path": PATH_PLACEHOLDERS.get(dataset, DATA_PLACEHOLDERS["path"])}
+    raw = {key: value for key, value in placeholders.items() if key in options.model_fields and options.model_fields[key].is_required()}
     raw.update({key: value for key, value in MODEL_NEEDS.get(model, {}).items() if key in options.model_fields})
     return raw
 
