@@ -134,7 +134,7 @@ def import_file(path: Path, name: str, module_name: str | None = None) -> Module
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        with folder_on_path(path.parent):
+        with folder_on_path(path.parent), quiet_native_stderr():
             spec.loader.exec_module(module)
     except BaseException as exc:
         del sys.modules[module_name]
@@ -148,7 +148,8 @@ def import_file(path: Path, name: str, module_name: str | None = None) -> Module
 def import_module(name: str) -> ModuleType:
     """Import a module plugin; PluginError (exit 2) for one that is not there or fails to import."""
     try:
-        return importlib.import_module(name)
+        with quiet_native_stderr():
+            return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise PluginError(f"plugins: no module named '{name}' (a file needs its .py; a module must be importable: "
@@ -156,6 +157,14 @@ def import_module(name: str) -> ModuleType:
         raise PluginError(f"{failure_location(exc, package_folder(name))}: plugin {name} failed to import: {describe(exc)}") from None
     except Exception as exc:
         raise PluginError(f"{failure_location(exc, package_folder(name))}: plugin {name} failed to import: {describe(exc)}") from None
+
+
+def quiet_native_stderr():
+    """TensorFlow's start-up lines hidden while a plugin imports Keras, as `kexp train` hides them
+    (unless TF_CPP_MIN_LOG_LEVEL=0); whatever else the plugin writes to stderr is shown."""
+    from kexp.train.runtime import quiet_native_stderr as quiet
+
+    return quiet()
 
 
 @contextlib.contextmanager
@@ -302,16 +311,38 @@ def failure_location(exc: BaseException, folder: Path | None, fallback: Path | N
 def call_plugin_code(what: str, fn: Any, *args: Any) -> Any:
     """fn(*args) for a registered entry from a plugin: what it raises becomes one line (exit 1) naming
     the plugin's file and line, as the user sees it (their code, not kexp's)."""
+    return run_plugin_code(what, fn, lambda: fn(*args))
+
+
+def run_plugin_code(what: str, fn: Any, run: Any) -> Any:
+    """run() for code of the plugin that defines `fn` (its builder, or the model it built): an exception
+    becomes one line (exit 1) at the innermost line of the plugin's folder, else at fn's definition."""
     from kexp.errors import KexpError
 
     try:
-        return fn(*args)
+        return run()
     except KexpError:
         raise
     except Exception as exc:
-        file = getattr(getattr(fn, "__code__", None), "co_filename", None)
-        folder = Path(file).parent if file else None
-        raise PluginError(f"{failure_location(exc, folder, Path(file) if file else None)}: {what} raised {describe(exc)}", exit_code=1) from None
+        folder = Path(fn.__code__.co_filename).parent
+        where = failure_location(exc, folder)
+        if where == str(folder):  # no frame of the plugin's own (a Keras error in fit, say): its builder's line
+            where = definition_line(fn)
+        raise PluginError(f"{where}: {what} raised {describe(exc)}", exit_code=1) from None
+
+
+def definition_line(fn: Any) -> str:
+    """file:line of a function's `def` (a code object's first line is its first decorator's)."""
+    code = fn.__code__
+    try:
+        with open(code.co_filename, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return f"{code.co_filename}:{code.co_firstlineno}"
+    for number in range(code.co_firstlineno, len(lines) + 1):
+        if lines[number - 1].lstrip().startswith(("def ", "async def ")):
+            return f"{code.co_filename}:{number}"
+    return f"{code.co_filename}:{code.co_firstlineno}"
 
 
 def is_plugin_entry(fn: Any) -> bool:
@@ -332,8 +363,11 @@ def check_recorded(recorded: list[PluginRecord], run_dir: Path, allow_changed: b
             warnings.append(f"plugin {label} is gone; using the run's copy {run_dir / record.copy}")
             import_copy(record, run_dir / record.copy)
             continue
+        if now is None and record.origin == "entry point":
+            raise PluginError(f"{record.module}: the run {run_dir.name} used {record.describe()}, which is not installed here; "
+                              f"install its package (or put {record.module} on PYTHONPATH)")
         if now is None:
-            raise PluginError(f"{label}: plugin not found (the run {run_dir.name} used it{'' if record.origin == 'spec' else ' from ' + record.describe()})")
+            raise PluginError(f"{label}: plugin not found (the run {run_dir.name} used it)")
         if now != record.sha256:
             change = f"sha256 {str(record.sha256)[:12]}… at the run, {now[:12]}… now"
             if not allow_changed:

@@ -98,7 +98,9 @@ class NameRegistry(Generic[T]):
     def unknown_name_message(self, name: str) -> str:
         close = closest(name, self.names())
         hint = f" Did you mean '{close}'?" if close else ""
-        return f"Unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}"
+        # a dataset or model of the user's own comes from a plugin the spec lists, or an installed one
+        plugin = " (one of your own? list its file or module under plugins:, or install its package)" if self.kind in ("dataset", "model") else ""
+        return f"Unknown {self.kind} '{name}'.{hint} Available: {', '.join(self.names())}{plugin}"
 
 
 class Registry(NameRegistry[Entry]):

@@ -170,7 +170,7 @@ def build(options, input_shape, num_outputs, task):
 
 @pytest.mark.parametrize(("mode", "words"), [
     ("raise", ":13: model 'broken' raised RuntimeError: the towers do not fit"),
-    ("return", ":9: model 'broken' returned str, not a keras.Model"),
+    ("return", ":10: model 'broken' returned str, not a keras.Model"),  # the def's line
 ])
 def test_a_builder_that_raises_or_returns_no_model_is_one_line_and_leaves_no_running_run(tmp_path, mode, words):
     (tmp_path / "builder.py").write_text(BROKEN_BUILDER)
@@ -388,3 +388,66 @@ def test_examples_that_do_not_fit_are_one_line_naming_the_plugin_file(tmp_path):
     result = train(tmp_path, spec)
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == f"kexp: error: {tmp_path / 'blobs.py'}: Examples.y has 119 rows but Examples.x has 120"
+
+
+MISFIT = '''
+import kexp
+
+
+class O(kexp.Options):
+    inputs: int = 0
+    outputs: int = 0
+
+
+@kexp.model("misfit", O)
+def build(options, input_shape, num_outputs, task):
+    """A model built for other data, on purpose."""
+    import keras
+    inputs = keras.Input(shape=(options.inputs,) if options.inputs else input_shape)
+    return keras.Model(inputs, keras.layers.Dense(options.outputs or num_outputs, activation="softmax")(inputs))
+'''
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"outputs": 5}, ":11: model 'misfit' gives outputs of shape [5] per example; this data needs [3] (num_outputs: 3"),
+    ({"inputs": 100}, ":11: model 'misfit' on one example of shape [8] raised ValueError: Input 0 "),
+])
+def test_a_model_built_for_other_data_is_one_line_before_training(tmp_path, options, words):
+    (tmp_path / "misfit.py").write_text(MISFIT)
+    spec = plugin_spec(tmp_path, plugin="misfit.py", model={"name": "misfit", **options}, data={"name": "synthetic", "samples": 90, "classes": 3})
+    result = train(tmp_path, spec)
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.strip().splitlines() if line.startswith("kexp: error:")]
+    assert line.startswith(f"kexp: error: {tmp_path / 'misfit.py'}{words}") and "Traceback" not in result.output
+
+
+def test_models_with_a_plugin_that_reuses_a_built_in_name_is_one_line(tmp_path):
+    (tmp_path / "dup.py").write_text(TOWERS.replace('"towers"', '"mlp"'))
+    result = CliRunner().invoke(app, ["models", "--plugin", str(tmp_path / "dup.py")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"kexp: error: {tmp_path / 'dup.py'}:10: plugin dup.py failed to import: ValueError: model 'mlp' is already registered by kexp.models.mlp"
+
+
+def test_an_unknown_model_name_says_where_ones_own_come_from(tmp_path):
+    result = CliRunner().invoke(app, ["validate", str(plugin_spec(tmp_path, plugin="kexp_example.models", model={"name": "towers"}))])
+    assert "list its file or module under plugins:, or install its package" in result.output or "no module named" in result.output
+
+
+def test_a_plugin_importing_keras_keeps_tensorflows_start_up_lines_off_the_screen(tmp_path):
+    (tmp_path / "towers.py").write_text("import keras\n" + TOWERS)
+    result = kexp_process(["validate", str(plugin_spec(tmp_path))], tmp_path, [])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_a_run_of_an_installed_plugin_that_is_gone_says_to_install_it(tmp_path):
+    site = fake_installed_example(tmp_path / "site")
+    spec = write_spec(tmp_path / "spirals.yaml", {"name": "spirals", "data": {"name": "spirals", "samples": 100}, "model": {"name": "mlp"},
+                                                  "train": {"epochs": 1}})
+    trained = kexp_process(["train", str(spec), "--runs-dir", str(tmp_path / "runs")], tmp_path, [site, EXAMPLE])
+    assert trained.returncode == 0, trained.stderr
+    recorded = json.loads((one_run(tmp_path) / "env.json").read_text())["plugins"]
+    assert [(p["origin"], p["module"], p["version"]) for p in recorded] == [("entry point", "kexp_example", "0.1.0")]
+    gone = kexp_process(["evaluate", str(one_run(tmp_path))], tmp_path, [])
+    assert gone.returncode == 2
+    assert "used entry point example (kexp_example 0.1.0), which is not installed here; install its package" in gone.stderr

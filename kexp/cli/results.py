@@ -191,7 +191,7 @@ def print_export(info: dict) -> None:
         highlight=False,
     )
     say(f"details (inputs, class names, versions): {info['json']}")
-    kind = {"images": "image"}.get(info["preprocessing"]["kind"], info["preprocessing"]["kind"])
+    kind = {"images": "image", "image_files": "image", "arrays": "array"}.get(info["preprocessing"]["kind"], info["preprocessing"]["kind"])
     say(f"note: the model takes {kind} inputs already preprocessed by the run; its preprocessing is in that JSON")
 
 

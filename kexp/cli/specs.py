@@ -78,8 +78,10 @@ def models(as_json: JsonOption = False, plugin: PluginOption = []) -> None:
 def print_entries(kind: str, as_json: bool, plugins: list[str] = ()) -> None:
     from kexp.cli.results import print_entry_table
     from kexp.plugins import import_plugins, resolve_names
+    from kexp.registry import load_components
 
     with exit_on_error():
+        load_components()  # the built-ins first, so a plugin reusing a built-in's name is the one refused
         import_plugins(resolve_names(list(plugins), Path.cwd()))
         rows = describe_entries(kind)
     if as_json:

@@ -95,16 +95,18 @@ def list_classes(folder: Path, class_names: list[str], on_bad_file: str) -> List
         found = 0
         for path in walk_files(folder / name):
             problem = image_file_problem(path)
-            if problem and on_bad_file == "error":
-                raise DataError(f"{path}: {problem}; remove it, or set data.options.on_bad_file: skip")
             if problem:
                 listing.skipped.append(f"{path}: {problem}")
                 continue
             listing.files.append(path)
             listing.labels.append(label)
             found += 1
-        if not found:
+        if not found and not (listing.skipped and on_bad_file == "error"):
             raise DataError(f"{folder / name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this class folder")
+    if listing.skipped and on_bad_file == "error":  # every bad file counted at once, so they are fixed in one go
+        more = len(listing.skipped) - 1
+        others = f" (and {more} more bad file{'s' * (more != 1)} under {folder})" if more else ""
+        raise DataError(f"{listing.skipped[0]}{others}; remove {'them' if more else 'it'}, or set data.on_bad_file: skip to leave bad files out")
     return listing
 
 

@@ -268,6 +268,7 @@ def examples_raw_data(examples: Any, source: Path) -> RawData:
     keys = HOLD_OUT if examples.x_test is None else OFFICIAL
     values = {"x": examples.x, "y": examples.y} if examples.x_test is None else \
         {"x_train": examples.x, "y_train": examples.y, "x_test": examples.x_test, "y_test": examples.y_test}
-    arrays = {key: NamedArray(source, f"Examples.{key}", np.asarray(values[key])) for key in keys}
+    fields = {"x_train": "x", "y_train": "y"}  # Examples calls the training part x and y in either layout
+    arrays = {key: NamedArray(source, f"Examples.{fields.get(key, key)}", np.asarray(values[key])) for key in keys}
     reading = ArraysReading(examples.class_names, examples.scale, False, examples.test_fraction)
     return arrays_raw_data(arrays, reading, [Path(f) for f in examples.files])

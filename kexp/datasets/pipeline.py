@@ -19,7 +19,7 @@ import numpy as np
 
 from kexp.datasets.base import Dataset, RawData, Split, check_official_split, check_split, describe_files, split_indices
 from kexp.errors import PluginError, SpecError
-from kexp.plugins import call_plugin_code, is_plugin_entry
+from kexp.plugins import call_plugin_code, definition_line, is_plugin_entry
 from kexp.registry import DATASETS
 
 
@@ -41,8 +41,7 @@ def plugin_raw_data(name: str, fn: Any, read: Any) -> RawData:
     if isinstance(read, Examples):
         return read.raw_data(Path(fn.__code__.co_filename))
     if not isinstance(read, RawData):
-        code = fn.__code__
-        raise PluginError(f"{code.co_filename}:{code.co_firstlineno}: dataset '{name}' returned {type(read).__name__}; "
+        raise PluginError(f"{definition_line(fn)}: dataset '{name}' returned {type(read).__name__}; "
                           "return kexp.Examples(x=..., y=..., class_names=...) (or a kexp RawData)", exit_code=1)
     return read
 

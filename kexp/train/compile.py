@@ -14,7 +14,7 @@ import numpy as np
 
 from kexp.datasets.base import Dataset
 from kexp.errors import ModelError, PluginError, SpecError
-from kexp.plugins import call_plugin_code, is_plugin_entry
+from kexp.plugins import call_plugin_code, definition_line, is_plugin_entry, run_plugin_code
 from kexp.registry import MODELS
 from kexp.spec import ExperimentSpec, TrainSpec
 from kexp.task import BINARY_ONLY_METRICS, REGRESSION_LOSSES
@@ -35,7 +35,8 @@ def build_model(spec: ExperimentSpec, input_shape: tuple[int, ...], num_outputs:
     """The spec's registered model builder called with its options: an uncompiled keras.Model."""
     fn = MODELS.get(spec.model.name).fn
     if is_plugin_entry(fn):  # the user's code: what it raises or returns is reported at its file and line
-        return checked_model(spec.model.name, fn, call_plugin_code(f"model '{spec.model.name}'", fn, spec.model.options, input_shape, num_outputs, task))
+        built = checked_model(spec.model.name, fn, call_plugin_code(f"model '{spec.model.name}'", fn, spec.model.options, input_shape, num_outputs, task))
+        return checked_shapes(spec.model.name, fn, built, input_shape, num_outputs)
     try:  # the options were validated once, with the spec
         return fn(spec.model.options, input_shape, num_outputs, task)
     except ValueError as exc:
@@ -47,10 +48,23 @@ def checked_model(name: str, fn: Any, built: Any):
     import keras
 
     if not isinstance(built, keras.Model):
-        code = fn.__code__
-        raise PluginError(f"{code.co_filename}:{code.co_firstlineno}: model '{name}' returned {type(built).__name__}, not a keras.Model "
+        raise PluginError(f"{definition_line(fn)}: model '{name}' returned {type(built).__name__}, not a keras.Model "
                           "(return keras.Model(inputs, outputs), a keras.Sequential, or a subclass of keras.Model)", exit_code=1)
     return built
+
+
+def checked_shapes(name: str, fn: Any, model: Any, input_shape: tuple[int, ...], num_outputs: int):
+    """The plugin's model, once one example of the data's shape has gone through it and come out with
+    `num_outputs` values: a model built for other inputs or another class count fails here, in one
+    line naming the builder, not in fit's traceback or as a NaN loss."""
+    outputs = run_plugin_code(f"model '{name}' on one example of shape {list(input_shape)}", fn, lambda: model(np.zeros((1, *input_shape), np.float32)))
+    if isinstance(outputs, (list, tuple, dict)):
+        raise PluginError(f"{definition_line(fn)}: model '{name}' has {len(outputs)} outputs; kexp trains models with one output", exit_code=1)
+    got = tuple(outputs.shape[1:])
+    if got != (num_outputs,):
+        raise PluginError(f"{definition_line(fn)}: model '{name}' gives outputs of shape {list(got)} per example; this data needs "
+                          f"[{num_outputs}] (num_outputs: {num_outputs}, the builder's third argument)", exit_code=1)
+    return model
 
 
 def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: Placement, loss: str, outputs: int) -> CompiledModel:
