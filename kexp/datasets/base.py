@@ -67,12 +67,6 @@ class Examples:
     scale: str | float = "auto"  # auto: integer pixels 0-255 divided by 255; none; or a divisor
     files: list[Path] = field(default_factory=list)  # what was read, fingerprinted in the run
 
-    def raw_data(self, source: Path) -> RawData:
-        """These arrays as read data; problems name `source` (the reader's file)."""
-        from kexp.datasets.numpy import examples_raw_data
-
-        return examples_raw_data(self, source)
-
 
 @dataclass
 class Split:

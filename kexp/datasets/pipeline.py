@@ -37,9 +37,10 @@ def read_data(spec: Any, data_dir: Path) -> RawData:
 def plugin_raw_data(name: str, fn: Any, read: Any) -> RawData:
     """A plugin reader's result as RawData: RawData itself, or Examples (arrays kexp splits and preprocesses)."""
     from kexp.datasets.base import Examples
+    from kexp.datasets.numpy import examples_raw_data  # read as the numpy dataset reads arrays
 
     if isinstance(read, Examples):
-        return read.raw_data(Path(fn.__code__.co_filename))
+        return examples_raw_data(read, Path(fn.__code__.co_filename))
     if not isinstance(read, RawData):
         raise PluginError(f"{definition_line(fn)}: dataset '{name}' returned {type(read).__name__}; "
                           "return kexp.Examples(x=..., y=..., class_names=...) (or a kexp RawData)", exit_code=1)
