@@ -76,9 +76,9 @@ def plugin_on_npz(work: Path, arrays: dict[str, np.ndarray]) -> dict:
     return {
         "run": str(run), "test_accuracy": metrics["test"]["accuracy"], "fit_seconds": metrics["fit_seconds"],
         "plugins_recorded": json.loads((run / "env.json").read_text())["plugins"],
-        "evaluate": {"exit": evaluated.returncode, "test_accuracy": json.loads(evaluated.stdout)["test"]["accuracy"] if evaluated.returncode == 0 else None},
+        "evaluate": {"exit": evaluated.returncode, "test_accuracy": json.loads(evaluated.stdout)["results"]["test"]["metrics"]["accuracy"] if evaluated.returncode == 0 else None},
         "predict": {"exit": predicted.returncode, "rows": len(labels), "correct": sum(a == str(b) for a, b in zip(labels, arrays["y_test"][:100]))},
-        "export": {"exit": exported.returncode, "check": last_line(exported.stdout)},
+        "export": {"exit": exported.returncode, "check": next((line for line in exported.stdout.splitlines() if line.startswith("check:")), None)},
         "changed_plugin": {"exit": refused.returncode, "message": last_line(refused.stderr)},
         "allow_changed_code": {"exit": allowed.returncode, "warnings": json.loads(allowed.stdout)["warnings"] if allowed.returncode == 0 else None},
     }  # fmt: skip
