@@ -143,8 +143,8 @@ def test_a_non_image_file_is_one_line_naming_it_and_skip_mode_counts_it(tmp_path
     (root / "one" / "fake.png").write_text("not a png either")
     (root / ".DS_Store").write_text("hidden files are ignored")
     line = one_error_line(train(tmp_path, spec_for(root)))
-    assert "one/fake.png: not a PNG, JPEG, BMP or GIF image" in line and "(and 1 more bad file under" in line
-    assert line.endswith("remove them, or set data.on_bad_file: skip to leave bad files out")  # the key as the spec writes it
+    assert "one/fake.png: not a PNG, JPEG, BMP or GIF image" in line and "two/notes.txt: not an image file" in line  # both at once
+    assert line.endswith("-- remove them, or set data.on_bad_file: skip to leave bad files out")  # the key as the spec writes it
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     result = train(tmp_path, spec_for(root, on_bad_file="skip"))
     assert result.exit_code == 0, result.output

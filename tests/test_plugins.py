@@ -287,7 +287,9 @@ def test_a_continued_sweep_refuses_a_changed_plugin_until_allowed(tmp_path):
     unload_all()
     allowed = CliRunner().invoke(app, [*command, "--allow-changed-code"])
     assert allowed.exit_code == 0, allowed.output
-    assert "warning:" in allowed.output and "plugin changed since the run" in allowed.output
+    assert "kexp: warning: " in allowed.output and "plugin changed since the run" in allowed.output
+    (kept,) = json.loads((sweep_dir / "manifest.json").read_text())["warnings"]
+    assert "plugin changed since the run" in kept and "--allow-changed-code" in kept
 
 
 def test_resume_refuses_a_changed_plugin_until_allowed_and_logs_the_warning(trained, tmp_path):
@@ -451,3 +453,43 @@ def test_a_run_of_an_installed_plugin_that_is_gone_says_to_install_it(tmp_path):
     gone = kexp_process(["evaluate", str(one_run(tmp_path))], tmp_path, [])
     assert gone.returncode == 2
     assert "used entry point example (kexp_example 0.1.0), which is not installed here; install its package" in gone.stderr
+
+
+SUBCLASSED_MODEL = '''
+import keras
+import kexp
+
+
+@keras.saving.register_keras_serializable(package="test_plugins")
+class TinyNet(keras.Model):
+    def __init__(self, outputs=2, **kwargs):
+        super().__init__(**kwargs)
+        self.outputs_count = outputs
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras.layers.Dense(outputs, activation="softmax")
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+    def get_config(self):
+        return {**super().get_config(), "outputs": self.outputs_count}
+
+
+@kexp.model("tiny_subclass", kexp.Options)
+def build(options, input_shape, num_outputs, task):
+    """A subclassed keras.Model."""
+    return TinyNet(num_outputs)
+'''
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+def test_a_subclassed_plugin_model_trains_evaluates_and_exports(tmp_path, fmt):
+    (tmp_path / "tiny.py").write_text(SUBCLASSED_MODEL)
+    spec = plugin_spec(tmp_path, plugin="tiny.py", model={"name": "tiny_subclass"}, data={"name": "synthetic", "samples": 120, "classes": 3})
+    assert train(tmp_path, spec).exit_code == 0
+    run = one_run(tmp_path)
+    unload_all()
+    assert CliRunner().invoke(app, ["evaluate", str(run)]).exit_code == 0
+    exported = CliRunner().invoke(app, ["export", str(run), "--format", fmt])
+    assert exported.exit_code == 0, exported.output
+    assert "check: matches model.keras on" in exported.output

@@ -30,7 +30,7 @@ LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto (a live
 LogEveryOption = Annotated[int | None, typer.Option("--log-every", min=1, show_default=False,
                                                     help="Print every Nth epoch's line (and the first and last); default: every epoch on a terminal, about 20 per training in plain logs")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", help="Also show Python warnings and TensorFlow's start-up messages")]
-AllowChangedCodeOption = Annotated[bool, typer.Option("--allow-changed-code", help="Use the run's plugins even if their source changed since the run (recorded as a warning)")]
+AllowChangedCodeOption = Annotated[bool, typer.Option("--allow-changed-code", help="Use the plugins' code as it is now even if it changed since the run (recorded as a warning)")]
 FormatOption = Annotated[str, typer.Option("--format", help="table, csv, json or markdown")]
 
 

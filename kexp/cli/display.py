@@ -206,8 +206,9 @@ class SweepDisplay:
     """An Emit for kexp.sweep.trials' events: a progress bar over trials with ETA on a terminal; one line
     per finished trial either way."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, warn: Callable[[str], None] | None = None) -> None:
         self.console = console
+        self.warn = warn  # how a warning is shown (the CLI's print_warning: "kexp: warning: ..." on stderr)
         self.progress = None
         self.total = self.done = 0
 
@@ -216,8 +217,8 @@ class SweepDisplay:
             self.start(fields["sweep_dir"], fields["trials"], fields["done"])
         elif kind == "trial_ended":
             self.trial_ended(fields)
-        elif kind == "warning":
-            self.console.print(f"warning: {fields['message']}", highlight=False, markup=False)
+        elif kind == "warning" and self.warn is not None:
+            self.warn(fields["message"])
 
     def start(self, sweep_dir: str, trials: int, done: int) -> None:
         self.console.print(f"sweep: {sweep_dir}  {trials} trials, {done} already done", highlight=False)

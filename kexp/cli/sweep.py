@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape as literal  # help text shown as written, `[ray]` included (rich markup otherwise)
 
-from kexp.cli.common import AllowChangedCodeOption, DataDirOption, RunsDirOption, SetOption, console, exit_on_error, usage_error
+from kexp.cli.common import AllowChangedCodeOption, DataDirOption, RunsDirOption, SetOption, console, exit_on_error, print_warning, usage_error
 
 
 def sweep(
@@ -49,7 +49,7 @@ def sweep(
         from kexp.sweep.trials import run_sweep
 
         plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric)
-        display = SweepDisplay(console)
+        display = SweepDisplay(console, print_warning)
         result = run_sweep(plan=plan, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), parallel=parallel, max_attempts=max_attempts,
                            trials_per_gpu=trials_per_gpu, backend=backend, address=address, resume_dir=resume_dir, new=new,
                            cpus_per_trial=cpus_per_trial, emit=display, allow_changed_code=allow_changed_code)

@@ -103,10 +103,11 @@ def list_classes(folder: Path, class_names: list[str], on_bad_file: str) -> List
             found += 1
         if not found and not (listing.skipped and on_bad_file == "error"):
             raise DataError(f"{folder / name}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this class folder")
-    if listing.skipped and on_bad_file == "error":  # every bad file counted at once, so they are fixed in one go
-        more = len(listing.skipped) - 1
-        others = f" (and {more} more bad file{'s' * (more != 1)} under {folder})" if more else ""
-        raise DataError(f"{listing.skipped[0]}{others}; remove {'them' if more else 'it'}, or set data.on_bad_file: skip to leave bad files out")
+    if listing.skipped and on_bad_file == "error":  # every bad file named at once (up to 5), so they are fixed in one go
+        named, more = "; ".join(listing.skipped[:5]), len(listing.skipped) - 5
+        others = f"; and {more} more under {folder}" if more > 0 else ""
+        several = len(listing.skipped) > 1
+        raise DataError(f"{named}{others} -- remove {'them' if several else 'it'}, or set data.on_bad_file: skip to leave bad files out")
     return listing
 
 

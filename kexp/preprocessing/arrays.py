@@ -114,7 +114,7 @@ class FittedArrays(StackedArrays):
         return x
 
     def read_examples(self, inputs: Sequence[str], layout: Any, warn: Warn) -> Iterator[tuple[Source, np.ndarray]]:
-        return array_examples([Path(i) for i in inputs], tuple(self.example_shape), np.dtype(self.dtype), warn)
+        return array_examples([Path(i) for i in inputs], tuple(self.example_shape), np.dtype(self.dtype), warn, self.divisor)
 
     @classmethod
     def sample_inputs(cls, rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, state: dict[str, Any],
@@ -216,7 +216,8 @@ def value_range(path: Path, name: str, array: np.ndarray) -> tuple[float, float]
 # --- new raw rows for predict ----------------------------------------------------------------
 
 
-def array_examples(paths: list[Path], shape: tuple[int, ...], trained: np.dtype, warn: Warn) -> Iterator[tuple[Source, np.ndarray]]:
+def array_examples(paths: list[Path], shape: tuple[int, ...], trained: np.dtype, warn: Warn,
+                   divisor: float | None = None) -> Iterator[tuple[Source, np.ndarray]]:
     """(source, example) for each row of each .npy/.npz file (its 1-based row as the line), read a block at a time."""
     wanted = f"rows shaped [n, {', '.join(map(str, shape))}]"
     for path in paths:
@@ -226,7 +227,9 @@ def array_examples(paths: list[Path], shape: tuple[int, ...], trained: np.dtype,
         name, array = predict_array(path)
         rows = rows_of_shape(path, name, array, shape)
         if np.issubdtype(rows.dtype, np.floating) != np.issubdtype(trained, np.floating):
-            warn(f"{path}: {rows.dtype} values, but the run trained on {trained}; they are scaled the same way, so check they hold the same kind of numbers")
+            scaled = f"they are divided by {divisor:g} as the training rows were" if divisor else "they are used as stored, as the training rows were"
+            warn(f"{path}: {rows.dtype} values, but the run trained on {trained}; {scaled}, so give values of the same kind "
+                 f"(e.g. pixels 0-255, not already scaled to [0, 1]) or the predictions mean nothing")
         for start in range(0, len(rows), BATCH_SIZE):
             block = np.asarray(rows[start : start + BATCH_SIZE])
             check_finite(path, name, block, start)

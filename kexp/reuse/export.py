@@ -70,7 +70,7 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None, 
 def write_artifact(model, fmt: str, staged: Path, x: np.ndarray, run: Path) -> dict[str, Any]:
     """Write the artifact at `staged` and compare it with the Keras model on `x`."""
     saved_model = staged if fmt == "saved_model" else staged.with_name(".saved_model")  # TFLite converts from it
-    convert(run, fmt, lambda: model.export(str(saved_model), format="tf_saved_model", verbose=False))
+    convert(run, fmt, lambda: model.export(str(saved_model), format="tf_saved_model", verbose=False, **input_signature(model, x)))
     if fmt == "tflite":
         staged.write_bytes(convert(run, fmt, lambda: tflite_bytes(saved_model)))
         outputs, signature = run_tflite(staged, x)
@@ -94,6 +94,15 @@ def convert(run: Path, fmt: str, step):
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[0] if lines else type(exc).__name__
         raise RunDirError(f"{run}: cannot export as {fmt}: {reason}") from None
+
+
+def input_signature(model, x: np.ndarray) -> dict[str, Any]:
+    """For a subclassed model, the serving signature Keras cannot infer: batches of rows like x."""
+    if symbolic_inputs(model) is not None:
+        return {}
+    import tensorflow as tf
+
+    return {"input_signature": [tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))]}
 
 
 def tflite_bytes(saved_model: Path) -> bytes:
@@ -138,15 +147,43 @@ def sample_inputs(model, preprocessing: dict[str, Any], rows: int = CHECK_ROWS, 
     Each preprocessing kind makes them (images in [0, 1], bag-of-words inputs 0/1, word-id
     sequences inside the vocabulary, tables standard normal), from the saved state alone.
     """
-    if len(model.inputs) != 1:
-        raise RunDirError(f"kexp export handles models with one input; this one has {len(model.inputs)}")
-    shape = (rows, *model.inputs[0].shape[1:])
-    dtype = np.dtype(model.inputs[0].dtype)
+    example, dtype = model_input(model, preprocessing)
+    shape = (rows, *example)
     rng = np.random.default_rng(seed)
     kind = preprocessing.get("kind")
     if kind not in KINDS.names():  # a kind this kexp does not know: rows of no particular kind
         return generic_inputs(rng, shape, dtype)
     return KINDS.get(kind).sample_inputs(rng, shape, dtype, preprocessing.get("state") or {}, lambda ids: id_limit(model, ids))
+
+
+def model_input(model, preprocessing: dict[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape of one example and the dtype the model takes: its symbolic input's, or for a subclassed
+    model (a plugin's, which has none) what the run's preprocessing gives, float32."""
+    inputs = symbolic_inputs(model)
+    if inputs is None:
+        from kexp.preprocessing import from_document
+
+        return tuple(from_document(preprocessing, PREPROCESSING_FILE).input_shape()), np.dtype("float32")
+    if len(inputs) != 1:
+        raise RunDirError(f"kexp export handles models with one input; this one has {len(inputs)}")
+    return tuple(inputs[0].shape[1:]), np.dtype(inputs[0].dtype)
+
+
+def symbolic_inputs(model) -> list | None:
+    try:
+        return list(model.inputs)
+    except AttributeError:  # a subclassed model: no inputs until it is called
+        return None
+
+
+def output_description(model, x: np.ndarray) -> dict[str, Any]:
+    """The output's shape (batch dimension None) and dtype: the symbolic output's, or a subclassed model's on one row."""
+    try:
+        output = model.outputs[0]
+    except AttributeError:  # a subclassed model: no symbolic outputs
+        output = model(x[:1])
+    dtype = getattr(output.dtype, "as_numpy_dtype", output.dtype)  # a tensor's tf.float32, or a KerasTensor's "float32"
+    return {"shape": [None, *output.shape[1:]], "dtype": str(np.dtype(dtype))}
 
 
 def id_limit(model, vocabulary_ids: int) -> int:
@@ -170,7 +207,7 @@ def describe_export(record: RunRecord, fmt: str, target: Path, model, x: np.ndar
         "path": str(target),
         "run": str(record.path.absolute()),
         "input": {"shape": [None, *x.shape[1:]], "dtype": str(x.dtype)},
-        "output": {"shape": list(model.outputs[0].shape), "dtype": str(np.dtype(model.outputs[0].dtype))},
+        "output": output_description(model, x),
         "signature": check.pop("signature"),
         "task": document.get("task"),
         "class_names": document.get("class_names"),

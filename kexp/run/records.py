@@ -290,6 +290,7 @@ class Manifest(TypedDict, total=False):
     fingerprint: str
     trials: list[Trial]
     updated: str
+    warnings: list[str]  # "<time>: <warning>" of each continuation that accepted something (--allow-changed-code)
 
 
 def has_manifest(sweep_dir: Path) -> bool:

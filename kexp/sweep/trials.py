@@ -68,10 +68,12 @@ def sweep_plugins(plan: Plan) -> list[PluginRecord]:
     return records
 
 
-def check_sweep_plugins(sweep_dir: Path, allow_changed_code: bool, emit: Emit) -> None:
-    """A continued sweep's plugins must be the code its earlier trials ran (PluginError), unless allowed: then a warning."""
+def check_sweep_plugins(sweep_dir: Path, manifest: Manifest, allow_changed_code: bool, emit: Emit) -> None:
+    """A continued sweep's plugins must be the code its earlier trials ran (PluginError), unless allowed:
+    then a warning, emitted and kept in the manifest's `warnings` with its time."""
     records = [PluginRecord.from_json(p) for p in read_sweep_plugins(sweep_dir)]
     for warning in check_recorded(records, sweep_dir, allow_changed_code):
+        manifest.setdefault("warnings", []).append(f"{now_iso()}: {warning}")
         emit("warning", message=warning)
 
 
@@ -316,7 +318,7 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
     lock = lock_run(sweep_dir)  # one driver per sweep
     try:
         check_no_live_trials(sweep_dir, manifest)
-        check_sweep_plugins(sweep_dir, allow_changed_code, emit)
+        check_sweep_plugins(sweep_dir, manifest, allow_changed_code, emit)
         manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
         write_manifest(sweep_dir, manifest)
         emit("sweep_started", sweep_dir=str(sweep_dir), trials=len(manifest["trials"]), done=sum(t["state"] in FINAL for t in manifest["trials"]))
