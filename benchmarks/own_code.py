@@ -121,8 +121,9 @@ def base_typo(work: Path) -> dict:
 
 
 def entry_point(work: Path) -> dict:
-    site = work / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(EXAMPLE)],
+    site, source = work / "site", work / "kexp-example-plugin"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))  # pip builds in the source tree: not in ours
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
                              capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
     env = {**environment(), "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}

@@ -249,8 +249,11 @@ def test_nothing_else_in_a_spec_runs_code(tmp_path):
 
 @pytest.mark.long
 def test_the_example_package_installs_with_pip_and_is_listed(tmp_path):
-    target = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
+    import shutil
+
+    target, source = tmp_path / "site", tmp_path / "kexp-example-plugin"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))  # pip builds in the source tree: not in ours
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     result = kexp_process(["models"], tmp_path, [target])
