@@ -211,12 +211,16 @@ class SweepDisplay:
         self.warn = warn  # how a warning is shown (the CLI's print_warning: "kexp: warning: ..." on stderr)
         self.progress = None
         self.total = self.done = 0
+        self.pruned: dict[str, str] = {}  # trial id -> "at epoch 3 (accuracy 0.9348)", from trial_pruned
 
     def __call__(self, kind: str, /, **fields: Any) -> None:
         if kind == "sweep_started":
             self.start(fields["sweep_dir"], fields["trials"], fields["done"])
         elif kind == "trial_ended":
             self.trial_ended(fields)
+        elif kind == "trial_pruned":
+            self.pruned[fields["id"]] = f"at epoch {fields['epoch']} ({fields['metric']} {fields['value']:.4f})" \
+                if isinstance(fields.get("value"), (int, float)) else f"at epoch {fields['epoch']}"
         elif kind == "warning" and self.warn is not None:
             self.warn(fields["message"])
 
@@ -232,12 +236,14 @@ class SweepDisplay:
             self.task = self.progress.add_task("", total=self.total, completed=done)
 
     def trial_ended(self, trial: dict[str, Any]) -> None:
-        self.done += trial["state"] in ("completed", "diverged")
+        self.done += trial["state"] in ("completed", "diverged", "pruned")
         metrics = trial.get("metrics") or {}
         shown = "  ".join(f"{part} {name} {value:.4f}" for part in ("train", "test") for name, value in (metrics.get(part) or {}).items()
                           if name in ("accuracy", "mae") and isinstance(value, (int, float)))
         line = f"{trial['id']}  {trial['point']}  seed {trial['seed']}  {trial['state']}  {shown}"
-        if trial["state"] not in ("completed",) and trial.get("error"):
+        if trial["state"] == "pruned":
+            line += f"  {self.pruned.get(trial['id']) or 'at epoch ' + str(trial.get('pruned_at'))}"
+        elif trial["state"] not in ("completed",) and trial.get("error"):
             line += f"  ({trial['error']})"
         (self.progress.console if self.progress else self.console).print(f"{line}  [{self.done}/{self.total}]", highlight=False, markup=False)
         if self.progress:

@@ -19,7 +19,7 @@ def check_format(fmt: str) -> None:
 
 def runs_command(
     runs_dir: Annotated[Path, typer.Argument(help="The runs directory `kexp train --runs-dir` wrote to")] = Path("runs"),
-    status: Annotated[list[str], typer.Option("--status", help="Only runs in this state: running, completed, failed, interrupted, damaged. Repeatable.")] = [],
+    status: Annotated[list[str], typer.Option("--status", help="Only runs in this state: running, completed, failed, interrupted, pruned, crashed, damaged. Repeatable.")] = [],
     name: Annotated[str | None, typer.Option("--name", help="Only runs whose spec name contains this, or matches it as a glob (pima*)")] = None,
     sort: Annotated[str | None, typer.Option("--sort", help="Sort by a column (id, name, dataset, model, status, epochs, measured, metric, duration, age, note); -column for descending (default: newest first)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N runs")] = None,

@@ -29,7 +29,8 @@ def validate(
 
             plan = plan_sweep(config, set_, [], source=source)
             check_runs_dir(runs_dir)
-            console.print(f"{config}: valid sweep of {len(plan.trials)} trials over {', '.join(plan.space.params)}", highlight=False)
+            trials = f"{plan.space.samples} tpe trials" if plan.space.method == "tpe" else f"{len(plan.trials)} trials"
+            console.print(f"{config}: valid sweep of {trials} over {', '.join(plan.space.params)}", highlight=False)
             return
         spec = load_spec(config, set_, source=source)
         check_runs_dir(runs_dir)

@@ -16,7 +16,12 @@ def sweep(
     param: Annotated[list[str], typer.Option("--param", help="KEY=V1,V2,... (values parsed as YAML), or KEY=LOW..HIGH / KEY=log:LOW..HIGH for --samples. Several form a grid.")] = [],
     set_: SetOption = [],
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, max=100, help="Train each point N times (seed, seed+1, ...): mean ± std in the summary")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", min=1, help="Random search: N points drawn from the values and ranges")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", min=1, help="Random or tpe search: N trials drawn from the values and ranges")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=literal("grid, random, or tpe (Optuna's TPE learns from finished trials; pip install 'kexp[optuna]'). Default: grid, random with --samples"))] = None,
+    prune: Annotated[str | None, typer.Option("--prune", help="none, median, asha or hyperband: Optuna's pruner stops hopeless trials at an epoch boundary (marked pruned)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="tpe's sampler seed (default: the spec's seed)")] = None,
+    sync: Annotated[bool, typer.Option("--sync", help="tpe with --parallel N: propose N at a time once the last N ended: the same command proposes the same points (default: as slots free up; faster, not reproducible)")] = False,
+    storage: Annotated[str | None, typer.Option("--storage", help="The study in an RDB shared by several drivers, e.g. postgresql://user:pass@host/db (default: study.journal in the sweep folder)")] = None,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Trials at once (local: CPU threads are divided among them; with GPUs: one per GPU)")] = 1,
     max_attempts: Annotated[int, typer.Option("--max-attempts", min=1, help="Failures of a trial before it is left failed (an interrupted trial is always continued)")] = 2,
     trials_per_gpu: Annotated[int, typer.Option("--trials-per-gpu", min=1, help="Pack K small trials on each GPU")] = 1,
@@ -33,8 +38,9 @@ def sweep(
     """Train one run per point of a parameter space; re-running the same command continues the sweep.
 
     Writes <runs-dir>/sweeps/<time>-<name>-<xxxx>/ with a run directory per trial,
-    manifest.json and summary.json/.csv/.png. Exit 0 when every trial completed, 1 if
-    any failed, 130/143 when stopped (running trials are checkpointed: resume later).
+    manifest.json and summary.json/.csv/.png (tpe and pruning: the Optuna study in
+    study.journal). Exit 0 when every trial completed or was pruned, 1 if any failed,
+    130/143 when stopped (running trials are checkpointed: resume later).
     """
     from kexp.cli.display import SweepDisplay
     from kexp.cli.results import print_sweep_summary
@@ -42,17 +48,21 @@ def sweep(
 
     if backend not in ("local", "ray"):
         usage_error(f"--backend {backend}: expected local or ray")
+    if resume_dir is not None and (method or prune or seed is not None or sync or samples):
+        usage_error("--resume continues a sweep as it was started: leave out --method, --prune, --seed, --sync and --samples")
     if (config is None) == (resume_dir is None):
         usage_error("give a CONFIG to start (or continue) a sweep, or --resume SWEEP_DIR, not both")
     with exit_on_error():
-        from kexp.sweep.space import plan_sweep
+        from kexp.sweep.space import SearchOptions, plan_sweep
         from kexp.sweep.trials import run_sweep
 
-        plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric)
+        search = SearchOptions(method=method, prune=prune, sampler_seed=seed, sync=sync)
+        plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric,
+                                                      search=search)
         display = SweepDisplay(console, print_warning)
         result = run_sweep(plan=plan, runs_dir=runs_dir, data_dir=resolve_data_dir(data_dir), parallel=parallel, max_attempts=max_attempts,
                            trials_per_gpu=trials_per_gpu, backend=backend, address=address, resume_dir=resume_dir, new=new,
-                           cpus_per_trial=cpus_per_trial, emit=display, allow_changed_code=allow_changed_code)
+                           cpus_per_trial=cpus_per_trial, emit=display, allow_changed_code=allow_changed_code, storage=storage)
         display.stop()
     print_sweep_summary(result)
     raise typer.Exit(result.exit_code)

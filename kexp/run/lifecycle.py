@@ -1,6 +1,7 @@
 """One owner for a run directory's life: create or reopen it, hold its lock, keep status.json true.
 
     running -> completed | failed | interrupted | diverged
+    interrupted -> pruned      (a sweep's pruner stopped it: `mark_pruned`, by the sweep driver)
 
 Every transition happens inside `Run.guarded`, so no failure path leaves `running`
 behind; a third signal, which exits at once, writes its status through `abandon`.
@@ -40,7 +41,7 @@ HEARTBEAT_SECONDS = 30.0
 # A `running` run on another host whose heartbeat is older than this is presumed dead
 # (on this host the pid answers that directly).
 STALE_SECONDS = 180.0
-STATES = ("running", "completed", "failed", "interrupted", "diverged")
+STATES = ("running", "completed", "failed", "interrupted", "diverged", "pruned")
 
 
 class Run:
@@ -299,6 +300,18 @@ def effective_state(status: Status, now: datetime | None = None) -> str | None:
     if beat is not None and ((now or datetime.now(UTC)) - beat).total_seconds() > STALE_SECONDS:
         return "crashed"
     return "running"
+
+
+def mark_pruned(run_dir: Path, epoch: int, metric: str, value: float | None) -> None:
+    """A trial the sweep's pruner stopped (SIGTERM, so its own status says interrupted or, when the signal came
+    as it finished, completed): recorded as `pruned`, with the epoch it was judged at and its value then."""
+    try:
+        status = read_status(run_dir)
+    except RunDirError:
+        return  # it never wrote a status: the sweep's manifest is the only record
+    fields = {k: v for k, v in status.document.items() if k not in ("state", "updated", "error", "signal")}
+    write_status(run_dir, "pruned", **fields, pruned_at=epoch, pruned_by=f"the sweep's pruner: {metric} {value:.4g} at epoch {epoch}"
+                 if value is not None else "the sweep's pruner")
 
 
 def check_resumable(run_dir: Path, status: Status, allow_changed_code: bool = False) -> tuple[Any, list[str]]:

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kexp.errors import SpecError
 from kexp.run.records import Trial
 
-FINAL = ("completed", "diverged")  # a diverged trial would diverge again: it is not retried
+FINAL = ("completed", "diverged", "pruned")  # a diverged trial would diverge again, a pruned one was stopped on purpose
+REGRESSION_LOSSES = ("mse", "mae", "huber", "log_cosh", "msle", "mape")
 
 
 # --- the space --------------------------------------------------------------------------
@@ -51,15 +52,29 @@ class RangeSpec(BaseModel):
 
 
 class SweepSpec(BaseModel):
-    """The `sweep:` section of a spec (and what --param, --seeds, --samples add to it)."""
+    """The `sweep:` section of a spec (and what --param, --seeds, --samples, --method, --prune add to it)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    method: Literal["grid", "random"] = "grid"
-    # dotted spec key -> values to try (grid or random), or a range (random only)
+    method: Literal["grid", "random", "tpe"] = "grid"
+    # dotted spec key -> values to try (grid, random, tpe), or a range (random and tpe)
     params: dict[str, list[Any] | RangeSpec] = Field(default_factory=dict)
-    samples: int | None = Field(default=None, ge=1, le=10_000)  # random: how many points
+    samples: int | None = Field(default=None, ge=1, le=10_000)  # random and tpe: how many points
     seeds: int = Field(default=1, ge=1, le=100)  # each point trained with seed, seed+1, ...
-    metric: str | None = None  # what the summary compares; default: the task's main metric
+    metric: str | None = None  # what the summary compares (and tpe optimizes); default: the task's main metric
+    # Optuna's pruner, fed each epoch's value from the trial's history.json (kexp.sweep.search)
+    prune: Literal["none", "median", "asha", "hyperband"] = "none"
+    sampler_seed: int | None = None  # tpe's sampler (default: the spec's seed)
+    sync: bool = False  # tpe with --parallel N: propose in batches of N (reproducible) instead of as slots free up
+
+
+# Fields added with search (issue 27): left out of a sweep's fingerprint at their defaults, so a
+# grid or random sweep started before them is found again by the same command.
+SEARCH_FIELDS = {"prune": "none", "sampler_seed": None, "sync": False}
+
+
+def space_fingerprint_part(space: SweepSpec) -> dict[str, Any]:
+    dumped = space.model_dump(mode="json")
+    return {k: v for k, v in dumped.items() if not (k in SEARCH_FIELDS and v == SEARCH_FIELDS[k])}
 
 
 @dataclass
@@ -74,6 +89,7 @@ class Plan:
     specs: dict[str, Any]  # trial id -> ExperimentSpec
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
+    base: SweepBase | None = None  # tpe makes its trials' specs from it as it proposes them
 
 
 def parse_param(text: str) -> tuple[str, list[Any] | RangeSpec]:
@@ -103,6 +119,8 @@ def parse_param(text: str) -> tuple[str, list[Any] | RangeSpec]:
 
 
 def check_range(key: str, value: RangeSpec) -> RangeSpec:
+    if not (math.isfinite(value.low) and math.isfinite(value.high)):
+        raise SpecError([f"sweep.params.{key}: a range needs finite bounds (got {value.low:g}..{value.high:g})"])
     if value.low > value.high:
         raise SpecError([f"sweep.params.{key}: low {value.low:g} is above high {value.high:g}"])
     if value.log and value.low <= 0:
@@ -127,15 +145,56 @@ def read_sweep_spec(section: Any, source: str) -> SweepSpec:
     return space
 
 
-def merge_space(space: SweepSpec, params: list[str], seeds: int | None, samples: int | None, metric: str | None) -> SweepSpec:
-    """The YAML's sweep section with the command line's additions (a --param replaces the same key)."""
+@dataclass(frozen=True)
+class SearchOptions:
+    """What the command line adds to the space besides --param (None: keep the spec's)."""
+
+    seeds: int | None = None
+    samples: int | None = None
+    metric: str | None = None
+    method: str | None = None
+    prune: str | None = None
+    sampler_seed: int | None = None
+    sync: bool = False
+
+
+def merge_space(space: SweepSpec, params: list[str], options: SearchOptions) -> SweepSpec:
+    """The YAML's sweep section with the command line's additions (a --param replaces the same key).
+    --samples alone (no method anywhere) means random search, as before tpe existed."""
     merged = dict(space.params)
     for text in params:
         key, values = parse_param(text)
         merged[key] = values
-    method = "random" if samples is not None else space.method
-    return space.model_copy(update={"params": merged, "method": method, "samples": samples or space.samples,
-                                    "seeds": seeds or space.seeds, "metric": metric or space.metric})
+    method = options.method or (space.method if "method" in space.model_fields_set else "random" if options.samples is not None else "grid")
+    if method not in ("grid", "random", "tpe"):
+        raise SpecError([f"--method {method}: expected grid, random or tpe"])
+    if options.prune is not None and options.prune not in ("none", "median", "asha", "hyperband"):
+        raise SpecError([f"--prune {options.prune}: expected none, median, asha or hyperband"])
+    merged_space = space.model_copy(update={
+        "params": merged, "method": method, "samples": options.samples or space.samples, "seeds": options.seeds or space.seeds,
+        "metric": options.metric or space.metric, "prune": options.prune or space.prune,
+        "sampler_seed": options.sampler_seed if options.sampler_seed is not None else space.sampler_seed, "sync": options.sync or space.sync})
+    check_search_space(merged_space)
+    return merged_space
+
+
+def check_search_space(space: SweepSpec) -> None:
+    """What Optuna's TPE cannot sample is refused before any trial, naming the parameter."""
+    if space.method != "tpe":
+        if space.sync:
+            raise SpecError(["--sync: batches of proposals are for --method tpe; grid and random points are fixed already"])
+        return
+    if space.samples is None:
+        raise SpecError(["sweep.samples: tpe needs the number of trials: --samples N"])
+    if space.seeds > 1:
+        raise SpecError([f"--seeds {space.seeds}: tpe learns from one value per trial; repeat the best point afterwards "
+                         "(kexp train --repeats, or a grid over it with --seeds)"])
+    for key, values in space.params.items():
+        if isinstance(values, RangeSpec) and values.low >= values.high:
+            raise SpecError([f"sweep.params.{key}: the range {values.low:g}..{values.high:g} is empty; tpe needs low < high"])
+        if isinstance(values, list) and len(values) < 2:
+            raise SpecError([f"sweep.params.{key}: one value ({json.dumps(values[0], default=str)}) leaves tpe nothing to choose; "
+                             "set it with --set instead, or give two or more values"])
 
 
 def expand_points(space: SweepSpec, seed: int) -> list[dict[str, Any]]:
@@ -167,47 +226,110 @@ def describe_point(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
 
 
-def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int | None = None, samples: int | None = None,
-               metric: str | None = None, source=None) -> Plan:
-    """Read the spec (or take `source`, spec.read_yaml's result for it) and its sweep section, expand the trials
-    and validate every trial's spec before anything runs."""
-    from kexp.spec import apply_override, parse_override, read_yaml, validate_spec
+@dataclass
+class SweepBase:
+    """What every trial's spec starts from: the spec file as read (its `sweep:` section removed) and --set."""
+
+    config: Path
+    raw: dict[str, Any]
+    lines: Any
+    files: Any
+    overrides: list[str]
+    base_seed: int
+
+    def make_trial(self, trial_id: str, point: dict[str, Any], seed_offset: int = 0, repeats: int = 1) -> tuple[Trial, Any]:
+        """The manifest entry and validated spec of one trial; SpecError names the trial and its point."""
+        from kexp.spec import apply_override, parse_override, validate_spec
+
+        trial_raw = copy.deepcopy(self.raw)
+        applied: dict[str, str] = {}
+        try:
+            for text in self.overrides:
+                key, value = parse_override(text)
+                apply_override(trial_raw, key, value)
+                applied[key] = f"--set {text}"
+            for key, value in point.items():
+                apply_override(trial_raw, key, value)
+                applied[key] = "sweep point"
+            if repeats > 1:
+                trial_raw["seed"] = self.base_seed + seed_offset
+            spec = validate_spec(trial_raw, str(self.config), self.lines, applied).with_spec_files(self.files)
+        except SpecError as exc:
+            where = f"{trial_id} ({describe_point(point)})"
+            raise SpecError([f"{where}: {problem}" for problem in exc.problems]) from None
+        trial: Trial = {"id": trial_id, "point": 0, "params": point, "seed": spec.seed, "state": "pending", "run_dir": trial_id,
+                        "exit_code": None, "attempts": 0, "failures": 0, "started": None, "ended": None, "error": None}
+        return trial, spec
+
+
+def read_sweep_base(config: Path, overrides: list[str], source=None) -> tuple[SweepBase, Any]:
+    """The sweep's base (spec file and --set) and its raw `sweep:` section."""
+    from kexp.spec import parse_override, read_yaml
 
     raw, lines, files = copy.deepcopy(source) if source is not None else read_yaml(config)
-    space = merge_space(read_sweep_spec(raw.pop("sweep", None), str(config)), params, seeds, samples, metric)
+    section = raw.pop("sweep", None)
     base_seed = raw.get("seed", 0) if isinstance(raw.get("seed", 0), int) else 0
     for text in overrides:
         key, value = parse_override(text)
         if key == "seed" and isinstance(value, int):
             base_seed = value
-    points = expand_points(space, base_seed)
+    return SweepBase(Path(config), raw, lines, files, list(overrides), base_seed), section
+
+
+def trial_id_width(count: int) -> int:
+    return max(3, len(str(count - 1)))
+
+
+def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int | None = None, samples: int | None = None,
+               metric: str | None = None, source=None, search: SearchOptions | None = None) -> Plan:
+    """Read the spec (or take `source`, spec.read_yaml's result for it) and its sweep section, expand the trials
+    and validate every trial's spec before anything runs. A tpe sweep's trials are proposed while it runs:
+    its plan holds none, but a probe at the space's first and last values is validated now."""
+    base, section = read_sweep_base(config, overrides, source)
+    options = search or SearchOptions()
+    options = SearchOptions(**{**options.__dict__, "seeds": seeds or options.seeds, "samples": samples or options.samples,
+                               "metric": metric or options.metric})
+    space = merge_space(read_sweep_spec(section, str(config)), params, options)
     trials, specs = [], {}
-    width = max(3, len(str(len(points) * space.seeds - 1)))
-    for p, point in enumerate(points):
-        for r in range(space.seeds):
-            trial_id = f"trial-{len(trials):0{width}d}"
-            texts = [*overrides]
-            trial_raw = copy.deepcopy(raw)
-            applied: dict[str, str] = {}
-            try:
-                for text in texts:
-                    key, value = parse_override(text)
-                    apply_override(trial_raw, key, value)
-                    applied[key] = f"--set {text}"
-                for key, value in point.items():
-                    apply_override(trial_raw, key, value)
-                    applied[key] = "sweep point"
-                seed = base_seed + r
-                if space.seeds > 1:
-                    trial_raw["seed"] = seed
-                spec = validate_spec(trial_raw, str(config), lines, applied).with_spec_files(files)
-            except SpecError as exc:
-                where = f"{trial_id} ({describe_point(point)})"
-                raise SpecError([f"{where}: {problem}" for problem in exc.problems]) from None
-            specs[trial_id] = spec
-            trials.append({"id": trial_id, "point": p, "params": point, "seed": spec.seed, "state": "pending", "run_dir": trial_id,
-                           "exit_code": None, "attempts": 0, "failures": 0, "started": None, "ended": None, "error": None})
-    name = specs[trials[0]["id"]].name
-    fingerprint = hashlib.sha256(json.dumps({"base": raw, "set": overrides, "space": space.model_dump(mode="json")},
+    if space.method == "tpe":
+        probes = [{k: probe_value(v, end) for k, v in space.params.items()} for end in (0, -1)] if space.params else []
+        if not probes:
+            expand_points(space, base.base_seed)  # the "no parameters" error
+        for point, end in zip(probes, ("low", "high")):
+            specs["probe"] = base.make_trial(f"the space's {end} end", point)[1]
+    else:
+        points = expand_points(space, base.base_seed)
+        width = trial_id_width(len(points) * space.seeds)
+        for p, point in enumerate(points):
+            for r in range(space.seeds):
+                trial, spec = base.make_trial(f"trial-{len(trials):0{width}d}", point, r, space.seeds)
+                trial["point"] = p
+                specs[trial["id"]] = spec
+                trials.append(trial)
+    first = next(iter(specs.values()))
+    if (space.method == "tpe" or space.prune != "none") and space.metric is None:
+        space = space.model_copy(update={"metric": default_search_metric(first)})  # the study needs its direction now
+    name = first.name
+    fingerprint = hashlib.sha256(json.dumps({"base": base.raw, "set": overrides, "space": space_fingerprint_part(space)},
                                             sort_keys=True, default=str).encode()).hexdigest()
-    return Plan(name, Path(config), list(overrides), space, trials, specs, fingerprint)
+    return Plan(name, Path(config), list(overrides), space, trials, specs, fingerprint, base=base)
+
+
+def default_search_metric(spec: Any) -> str:
+    """What tpe optimizes and the pruner watches unless --metric says: the spec's first metric (accuracy), else the loss."""
+    if spec.train.metrics:
+        return spec.train.metrics[0]
+    regression = spec.train.loss in REGRESSION_LOSSES or "squared" in spec.train.loss or "absolute" in spec.train.loss
+    return "mae" if regression else "accuracy"  # the defaults' first (kexp.spec.schema TrainSpec.metrics)
+
+
+def resolved_metric(space: SweepSpec) -> str:
+    return space.metric or "loss"
+
+
+def probe_value(values: list[Any] | RangeSpec, end: int) -> Any:
+    """A value of the space to validate the spec with: the first or last value, or a bound of a range."""
+    if isinstance(values, list):
+        return values[end]
+    bound = values.low if end == 0 else values.high
+    return int(bound) if values.integer else bound

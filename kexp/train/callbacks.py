@@ -6,6 +6,7 @@ Imports Keras at its own import: import this module only after kexp.train.runtim
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from kexp.run.records import has_history, write_history
 from kexp.train.checkpoint import AUTO_SECONDS, Checkpoint, capture, restore, write_checkpoint
 from kexp.train.scoring import plain
 
-# history.json is rewritten after an epoch at most this often (see HistoryFile)
-HISTORY_SECONDS = 0.5
+# history.json is rewritten after an epoch at most this often (see HistoryFile); a sweep whose
+# pruner reads every epoch sets KEXP_HISTORY_SECONDS=0
+HISTORY_SECONDS = float(os.environ.get("KEXP_HISTORY_SECONDS", "0.5"))
 
 
 class HistoryFile(keras.callbacks.Callback):

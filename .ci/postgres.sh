@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# A real PostgreSQL for the tests of `kexp sweep --storage postgresql://` (tests/test_sweep_search.py):
+# Debian's package, its default cluster started, a role and a database for the tests. Prints the URL
+# on stdout; prints why on stderr and exits non-zero when it cannot (the tests then skip, saying so).
+set -uo pipefail
+if ! command -v pg_lsclusters >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || { echo "postgres: apt-get install postgresql failed" >&2; exit 1; }
+fi
+cluster=$(pg_lsclusters --no-header 2>/dev/null | awk 'NR==1 {print $1, $2}')
+if [ -z "$cluster" ]; then
+  version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  pg_createcluster "$version" main >/dev/null || { echo "postgres: pg_createcluster failed" >&2; exit 1; }
+  cluster="$version main"
+fi
+set -- $cluster
+pg_ctlcluster "$1" "$2" start 2>/dev/null || pg_lsclusters --no-header | grep -q online || { echo "postgres: cluster $1/$2 did not start" >&2; exit 1; }
+port=$(pg_lsclusters --no-header | awk -v v="$1" -v c="$2" '$1 == v && $2 == c {print $3}')
+as_postgres() { su postgres -c "psql -p $port -qtAc \"$1\"" 2>/dev/null; }
+for _ in $(seq 1 30); do as_postgres "select 1" >/dev/null && break; sleep 0.5; done
+[ "$(as_postgres "select 1 from pg_roles where rolname='kexp'")" = "1" ] || as_postgres "create role kexp login createdb password 'kexp'" >/dev/null
+[ "$(as_postgres "select 1 from pg_database where datname='kexp_test'")" = "1" ] || as_postgres "create database kexp_test owner kexp" >/dev/null
+echo "postgresql://kexp:kexp@127.0.0.1:$port/kexp_test"
