@@ -155,8 +155,12 @@ def evaluate_importance(trials: list[Any], higher_is_better: bool) -> tuple[dict
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if higher_is_better else "minimize")
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" on every summary
+    try:
+        study = optuna.create_study(direction="maximize" if higher_is_better else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)  # the driver's own study logs as it chose
     study.add_trials(trials)
     try:
         import sklearn  # noqa: F401  (fANOVA's forest)
