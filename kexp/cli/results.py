@@ -100,9 +100,36 @@ def print_sweep_summary(result) -> None:
     console.print(table)
     counts = summary.get("counts", {})
     console.print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
+    for line in (describe_best(summary), describe_importance(summary)):
+        if line:
+            say(line)
     if result.stopped_by:
         console.print(f"stopped by {result.stopped_by}; continue with: kexp sweep --resume {result.sweep_dir}", highlight=False)
     console.print(f"sweep directory: {result.sweep_dir}", highlight=False)
+
+
+def describe_best(summary: dict) -> str | None:
+    """The best trial, its value and params, and the command that trains its spec again."""
+    best = summary.get("best")
+    if not best or not best.get("id"):
+        return None
+    value = f"{best['value']:.4f}" + (f" ± {best['std']:.4f} over {best['n']} seeds" if best.get("n", 1) > 1 else "")
+    params = ", ".join(f"{k}={json.dumps(v)}" for k, v in best["params"].items())
+    return f"best: {best['id']}, {best['part']} {summary.get('metric')} {value} ({params}); reproduce: {best['command']}"
+
+
+TOP_IMPORTANCES = 5
+
+
+def describe_importance(summary: dict) -> str | None:
+    """The most important parameters on one line; for a tpe sweep, why there are none."""
+    importance = summary.get("importance") or {}
+    if importance.get("params"):
+        ranked = sorted(importance["params"].items(), key=lambda kv: -kv[1])[:TOP_IMPORTANCES]
+        return f"parameter importance ({importance.get('evaluator')}, {importance.get('trials')} trials): " + ", ".join(f"{k} {v:.2f}" for k, v in ranked)
+    if summary.get("method") == "tpe" and importance.get("reason"):
+        return f"parameter importance: none ({importance['reason']})"
+    return None
 
 
 def describe_stats(stats: dict) -> str:

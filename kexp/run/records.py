@@ -332,3 +332,12 @@ def read_sweep_metric(sweep_dir: Path) -> str | None:
         return None
 
 
+
+
+def read_sweep_space(sweep_dir: Path) -> dict[str, Any] | None:
+    """The sweep's space as sweep.yaml records it (method, params, prune, monitor, ...), or None without a readable one."""
+    try:
+        space = yaml.safe_load(SweepFiles(sweep_dir).spec.read_text())["space"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return space if isinstance(space, dict) else None

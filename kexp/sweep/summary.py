@@ -6,6 +6,11 @@ The figure is the tutorial's: train and test accuracy against the number of hidd
 deviations and 95% CIs come from kexp.report.aggregate, as for folds, repeats and `kexp compare`;
 the default metric is the one `kexp compare` judges a run by. A sweep still in progress can
 be summarized: trials that have not completed count in "counts" and have no values.
+
+A search (random, tpe) adds what kexp.sweep.insight finds: the optimization history, Optuna's
+parameter importance and the pruned trials, in summary.json and, for a tpe sweep or a random
+one of SEARCH_PANEL_TRIALS trials or more, as two more panels of summary.png (summary_plots).
+"best" names the trial to look at and the command that trains its spec again.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import csv
 import io
 import json
 import os
+import shlex
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +30,16 @@ from kexp.report.compare import format_value, short_names
 from kexp.report.runs import task_metrics
 from kexp.run.files import RunFiles, SweepFiles
 from kexp.run.io import write_json, write_text_atomic
-from kexp.run.records import read_small_json
+from kexp.run.records import read_small_json, read_sweep_space
+from kexp.sweep.insight import optimization_history, param_importance, pruned_trials
 
 PARTS = ("train", "validation", "test")
 BEST_PARTS = ("test", "validation", "train")  # the best point is judged on held-out data when a trial has some
 # Known states first, so the CLI's "3 completed, 1 failed" line reads the same in every sweep.
-STATE_ORDER = ("completed", "running", "pending", "interrupted", "failed", "diverged")
+STATE_ORDER = ("completed", "pruned", "running", "pending", "interrupted", "failed", "diverged")
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "mape", "msle")
 MAX_ANNOTATED_CELLS = 150  # beyond this a heat map's numbers overlap: the colours alone are drawn
+SEARCH_PANEL_TRIALS = 8  # a random search this long has a history worth drawing; a tpe one always has
 
 
 # --------------------------------------------------------------------------- numbers
@@ -102,28 +111,49 @@ def state_counts(trials: list[dict[str, Any]]) -> dict[str, int]:
     return {state: counts[state] for state in order}
 
 
-def build_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """The summary dict that write_summary writes, without writing anything."""
+def best_trial(sweep_dir: Path, best: dict[str, Any] | None, points: list[dict[str, Any]], rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """`best` with the trial to reproduce: of the best point's completed trials (seeds), the best on the judged part."""
+    if best is None:
+        return None
+    point = next(p for p in points if p["params"] == best["params"])
+    members = [r for r in rows if r["id"] in point["trials"] and r["state"] == "completed" and r[best["part"]] is not None]
+    row = (min if lower_is_better(metric) else max)(members, key=lambda r: r[best["part"]])
+    command = f"kexp train {shlex.quote(str(SweepFiles(Path(sweep_dir)).trial_spec(row['id'])))}"  # specs/<id>.yaml is the trial's resolved spec
+    return {**best, "id": row["id"], "run_dir": row["run_dir"], "command": command}
+
+
+def build_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None, space: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary dict that write_summary writes, without writing anything; `space` is sweep.yaml's (None: unknown)."""
     all_metrics = [read_trial_metrics(sweep_dir, t) for t in trials]
     metric = metric or default_metric(all_metrics)
     rows = [trial_row(t, m, metric) for t, m in zip(trials, all_metrics)]
+    space = space or {}
+    pruned = pruned_trials(sweep_dir, trials, metric, space.get("monitor"))
+    for p in pruned:  # the epochs it ran: a pruned trial has no metrics.json to say so
+        next(r for r in rows if r["id"] == p.id)["epochs_completed"] = p.epochs
     points = point_rows(rows, metric)
+    best = best_point(points, metric)
+    part = best["part"] if best else None
     return {
         "metric": metric,
         "higher_is_better": not lower_is_better(metric),
+        "method": space.get("method"),
         "params": list(dict.fromkeys(k for t in trials for k in t.get("params") or {})),
         "complete": bool(trials) and all(t.get("state") == "completed" for t in trials),
         "counts": state_counts(trials),
-        "best": best_point(points, metric),
+        "best": best_trial(sweep_dir, best, points, rows, metric),
         "points": points,
         "trials": rows,
+        "history": [asdict(e) for e in optimization_history(trials, rows, part, not lower_is_better(metric))],
+        "importance": asdict(param_importance(rows, part, space.get("params"), not lower_is_better(metric))),
+        "pruned": [asdict(p) for p in pruned],
     }
 
 
-def write_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """summary.json, summary.csv and summary.png in sweep_dir; returns the summary dict."""
+def write_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | None = None, space: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json, summary.csv and summary.png in sweep_dir; returns the summary dict. `space` defaults to sweep.yaml's."""
     sweep_dir = Path(sweep_dir)
-    summary = build_summary(sweep_dir, trials, metric)
+    summary = build_summary(sweep_dir, trials, metric, space if space is not None else read_sweep_space(sweep_dir))
     files = SweepFiles(sweep_dir)
     write_json(files.summary("json"), summary)
     write_text_atomic(files.summary("csv"), summary_csv(summary))
@@ -142,14 +172,20 @@ def csv_cell(value: Any) -> Any:
 
 
 def summary_csv(summary: dict[str, Any]) -> str:
-    """One row per trial: id, each swept param, seed, state, the metric per part, epochs, fit_seconds."""
+    """One row per trial: id, each swept param, seed, state, the metric per part, epochs, fit_seconds; with pruned
+    trials, two more columns: the epoch it was pruned at and its last value of the monitored series (not a final metric)."""
     params, metric = summary["params"], summary["metric"]
+    pruned = {p["id"]: p for p in summary.get("pruned") or []}
+    monitor = next((p["monitor"] for p in pruned.values() if p["monitor"]), "monitored")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["id", *params, "seed", "state", *(f"{part}_{metric}" for part in PARTS), "epochs", "fit_seconds"])
+    writer.writerow(["id", *params, "seed", "state", *(f"{part}_{metric}" for part in PARTS), "epochs", "fit_seconds",
+                     *(["pruned_at_epoch", f"pruned_last_{monitor}"] if pruned else [])])
     for row in summary["trials"]:
         cells = [row["id"], *(row["params"].get(k) for k in params), row["seed"], row["state"],
                  *(row[part] for part in PARTS), row["epochs_completed"], row["fit_seconds"]]
+        if pruned:
+            cells += [pruned[row["id"]]["pruned_at"], pruned[row["id"]]["last_value"]] if row["id"] in pruned else [None, None]
         writer.writerow([csv_cell(c) for c in cells])
     return out.getvalue()
 
@@ -180,9 +216,13 @@ def plot_summary(summary: dict[str, Any], path: Path) -> Path:
     # Figure without pyplot (as kexp.report.compare): no GUI backend to choose, and the PNG is drawn by Agg
     from matplotlib.figure import Figure
 
+    from kexp.sweep.summary_plots import SEARCH_PANEL_WIDTH, draw_search_panels, search_panels
+
     points, params = summary["points"], summary["params"]
-    fig = Figure(figsize=(figure_width(points, params), 4.5))
-    ax = fig.subplots()
+    panels = search_panels(summary, SEARCH_PANEL_TRIALS)
+    fig = Figure(figsize=(figure_width(points, params) + SEARCH_PANEL_WIDTH * len(panels), 4.5))
+    ax, *extra = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
+    draw_search_panels(summary, dict(zip(panels, extra)))
     if not any(p[part]["mean"] is not None for p in points for part in PARTS):
         ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
