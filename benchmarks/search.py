@@ -15,6 +15,7 @@ Numbers go to benchmarks/results/search.json.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -89,14 +90,14 @@ def kill_and_resume(runs: Path, seed: int) -> dict:
             break
         time.sleep(0.2)
     sweep_dir = only_sweep(runs)
-    killed = []
-    for status in sweep_dir.glob("trial-*/status.json"):
-        document = json.loads(status.read_text())
-        if document.get("state") == "running":
-            os.kill(document["pid"], signal.SIGKILL)
-            killed.append(status.parent.name)
     driver.kill()
     driver.wait()
+    killed = []
+    for trial in json.loads((sweep_dir / "manifest.json").read_text())["trials"]:  # the trials too, as when a node goes down
+        if trial["state"] == "running":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(trial["process"]["pid"], signal.SIGKILL)
+            killed.append(trial["id"])
     before = ended_files(sweep_dir)
     resumed = subprocess.run([sys.executable, "-m", "kexp", "sweep", "--resume", str(sweep_dir)], env=environment(),
                              capture_output=True, text=True, timeout=3600)

@@ -134,7 +134,10 @@ def test_a_loss_history_keeps_the_lowest_value_so_far():
 def test_importance_is_none_with_a_reason(tmp_path, monkeypatch):
     rows = [{"id": f"t{i}", "state": "completed", "params": {LR: rate, ACT: "relu"}, "test": 0.9 - i / 10} for i, rate in enumerate((1e-3, 1e-2, 1e-1))]
     assert param_importance(rows[:1], "test", None, True).reason == "fewer than 2 completed trials"
-    assert "fewer than 2 parameters vary" in param_importance(rows, "test", None, True).reason  # the activation never changes
+    one = param_importance(rows, "test", None, True)  # the activation never changes: all of it is the learning rate's
+    assert (one.params, one.evaluator) == ({LR: 1.0}, "the only parameter that varies")
+    assert param_importance([{**r, "params": {ACT: "relu"}} for r in rows], "test", None, True).reason == \
+        "no parameter varies among the completed trials"
     varied = [{**r, "params": {**r["params"], ACT: act}} for r, act in zip(rows, ("relu", "tanh", "relu"))]
     assert param_importance([{**r, "test": 0.5} for r in varied], "test", None, True).reason == "every completed trial has the same value"
     assert param_importance(varied, "test", None, True).params is not None  # no space known: the values seen are the choices

@@ -3,6 +3,7 @@ verdicts, resume after a dead driver, and whole searches as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -320,11 +321,11 @@ def test_kill_9_of_the_driver_and_its_trials_then_resume_ends_with_every_trial_o
 
     assert wait_for(two_finished_and_one_training), driver.stderr.read() if driver.poll() is not None else "timed out"
     [sweep_dir] = (runs / "sweeps").iterdir()
-    for status in sweep_dir.glob("trial-*/status.json"):  # the trials too: a node that went down
-        with_pid = json.loads(status.read_text())
-        if with_pid.get("state") == "running":
-            os.kill(with_pid["pid"], signal.SIGKILL)
     driver.kill()
+    for trial in json.loads((sweep_dir / "manifest.json").read_text())["trials"]:  # the trials too: a node that went down
+        if trial["state"] == "running":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(trial["process"]["pid"], signal.SIGKILL)
     driver.communicate(timeout=60)
     before = json.loads((sweep_dir / "manifest.json").read_text())["trials"]
     finished = {t["id"]: (sweep_dir / t["run_dir"] / "history.json").read_bytes() for t in before if t["state"] in ("completed", "pruned")}
@@ -440,3 +441,18 @@ def test_an_unreachable_storage_stops_the_sweep_in_seconds(tmp_path):
     [line] = result.output.strip().splitlines()
     assert line.startswith("kexp: error: --storage postgresql://kexp:***@127.0.0.1:9/kexp: cannot open the study storage")
     assert "hunter2" not in result.output
+
+
+def test_sync_resumed_mid_batch_judges_the_batch_against_the_same_earlier_trials(tmp_path):
+    plan = tpe_plan(tmp_path, ["train.batch_size=8..64"], samples=8, sync=True)
+    search = fresh_search(tmp_path / "s", plan)
+    for _ in range(2):  # batch one (of two), finished
+        number, _ = search.ask()
+        search.tell(number, "completed", 0.5)
+    search.start_batch()
+    search.ask()
+    number, _ = search.ask()
+    search.tell(number, "completed", 0.6)  # one trial of batch two ended, one still runs: the driver dies here
+    again = fresh_search(tmp_path / "s", plan)
+    again.resume_batch(2)
+    assert again.batch_start == search.batch_start == 2

@@ -272,7 +272,7 @@ class Trial(TypedDict, total=False):
     point: int
     params: dict[str, Any]
     seed: int
-    state: str  # pending, running, completed, interrupted, failed, diverged
+    state: str  # pending, running, completed, interrupted, failed, diverged, pruned
     run_dir: str
     exit_code: int | None
     attempts: int
@@ -281,6 +281,13 @@ class Trial(TypedDict, total=False):
     ended: str | None
     error: str | None
     command: str
+    epochs: int  # the trial's train.epochs (a pruner's last step)
+    process: dict[str, Any] | None  # {pid, started, host} of a local trial's process (None on Ray)
+    # with a study (--method tpe, --prune): its trial number (the id's), the epoch the pruner stopped it at,
+    # and the value the study was told (None for a pruned or failed trial)
+    number: int
+    pruned_at: int
+    value: float | None
 
 
 class Manifest(TypedDict, total=False):

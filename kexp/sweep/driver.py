@@ -131,7 +131,7 @@ class TrialLoop:
             self.running[i] = (handle, slot)
             self.seen.pop(i, None)
             self.save(i, {**trial, "state": "running", "attempts": trial["attempts"] + 1, "started": now_iso(), "ended": None,
-                          "command": " ".join(command[1:])})
+                          "command": " ".join(command[1:]), "process": self.backend.process(handle)})
 
     def watch_pruning(self) -> None:
         """Each running trial's new epochs go to the study; one the pruner stops gets SIGTERM (it checkpoints and exits)."""

@@ -187,8 +187,10 @@ def param_importance(rows: list[dict[str, Any]], part: str | None, space_params:
     declared = space_params or {}
     distributions = {k: distribution(declared.get(k), [r["params"].get(k) for r in done]) for k in names}
     varying = {k: d for k, d in distributions.items() if not d.single() and len({json.dumps(r["params"].get(k), sort_keys=True, default=str) for r in done}) > 1}
-    if len(varying) < 2:
-        return Importance(None, "fewer than 2 parameters vary among the completed trials: nothing to rank", trials=len(done), part=part)
+    if not varying:
+        return Importance(None, "no parameter varies among the completed trials", trials=len(done), part=part)
+    if len(varying) == 1:  # what Optuna's evaluators return for one parameter, without their seconds of import
+        return Importance({next(iter(varying)): 1.0}, None, "the only parameter that varies", len(done), part)
     trials = study_trials(done, part, varying)
     if len(trials) < 2:
         return Importance(None, "fewer than 2 completed trials inside the space in sweep.yaml", trials=len(trials), part=part)

@@ -70,6 +70,9 @@ class RayBackend:
         except self.ray.exceptions.RayError:
             return 1  # the worker died: the trial's own status.json says how far it got
 
+    def process(self, ref) -> None:
+        return None  # on some node of the cluster: its status.json, once written, tells
+
     def stop(self, ref) -> None:
         self.ray.cancel(ref)
 

@@ -188,6 +188,13 @@ class Search:
     def start_batch(self) -> None:
         self.batch_start = len(self.study.get_trials(deepcopy=False))
 
+    def resume_batch(self, batch: int) -> None:
+        """--sync after a restart: the batch still running began at a multiple of the batch size (batches are
+        asked whole, numbered from 0), so its trials are judged against the same earlier trials as before."""
+        running = self.running_numbers()
+        first = min(running) if running else self.trial_count()
+        self.batch_start = first // max(1, batch) * max(1, batch)
+
     def trial_count(self) -> int:
         return len(self.study.get_trials(deepcopy=False))
 

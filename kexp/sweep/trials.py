@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from kexp.registry import DATASETS, MODELS
 from kexp.run.dirs import create_run_dir
 from kexp.run.files import MANIFEST, SWEEPS, RunFiles, SweepFiles
 from kexp.run.io import now_iso, write_text_atomic
-from kexp.run.lifecycle import effective_state, lock_run
+from kexp.run.lifecycle import effective_state, lock_run, process_alive, process_start_ticks
 from kexp.run.records import (
     Manifest,
     Status,
@@ -106,15 +107,22 @@ def find_sweep(runs_dir: Path, fingerprint: str) -> Path | None:
 
 
 def check_no_live_trials(sweep_dir: Path, manifest: Manifest) -> None:
-    """A trial still training (its driver was killed, the trial was not) must end before the sweep goes on."""
+    """A trial still training (its driver was killed, the trial was not) must end before the sweep goes on:
+    one that wrote its status.json says so; one still starting is found by the pid the driver recorded."""
     for trial in manifest["trials"]:
         run_dir = sweep_dir / trial["run_dir"]
-        if trial["state"] == "running" and RunFiles(run_dir).status.is_file():
+        if trial["state"] != "running":
+            continue
+        if RunFiles(run_dir).status.is_file():
             with contextlib.suppress(RunDirError):
                 status = read_status(run_dir)
                 if effective_state(status) == "running":
                     raise RunDirError(f"{run_dir}: trial {trial['id']} is still training (pid {status.pid} on "
                                       f"{status.host}), left by a sweep driver that died; wait for it or stop it (kill -TERM {status.pid}), then continue the sweep")
+        launched = trial.get("process") or {}
+        if launched.get("host") == socket.gethostname() and process_alive(launched["pid"], launched.get("started")):
+            raise RunDirError(f"{run_dir}: trial {trial['id']} is still starting (pid {launched['pid']}), left by a sweep driver that died; "
+                              f"wait for it or stop it (kill -TERM {launched['pid']}), then continue the sweep")
 
 
 def reconcile(sweep_dir: Path, trial: Trial) -> Trial:
@@ -186,6 +194,10 @@ class LocalBackend:
 
     def poll(self, handle) -> int | None:
         return handle.poll()
+
+    def process(self, handle) -> dict[str, Any] | None:
+        """Which process the trial is, for a driver that dies and a later one that must not start it twice."""
+        return {"pid": handle.pid, "started": process_start_ticks(handle.pid), "host": socket.gethostname()}
 
     def stop(self, handle) -> None:
         """SIGTERM: the trial saves a checkpoint and exits 143 (kexp.train.signals)."""
@@ -304,6 +316,8 @@ def trial_loop(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: 
     settle_told(sweep_dir, manifest, search)
     for trial_id in adopt_orphans(manifest, search, make, shared=storage is not None):
         emit("warning", message=f"{trial_id}: asked of the study by a driver that died before recording it; it runs now under its own number")
+    if search.sync:
+        search.resume_batch(batch)
     return loop
 
 
