@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -176,12 +177,20 @@ def test_a_tpe_figure_adds_the_history_and_importance_panels(tmp_path, monkeypat
     assert list(lines["pruned (2)"].get_xdata()) == [3, 6] and len(lines["trial"].get_xdata()) == 7
     bars = drawn["draw_importance"]
     assert [t.get_text() for t in bars.get_yticklabels()][-1] == "learning_rate"  # the most important on top
-    assert len(drawn["draw_importance"].figure.axes) == 3
+    figure = drawn["draw_importance"].figure
+    assert [ax.get_xlabel() for ax in figure.axes] == [figure.axes[0].get_xlabel(), "trial", "epoch", "share of importance"]
+    curves = json.loads((tmp_path / "summary.json").read_text())["curves"]
+    assert {c["id"]: len(c["values"]) for c in curves if c["state"] == "pruned"} == {"trial-003": 2, "trial-006": 2}
+    assert all(len(c["values"]) == 5 for c in curves if c["state"] == "completed") and curves[0]["monitor"] == "val_accuracy"
+    pruned_lines = [line for line in figure.axes[2].get_lines() if line.get_marker() == "x"]
+    assert [list(line.get_xdata()) for line in pruned_lines] == [[2], [2]]  # each pruned curve ends in a cross at its last epoch
 
 
 def test_search_panels_only_for_tpe_or_a_long_random_search():
     tpe = {"method": "tpe", "history": [{}] * 3, "importance": {"params": {"a": 0.6, "b": 0.4}}}
     assert summary_plots.search_panels(tpe, 8) == ["history", "importance"]
+    assert summary_plots.search_panels({**tpe, "curves": [{"id": "t"}]}, 8) == ["history", "curves", "importance"]
+    assert summary_plots.search_panels({**tpe, "importance": {"params": {"a": 1.0}}}, 8) == ["history"]  # one parameter: no bars
     assert summary_plots.search_panels({**tpe, "importance": {"params": None, "reason": "x"}}, 8) == ["history"]
     assert summary_plots.search_panels({**tpe, "method": "random"}, 8) == []
     assert summary_plots.search_panels({**tpe, "method": "random", "history": [{}] * 8}, 8) == ["history", "importance"]

@@ -46,15 +46,10 @@ def sweep(
     from kexp.cli.results import print_sweep_summary
     from kexp.datasets.base import resolve_data_dir
 
-    if backend not in ("local", "ray"):
-        usage_error(f"--backend {backend}: expected local or ray")
-    if resume_dir is not None and (method or prune or seed is not None or sync or samples):
-        usage_error("--resume continues a sweep as it was started: leave out --method, --prune, --seed, --sync and --samples")
-    if (config is None) == (resume_dir is None):
-        usage_error("give a CONFIG to start (or continue) a sweep, or --resume SWEEP_DIR, not both")
+    check_usage(backend, config, resume_dir, starting_options=bool(method or prune or seed is not None or sync or samples))
     with exit_on_error():
+        from kexp.sweep.driver import run_sweep
         from kexp.sweep.space import SearchOptions, plan_sweep
-        from kexp.sweep.trials import run_sweep
 
         search = SearchOptions(method=method, prune=prune, sampler_seed=seed, sync=sync)
         plan = None if config is None else plan_sweep(config=config, overrides=set_, params=param, seeds=seeds, samples=samples, metric=metric,
@@ -66,3 +61,12 @@ def sweep(
         display.stop()
     print_sweep_summary(result)
     raise typer.Exit(result.exit_code)
+
+
+def check_usage(backend: str, config: Path | None, resume_dir: Path | None, starting_options: bool) -> None:
+    if backend not in ("local", "ray"):
+        usage_error(f"--backend {backend}: expected local or ray")
+    if resume_dir is not None and starting_options:
+        usage_error("--resume continues a sweep as it was started: leave out --method, --prune, --seed, --sync and --samples")
+    if (config is None) == (resume_dir is None):
+        usage_error("give a CONFIG to start (or continue) a sweep, or --resume SWEEP_DIR, not both")

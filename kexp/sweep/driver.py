@@ -9,19 +9,35 @@ is rewritten atomically at every change, so a driver killed at any point loses n
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexp.events import Emit
+from kexp.errors import ResumeRefused
+from kexp.events import Emit, discard
 from kexp.run.files import RunFiles, SweepFiles
 from kexp.run.io import now_iso
-from kexp.run.lifecycle import mark_pruned
-from kexp.run.records import Manifest, Trial, write_manifest
-from kexp.sweep.space import FINAL, describe_point
-from kexp.sweep.trials import trial_command, trial_outcome
+from kexp.run.lifecycle import lock_run, mark_pruned
+from kexp.run.records import Manifest, Trial, read_manifest, read_sweep_metric, write_manifest
+from kexp.sweep.space import FINAL, Plan, describe_point
+from kexp.sweep.trials import (
+    LocalBackend,
+    SweepResult,
+    check_no_live_trials,
+    check_sweep_plugins,
+    create_sweep_dir,
+    find_sweep,
+    open_manifest,
+    reconcile,
+    slot_environments,
+    trial_command,
+    trial_outcome,
+    visible_gpus,
+)
 
 POLL_SECONDS = 0.2
 
@@ -205,3 +221,98 @@ def emit_trial(emit: Emit, sweep_dir: Path, trial: dict[str, Any]) -> None:
     metrics, _ = read_small_json(RunFiles(sweep_dir / trial["run_dir"]).metrics)
     parts = {part: metrics.get(part) or {} for part in ("train", "validation", "test")} if isinstance(metrics, dict) else {}
     emit("trial_ended", **fields, error=trial.get("error"), metrics=parts, pruned_at=trial.get("pruned_at"))
+
+
+def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int = 1, max_attempts: int = 2, trials_per_gpu: int = 1,
+              backend: str = "local", address: str | None = None, resume_dir: Path | None = None, new: bool = False, cpus_per_trial: float = 1.0,
+              emit: Emit = discard, allow_changed_code: bool = False, storage: str | None = None) -> SweepResult:
+    """Create (or continue) a sweep directory, run its trials, and write its summary; progress goes to
+    `emit` as events (sweep_started, trial_started, trial_pruned, trial_ended, warning). A continued sweep
+    whose plugins changed since it started is refused unless `allow_changed_code` (then a warning).
+    A tpe or pruned sweep keeps its Optuna study in the sweep folder, or in `storage` (an RDB URL)."""
+    from kexp.sweep.summary import write_summary
+
+    data_dir = Path(data_dir).resolve()  # trials may run elsewhere (Ray workers) or from another directory
+    sweep_dir = open_or_create_sweep(plan, runs_dir, resume_dir, new, storage, parallel)
+    lock = lock_run(sweep_dir)  # one driver per sweep
+    try:
+        manifest = open_manifest(sweep_dir)
+        check_no_live_trials(sweep_dir, manifest)
+        check_sweep_plugins(sweep_dir, manifest, allow_changed_code, emit)
+        manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
+        loop = trial_loop(sweep_dir, manifest, plan, storage, max_attempts, emit)
+        write_manifest(sweep_dir, manifest)
+        emit("sweep_started", sweep_dir=str(sweep_dir), trials=max(len(manifest["trials"]), loop.search.space.samples if loop.search
+                                                                   and loop.search.proposes else 0),
+             done=sum(t["state"] in FINAL for t in manifest["trials"]))
+        stopped = run_with_backend(loop, backend, address, parallel, trials_per_gpu, cpus_per_trial, data_dir, allow_changed_code)
+        summary = write_summary(sweep_dir, manifest["trials"], read_sweep_metric(sweep_dir))
+        return SweepResult(sweep_dir, manifest, summary, stopped)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def open_or_create_sweep(plan: Plan | None, runs_dir: Path, resume_dir: Path | None, new: bool, storage: str | None, parallel: int) -> Path:
+    """The sweep directory to continue (--resume, or the same command's newest) or a new one, absolute."""
+    from kexp.sweep.proposals import settings_for
+
+    if resume_dir is not None:
+        sweep_dir = Path(resume_dir)
+        open_manifest(sweep_dir)
+    else:
+        existing = None if new else find_sweep(runs_dir, plan.fingerprint)
+        sweep_dir = existing or create_sweep_dir(runs_dir, plan, settings_for(plan, storage, parallel, new))
+    sweep_dir = sweep_dir.resolve()  # trial commands carry absolute paths: Ray workers have their own working directory
+    if plan is not None and read_manifest(sweep_dir).get("fingerprint") != plan.fingerprint:
+        raise ResumeRefused(f"{sweep_dir}: the spec or space differs from the one this sweep was started with; start a new sweep")
+    return sweep_dir
+
+
+def trial_loop(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: str | None, max_attempts: int, emit: Emit):
+    """The driver's loop over this sweep's trials, with its study when it has one (trials it missed adopted)."""
+    from kexp.sweep.proposals import adopt_orphans, new_search_trial, open_sweep_search, settle_told, sweep_base
+
+    search, batch = open_sweep_search(sweep_dir, storage)
+    loop = TrialLoop(sweep_dir, manifest, None, [], Path(), max_attempts, emit, lambda: False, search=search, batch=batch)
+    if search is None:
+        return loop
+    bases: list = []
+
+    def make(number: int, point: dict[str, Any]) -> Trial:
+        if not bases:  # read once, when the first new trial needs it
+            bases.append(sweep_base(sweep_dir, manifest, plan))
+        return new_search_trial(sweep_dir, bases[0], number, point, search.space.samples or len(manifest["trials"]), max_attempts)
+
+    loop.new_trial = make
+    settle_told(sweep_dir, manifest, search)
+    for trial_id in adopt_orphans(manifest, search, make, shared=storage is not None):
+        emit("warning", message=f"{trial_id}: asked of the study by a driver that died before recording it; it runs now under its own number")
+    if search.sync:
+        search.resume_batch(batch)
+    return loop
+
+
+def run_with_backend(loop, backend: str, address: str | None, parallel: int, trials_per_gpu: int, cpus_per_trial: float,
+                     data_dir: Path, allow_changed_code: bool) -> str | None:
+    """Run the loop's trials locally or on Ray, SIGINT/SIGTERM/SIGUSR1 stopping them; the signal's name, if one came."""
+    if backend == "ray":
+        from kexp.sweep.ray_backend import RayBackend
+
+        loop.backend = RayBackend(address, cpus_per_trial, gpus_per_trial=1.0 / trials_per_gpu if visible_gpus() else 0.0)
+        loop.environments = [{} for _ in range(parallel)]
+    else:
+        loop.backend = LocalBackend()
+        loop.environments = slot_environments(parallel, visible_gpus(), trials_per_gpu)
+    loop.data_dir, loop.allow_changed_code = data_dir, allow_changed_code
+    stopped: list[str] = []
+    loop.stop_requested = lambda: bool(stopped)
+    previous = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        loop.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        loop.backend.close()
+    return stopped[0] if stopped else None

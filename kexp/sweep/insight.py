@@ -111,6 +111,20 @@ def read_pruned(sweep_dir: Path, trial: dict[str, Any], metric: str, monitor: st
                        values[-1] if values else None)
 
 
+def trial_curves(sweep_dir: Path, trials: list[dict[str, Any]], metric: str, monitor: str | None = None) -> list[dict[str, Any]]:
+    """What the pruner saw of each trial that has a history: the monitored value per epoch (a pruned one's ends where it stopped)."""
+    curves = []
+    for trial in trials:
+        folder = Path(sweep_dir) / trial["run_dir"] if trial.get("run_dir") else None
+        if folder is None or not RunFiles(folder).history.is_file():
+            continue
+        history = read_history(folder)
+        name = monitored_series(history, metric, monitor)
+        if name:
+            curves.append({"id": trial["id"], "state": trial.get("state"), "monitor": name, "values": history.series[name]})
+    return curves
+
+
 def pruned_trials(sweep_dir: Path, trials: list[dict[str, Any]], metric: str, monitor: str | None = None) -> list[PrunedTrial]:
     return [read_pruned(sweep_dir, t, metric, monitor) for t in trials if t.get("state") == "pruned"]
 

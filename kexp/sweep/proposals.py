@@ -11,9 +11,9 @@ import yaml
 
 from kexp.errors import ResumeRefused, SpecError
 from kexp.run.files import SweepFiles
-from kexp.run.io import now_iso
+from kexp.run.io import now_iso, write_text_atomic
 from kexp.run.records import Manifest, Trial
-from kexp.sweep.space import FINAL, SweepBase, SweepSpec, read_sweep_base, space_fingerprint_part, trial_id_width
+from kexp.sweep.space import FINAL, SweepBase, SweepSpec, describe_point, read_sweep_base, space_fingerprint_part, trial_id_width
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class SearchSettings:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def write_trial_spec(sweep_dir: Path, trial: Trial, spec) -> None:
+    header = f"# Trial {trial['id']} of sweep {Path(sweep_dir).name}: {describe_point(trial['params'])}\n"
+    write_text_atomic(SweepFiles(sweep_dir).trial_spec(trial["id"]), header + spec.to_yaml())
 
 
 def needs_study(space: SweepSpec) -> bool:
@@ -115,8 +120,6 @@ def sweep_base(sweep_dir: Path, manifest: Manifest, plan) -> SweepBase:
 def new_search_trial(sweep_dir: Path, base: SweepBase, number: int, point: dict[str, Any], samples: int, max_attempts: int) -> Trial:
     """The manifest entry of the study's trial `number` at `point`, its spec written; a point the spec
     refuses (a value the model cannot take) is a failed trial, with the reason, that is not retried."""
-    from kexp.sweep.trials import write_trial_spec
-
     trial_id = f"trial-{number:0{trial_id_width(samples)}d}"
     try:
         trial, spec = base.make_trial(trial_id, point)

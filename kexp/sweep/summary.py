@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from kexp.report.aggregate import summarize_values
-from kexp.report.compare import format_value, short_names
+from kexp.report.compare import format_value
 from kexp.report.runs import task_metrics
 from kexp.run.files import RunFiles, SweepFiles
 from kexp.run.io import write_json, write_text_atomic
 from kexp.run.records import read_small_json, read_sweep_space
-from kexp.sweep.insight import optimization_history, param_importance, pruned_trials
+from kexp.sweep.insight import optimization_history, param_importance, pruned_trials, trial_curves
+from kexp.sweep.summary_plots import param_names
 
 PARTS = ("train", "validation", "test")
 BEST_PARTS = ("test", "validation", "train")  # the best point is judged on held-out data when a trial has some
@@ -147,6 +148,8 @@ def build_summary(sweep_dir: Path, trials: list[dict[str, Any]], metric: str | N
         "history": [asdict(e) for e in optimization_history(trials, rows, part, not lower_is_better(metric))],
         "importance": asdict(param_importance(rows, part, space.get("params"), not lower_is_better(metric))),
         "pruned": [asdict(p) for p in pruned],
+        # the pruner's view, for the curves panel: only where something was (or could be) pruned
+        "curves": trial_curves(sweep_dir, trials, metric, space.get("monitor")) if pruned or space.get("prune") not in (None, "none") else [],
     }
 
 
@@ -262,12 +265,6 @@ def point_labels(points: list[dict[str, Any]], params: list[str]) -> list[str]:
     return [", ".join(format_value(p["params"].get(k)) for k in params) for p in points]
 
 
-def param_names(params: list[str]) -> dict[str, str]:
-    """compare's short names, but a list index keeps its list: model.hidden_units.0 -> hidden_units.0, not 0."""
-    names = short_names(params)
-    return {k: ".".join(k.split(".")[-2:]) if name.isdigit() else name for k, name in names.items()}
-
-
 def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str) -> None:
     """The metric per part against the points; mean line and a ±std band where a point has several seeds."""
     from matplotlib.ticker import NullFormatter
@@ -288,7 +285,7 @@ def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str
                             color=line.get_color(), alpha=0.2, linewidth=0)
     if xs and wants_log_scale(xs):
         ax.set_xscale("log")
-    if xs is None or len(set(x)) <= 12:  # more distinct numbers than that (a random search): the default ticks read better
+    if xs is None or ticks_fit(sorted(set(x)), ax.get_xscale() == "log"):  # else (a search's scattered values) the default ticks read better
         long = xs is None and max(map(len, labels), default=0) > 6
         ax.set_xticks(x, [labels[i] for i in order], rotation=30 if long else 0, ha="right" if long else "center")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis would also label 2×10¹, 3×10¹ … between ours
@@ -299,6 +296,16 @@ def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str
     several = any(p[part]["n"] > 1 for p in points for part in PARTS)
     title = f"{metric} against {param_names(params)[params[0]]}" if len(params) == 1 else f"{metric} per point"
     ax.set_title(title + (" (mean ± std over seeds)" if several else ""))
+
+
+def ticks_fit(values: list[float], log: bool) -> bool:
+    """A tick per value only when they are few and far enough apart for their labels not to overlap."""
+    import math
+
+    if len(values) <= 1:
+        return True
+    xs = [math.log10(v) for v in values] if log and values[0] > 0 else values
+    return len(xs) <= 12 and min(b - a for a, b in zip(xs, xs[1:])) >= (xs[-1] - xs[0]) / 25
 
 
 def distinct_values(points: list[dict[str, Any]], key: str) -> dict[str, Any]:

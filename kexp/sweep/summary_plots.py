@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kexp.report.compare import short_names
+
 SEARCH_PANEL_WIDTH = 5.5  # inches each added panel widens the figure
 
 
@@ -16,12 +18,16 @@ def search_panels(summary: dict[str, Any], min_random_trials: int) -> list[str]:
     method, trials = summary.get("method"), len(summary.get("history") or [])
     if not (method == "tpe" or (method == "random" and trials >= min_random_trials)):
         return []
-    return ["history"] + (["importance"] if (summary.get("importance") or {}).get("params") else [])
+    ranked = (summary.get("importance") or {}).get("params") or {}
+    curves = ["curves"] if summary.get("curves") else []
+    return ["history", *curves] + (["importance"] if len(ranked) > 1 else [])  # one parameter has all of it: no panel to look at
 
 
 def draw_search_panels(summary: dict[str, Any], axes: dict[str, Any]) -> None:
     if "history" in axes:
         draw_history(axes["history"], summary)
+    if "curves" in axes:
+        draw_trial_curves(axes["curves"], summary["curves"])
     if "importance" in axes:
         draw_importance(axes["importance"], summary)
 
@@ -46,9 +52,23 @@ def draw_history(ax, summary: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
 
 
+def draw_trial_curves(ax, curves: list[dict[str, Any]]) -> None:
+    """The value the pruner watched, per epoch and trial: completed trials in colour, pruned ones grey, ending in a cross."""
+    for curve in curves:
+        epochs = [e for e, v in enumerate(curve["values"], 1) if v is not None]
+        values = [v for v in curve["values"] if v is not None]
+        if curve["state"] == "pruned":
+            ax.plot(epochs, values, color="tab:gray", alpha=0.6, linewidth=1)
+            ax.plot(epochs[-1:], values[-1:], "x", color="tab:gray")
+        else:
+            ax.plot(epochs, values, marker="o", markersize=3, linewidth=1.2, alpha=0.9)
+    ax.set(xlabel="epoch", ylabel=curves[0]["monitor"], title="per epoch: pruned trials (grey) end where they were stopped")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+
+
 def draw_importance(ax, summary: dict[str, Any]) -> None:
     """Horizontal bars, the most important parameter on top, named as the points' panel names them."""
-    from kexp.sweep.summary import param_names
 
     importance = summary["importance"]
     ranked = sorted(importance["params"].items(), key=lambda kv: kv[1])  # barh draws bottom-up
@@ -58,3 +78,9 @@ def draw_importance(ax, summary: dict[str, Any]) -> None:
     evaluator = {"fanova": "fANOVA", "ped-anova": "PED-ANOVA"}.get(importance.get("evaluator"), importance.get("evaluator"))
     ax.set(xlabel="share of importance", title=f"parameter importance ({evaluator}, {importance['trials']} trials)")
     ax.grid(alpha=0.3, axis="x")
+
+
+def param_names(params: list[str]) -> dict[str, str]:
+    """compare's short names, but a list index keeps its list: model.hidden_units.0 -> hidden_units.0, not 0."""
+    names = short_names(params)
+    return {k: ".".join(k.split(".")[-2:]) if name.isdigit() else name for k, name in names.items()}

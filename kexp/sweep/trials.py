@@ -1,5 +1,5 @@
 """`kexp sweep`'s sweep directory and its trials: created or found again, reconciled with their
-runs' own status, run as child processes (or Ray tasks) a few at a time, summarized at the end."""
+runs' own status, and the commands, backends and outcomes of their processes (kexp.sweep.driver runs them)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import ResumeRefused, RunDirError
-from kexp.events import Emit, discard
+from kexp.errors import RunDirError
+from kexp.events import Emit
 from kexp.plugins import PluginRecord, check_recorded, plugins_of_run
 from kexp.registry import DATASETS, MODELS
 from kexp.run.dirs import create_run_dir
 from kexp.run.files import MANIFEST, SWEEPS, RunFiles, SweepFiles
-from kexp.run.io import now_iso, write_text_atomic
-from kexp.run.lifecycle import effective_state, lock_run, process_alive, process_start_ticks
+from kexp.run.io import now_iso
+from kexp.run.lifecycle import effective_state, process_alive, process_start_ticks
 from kexp.run.records import (
     Manifest,
     Status,
@@ -29,13 +29,12 @@ from kexp.run.records import (
     has_manifest,
     read_manifest,
     read_status,
-    read_sweep_metric,
     read_sweep_plugins,
     write_manifest,
     write_sweep_spec,
 )
-from kexp.sweep.proposals import SearchSettings
-from kexp.sweep.space import FINAL, Plan, describe_point
+from kexp.sweep.proposals import SearchSettings, write_trial_spec
+from kexp.sweep.space import Plan
 
 # --- the sweep directory ---------------------------------------------------------------
 
@@ -59,11 +58,6 @@ def create_sweep_dir(runs_dir: Path, plan: Plan, search: SearchSettings | None =
     write_sweep_spec(sweep_dir, document)
     write_manifest(sweep_dir, {"sweep": sweep_dir.name, "fingerprint": plan.fingerprint, "trials": plan.trials})
     return sweep_dir
-
-
-def write_trial_spec(sweep_dir: Path, trial: Trial, spec) -> None:
-    header = f"# Trial {trial['id']} of sweep {Path(sweep_dir).name}: {describe_point(trial['params'])}\n"
-    write_text_atomic(SweepFiles(sweep_dir).trial_spec(trial["id"]), header + spec.to_yaml())
 
 
 def sweep_plugins(plan: Plan) -> list[PluginRecord]:
@@ -248,99 +242,3 @@ class SweepResult:
         if self.stopped_by:
             return 128 + signal.Signals[self.stopped_by]
         return 0 if all(t["state"] in ("completed", "pruned") for t in self.manifest["trials"]) else 1
-
-
-def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int = 1, max_attempts: int = 2, trials_per_gpu: int = 1,
-              backend: str = "local", address: str | None = None, resume_dir: Path | None = None, new: bool = False, cpus_per_trial: float = 1.0,
-              emit: Emit = discard, allow_changed_code: bool = False, storage: str | None = None) -> SweepResult:
-    """Create (or continue) a sweep directory, run its trials, and write its summary; progress goes to
-    `emit` as events (sweep_started, trial_started, trial_pruned, trial_ended, warning). A continued sweep
-    whose plugins changed since it started is refused unless `allow_changed_code` (then a warning).
-    A tpe or pruned sweep keeps its Optuna study in the sweep folder, or in `storage` (an RDB URL)."""
-    from kexp.sweep.summary import write_summary
-
-    data_dir = Path(data_dir).resolve()  # trials may run elsewhere (Ray workers) or from another directory
-    sweep_dir = open_or_create_sweep(plan, runs_dir, resume_dir, new, storage, parallel)
-    lock = lock_run(sweep_dir)  # one driver per sweep
-    try:
-        manifest = open_manifest(sweep_dir)
-        check_no_live_trials(sweep_dir, manifest)
-        check_sweep_plugins(sweep_dir, manifest, allow_changed_code, emit)
-        manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
-        loop = trial_loop(sweep_dir, manifest, plan, storage, max_attempts, emit)
-        write_manifest(sweep_dir, manifest)
-        emit("sweep_started", sweep_dir=str(sweep_dir), trials=max(len(manifest["trials"]), loop.search.space.samples if loop.search
-                                                                   and loop.search.proposes else 0),
-             done=sum(t["state"] in FINAL for t in manifest["trials"]))
-        stopped = run_with_backend(loop, backend, address, parallel, trials_per_gpu, cpus_per_trial, data_dir, allow_changed_code)
-        summary = write_summary(sweep_dir, manifest["trials"], read_sweep_metric(sweep_dir))
-        return SweepResult(sweep_dir, manifest, summary, stopped)
-    finally:
-        if lock is not None:
-            os.close(lock)
-
-
-def open_or_create_sweep(plan: Plan | None, runs_dir: Path, resume_dir: Path | None, new: bool, storage: str | None, parallel: int) -> Path:
-    """The sweep directory to continue (--resume, or the same command's newest) or a new one, absolute."""
-    from kexp.sweep.proposals import settings_for
-
-    if resume_dir is not None:
-        sweep_dir = Path(resume_dir)
-        open_manifest(sweep_dir)
-    else:
-        existing = None if new else find_sweep(runs_dir, plan.fingerprint)
-        sweep_dir = existing or create_sweep_dir(runs_dir, plan, settings_for(plan, storage, parallel, new))
-    sweep_dir = sweep_dir.resolve()  # trial commands carry absolute paths: Ray workers have their own working directory
-    if plan is not None and read_manifest(sweep_dir).get("fingerprint") != plan.fingerprint:
-        raise ResumeRefused(f"{sweep_dir}: the spec or space differs from the one this sweep was started with; start a new sweep")
-    return sweep_dir
-
-
-def trial_loop(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: str | None, max_attempts: int, emit: Emit):
-    """The driver's loop over this sweep's trials, with its study when it has one (trials it missed adopted)."""
-    from kexp.sweep.driver import TrialLoop
-    from kexp.sweep.proposals import adopt_orphans, new_search_trial, open_sweep_search, settle_told, sweep_base
-
-    search, batch = open_sweep_search(sweep_dir, storage)
-    loop = TrialLoop(sweep_dir, manifest, None, [], Path(), max_attempts, emit, lambda: False, search=search, batch=batch)
-    if search is None:
-        return loop
-    bases: list = []
-
-    def make(number: int, point: dict[str, Any]) -> Trial:
-        if not bases:  # read once, when the first new trial needs it
-            bases.append(sweep_base(sweep_dir, manifest, plan))
-        return new_search_trial(sweep_dir, bases[0], number, point, search.space.samples or len(manifest["trials"]), max_attempts)
-
-    loop.new_trial = make
-    settle_told(sweep_dir, manifest, search)
-    for trial_id in adopt_orphans(manifest, search, make, shared=storage is not None):
-        emit("warning", message=f"{trial_id}: asked of the study by a driver that died before recording it; it runs now under its own number")
-    if search.sync:
-        search.resume_batch(batch)
-    return loop
-
-
-def run_with_backend(loop, backend: str, address: str | None, parallel: int, trials_per_gpu: int, cpus_per_trial: float,
-                     data_dir: Path, allow_changed_code: bool) -> str | None:
-    """Run the loop's trials locally or on Ray, SIGINT/SIGTERM/SIGUSR1 stopping them; the signal's name, if one came."""
-    if backend == "ray":
-        from kexp.sweep.ray_backend import RayBackend
-
-        loop.backend = RayBackend(address, cpus_per_trial, gpus_per_trial=1.0 / trials_per_gpu if visible_gpus() else 0.0)
-        loop.environments = [{} for _ in range(parallel)]
-    else:
-        loop.backend = LocalBackend()
-        loop.environments = slot_environments(parallel, visible_gpus(), trials_per_gpu)
-    loop.data_dir, loop.allow_changed_code = data_dir, allow_changed_code
-    stopped: list[str] = []
-    loop.stop_requested = lambda: bool(stopped)
-    previous = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        loop.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        loop.backend.close()
-    return stopped[0] if stopped else None
