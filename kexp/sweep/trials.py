@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import ResumeRefused, RunDirError
+from kexp.errors import KexpError, ResumeRefused, RunDirError
 from kexp.events import Emit, discard
 from kexp.plugins import PluginRecord, check_recorded, plugins_of_run
 from kexp.registry import DATASETS, MODELS
@@ -265,7 +265,8 @@ def run_trials(sweep_dir: Path, manifest: Manifest, backend, environments: list[
                 slot = free.pop(0)
                 trial = trials[i]
                 command = trial_command(sweep_dir, trial, data_dir, allow_changed_code)
-                handle = backend.launch(command, environments[slot], SweepFiles(sweep_dir).trial_log(trial["id"]))
+                env = {**environments[slot], **trial_data_env(sweep_dir, trial, data_dir, emit)}
+                handle = backend.launch(command, env, SweepFiles(sweep_dir).trial_log(trial["id"]))
                 running[i] = (handle, slot)
                 save(i, {**trial, "state": "running", "attempts": trial["attempts"] + 1, "started": now_iso(), "ended": None,
                          "command": " ".join(command[1:])})
@@ -281,6 +282,18 @@ def run_trials(sweep_dir: Path, manifest: Manifest, backend, environments: list[
         if not running and (stopping or not any(ready(i) for i in range(len(trials)))):
             return not stopping
         time.sleep(0.2)
+
+
+def trial_data_env(sweep_dir: Path, trial: Trial, data_dir: Path, emit: Emit) -> dict[str, str]:
+    """KEXP_SHARED_DATA for the trial: its data prepared once in the sweep's data-cache/ (kexp.datasets.shared)."""
+    from kexp.datasets.shared import shared_data_env
+    from kexp.spec import load_spec
+
+    try:
+        spec = load_spec(SweepFiles(sweep_dir).trial_spec(trial["id"]))
+    except KexpError:  # the trial meets the same error and records it in its run
+        return {}
+    return shared_data_env(sweep_dir, spec, data_dir, emit)
 
 
 def emit_trial(emit: Emit, sweep_dir: Path, trial: dict[str, Any]) -> None:
