@@ -132,9 +132,12 @@ def test_no_sharing_for_a_plugin_dataset_or_data_that_cannot_be_read(tmp_path, m
     assert "the sweep's shared data was not prepared (DataError" in events.kinds("warning")[0]["message"]
 
 
-def test_without_the_variable_nothing_is_loaded(tmp_path):
+def test_without_the_variable_nothing_is_loaded_and_off_turns_sharing_off(tmp_path, monkeypatch):
     spec, data_dir = load_spec(text_spec(tmp_path)), tmp_path / "data"
     shared_data_env(tmp_path / "sweep", spec, data_dir)
+    assert load_shared_data(spec, data_dir) is None
+    monkeypatch.setenv(SHARED_DATA_ENV, "off")
+    assert shared_data_env(tmp_path / "sweep2", spec, data_dir) == {} and not (tmp_path / "sweep2").exists()
     assert load_shared_data(spec, data_dir) is None
 
 

@@ -38,7 +38,8 @@ from kexp.registry import DATASETS
 from kexp.run.io import now_iso
 from kexp.text import file_identity
 
-SHARED_DATA_ENV = "KEXP_SHARED_DATA"  # the folder of entries, set by the sweep driver for its trials
+SHARED_DATA_ENV = "KEXP_SHARED_DATA"  # the folder of entries, set by the sweep driver for its trials; "off" in the driver's: no sharing
+OFF = {"off", "none", "0"}
 DATA_CACHE = "data-cache"  # that folder's name in a sweep directory
 FORMAT = 1
 ALIGN = 64
@@ -202,8 +203,8 @@ def load_entry(entry: Path, fingerprint: str) -> tuple[RawData, dict[str, np.nda
 
 def load_shared_data(spec: Any, data_dir: Path, emit: Emit = discard) -> SharedData | None:
     """The spec's prepared data from the folder KEXP_SHARED_DATA names, or None (not set, no entry, or unusable: warned)."""
-    folder = os.environ.get(SHARED_DATA_ENV)
-    fingerprint = data_fingerprint(spec, data_dir) if folder else None
+    folder = os.environ.get(SHARED_DATA_ENV, "")
+    fingerprint = data_fingerprint(spec, data_dir) if folder and folder.lower() not in OFF else None
     if fingerprint is None or not (Path(folder) / fingerprint).is_dir():
         return None
     entry, clock = Path(folder) / fingerprint, time.perf_counter()
@@ -228,6 +229,8 @@ def shared_data_env(sweep_dir: Path, spec: Any, data_dir: Path, emit: Emit = dis
     the entry prepared first if missing; {} when the data cannot be shared or preparing it failed (warned:
     each trial then prepares its own, and reports its own error)."""
     cache_dir = Path(sweep_dir) / DATA_CACHE
+    if os.environ.get(SHARED_DATA_ENV, "").lower() in OFF:  # the driver's own environment turns sharing off
+        return {}
     fingerprint = data_fingerprint(spec, data_dir)
     if fingerprint is None:
         return {}
