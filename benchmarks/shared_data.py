@@ -15,7 +15,7 @@ Start-up is metrics.json's timing.startup_seconds: process start -> the first ba
 Tokenizations: the shared entry's entry.json (tokens_from_cache false: the driver tokenized) plus every trial whose metrics.json
 data summary says tokens_from_cache false without shared_data (it tokenized itself).
 Reported: tokenizations, each trial's start-up and its ratio to the warm single run's (target: tokenized once, every ratio <= 1.2),
-the driver's preparation seconds, sweep wall seconds. Writes benchmarks/results/shared_data.json. About 5 minutes on 2 CPU cores.
+the driver's preparation seconds, sweep wall seconds. Writes benchmarks/results/shared_data.json (under "parallel-P", each P its latest run). About 5 minutes on 2 CPU cores.
 """
 
 import argparse
@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import ROOT, STARTED, Proc, printed_run_dir, write_result
+from common import RESULTS, ROOT, STARTED, Proc, printed_run_dir, write_result
 
 CONFIG = "configs/imdb.yaml"
 SET = ["--set", "train.epochs=1"]
@@ -109,7 +109,10 @@ def main() -> None:
     document = {"measured": started, "cpus": len(os.sched_getaffinity(0)), "config": CONFIG, "set": SET[1], "param": PARAM,
                 "target": {"tokenizations": 1, "startup_ratio_max": TARGET}, "warm_single_startup_seconds": warm, **results}
     print(f"warm single start-up {warm} s; cold single {results['single']['cold']['startup_seconds']} s")
-    print(f"wrote {write_result('shared_data', document).relative_to(ROOT)}")
+    previous = RESULTS / "shared_data.json"
+    kept = json.loads(previous.read_text()) if previous.exists() else {}
+    kept[f"parallel-{args.parallel}"] = document  # each --parallel its latest run
+    print(f"wrote {write_result('shared_data', kept).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
