@@ -15,7 +15,8 @@ Start-up is metrics.json's timing.startup_seconds: process start -> the first ba
 Tokenizations: the shared entry's entry.json (tokens_from_cache false: the driver tokenized) plus every trial whose metrics.json
 data summary says tokens_from_cache false without shared_data (it tokenized itself).
 Reported: tokenizations, each trial's start-up and its ratio to the warm single run's (target: tokenized once, every ratio <= 1.2),
-the driver's preparation seconds, sweep wall seconds. Writes benchmarks/results/shared_data.json (under "parallel-P", each P its latest run). About 5 minutes on 2 CPU cores.
+the driver's preparation seconds, sweep wall seconds. Writes benchmarks/results/shared_data.json (under "parallel-P", each P and case
+its latest run, each case with the warm single start-up it was compared with). About 5 minutes on 2 CPU cores.
 """
 
 import argparse
@@ -83,8 +84,8 @@ def with_ratios(case: dict, warm: float) -> dict:
     ratios = [round(t["startup_seconds"] / warm, 3) for t in case["trials"]]
     for trial, ratio in zip(case["trials"], ratios):
         trial["startup_ratio"] = ratio
-    return {**case, "startup_ratio_max": max(ratios), "startup_ratio_median": statistics.median(ratios),
-            "startup_within_target": max(ratios) <= TARGET}
+    return {**case, "measured": datetime.now(UTC).isoformat(timespec="seconds"), "warm_single_startup_seconds": warm,
+            "startup_ratio_max": max(ratios), "startup_ratio_median": statistics.median(ratios), "startup_within_target": max(ratios) <= TARGET}
 
 
 def main() -> None:
@@ -111,7 +112,7 @@ def main() -> None:
     print(f"warm single start-up {warm} s; cold single {results['single']['cold']['startup_seconds']} s")
     previous = RESULTS / "shared_data.json"
     kept = json.loads(previous.read_text()) if previous.exists() else {}
-    kept[f"parallel-{args.parallel}"] = document  # each --parallel its latest run
+    kept[f"parallel-{args.parallel}"] = {**kept.get(f"parallel-{args.parallel}", {}), **document}  # each --parallel and case its latest run
     print(f"wrote {write_result('shared_data', kept).relative_to(ROOT)}")
 
 
