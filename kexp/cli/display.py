@@ -75,6 +75,8 @@ def line_for(kind: str, fields: dict[str, Any]) -> str | None:
         return f"mlflow: logging to {fields['uri']} ({experiment}run {fields['run_id']})" + (f"; {fields['note']}" if fields.get("note") else "")
     if kind == "warning":
         return f"warning: {fields['message']}"
+    if kind == "shared_data_loaded":
+        return f"data: loaded from the sweep's shared data ({fields['seconds']:.2f}s)"
     if kind == "epoch_end":
         return f"{member}epoch {fields['epoch']}/{fields['epochs']}  {fields['seconds']:.1f}s  {describe(fields['metrics'])}"
     if kind == "run_failed":
@@ -223,6 +225,11 @@ class SweepDisplay:
                 if isinstance(fields.get("value"), (int, float)) else f"at epoch {fields['epoch']}"
         elif kind == "warning" and self.warn is not None:
             self.warn(fields["message"])
+        elif kind == "shared_data" and not fields.get("reused"):
+            self.print(f"data: prepared once for the trials that share it ({fields['seconds']:.1f}s, data-cache/{fields['fingerprint']})")
+
+    def print(self, line: str) -> None:
+        (self.progress.console if self.progress else self.console).print(line, highlight=False, markup=False)
 
     def start(self, sweep_dir: str, trials: int, done: int) -> None:
         self.console.print(f"sweep: {sweep_dir}  {trials} trials, {done} already done", highlight=False)

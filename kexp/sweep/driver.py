@@ -35,6 +35,7 @@ from kexp.sweep.trials import (
     reconcile,
     slot_environments,
     trial_command,
+    trial_data_env,
     trial_outcome,
     visible_gpus,
 )
@@ -142,7 +143,8 @@ class TrialLoop:
                 self.search.note(trial["number"], trial)
             slot = free.pop(0)
             command = trial_command(self.sweep_dir, trial, self.data_dir, self.allow_changed_code)
-            env = {**self.environments[slot], **({"KEXP_HISTORY_SECONDS": "0"} if self.search and self.search.prunes else {})}
+            env = {**self.environments[slot], **trial_data_env(self.sweep_dir, trial, self.data_dir, self.emit),
+                   **({"KEXP_HISTORY_SECONDS": "0"} if self.search and self.search.prunes else {})}
             handle = self.backend.launch(command, env, SweepFiles(self.sweep_dir).trial_log(trial["id"]))
             self.running[i] = (handle, slot)
             self.seen.pop(i, None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import RunDirError
+from kexp.errors import KexpError, RunDirError
 from kexp.events import Emit
 from kexp.plugins import PluginRecord, check_recorded, plugins_of_run
 from kexp.registry import DATASETS, MODELS
@@ -177,6 +177,18 @@ def trial_command(sweep_dir: Path, trial: Trial, data_dir: Path, allow_changed_c
         shutil.rmtree(run_dir)
     return [sys.executable, "-m", "kexp", "train", str(SweepFiles(sweep_dir).trial_spec(trial["id"])), "--run-dir", str(run_dir),
             "--data-dir", str(data_dir)]
+
+
+def trial_data_env(sweep_dir: Path, trial: Trial, data_dir: Path, emit: Emit) -> dict[str, str]:
+    """KEXP_SHARED_DATA for the trial: its data prepared once in the sweep's data-cache/ (kexp.datasets.shared)."""
+    from kexp.datasets.shared import shared_data_env
+    from kexp.spec import load_spec
+
+    try:
+        spec = load_spec(SweepFiles(sweep_dir).trial_spec(trial["id"]))
+    except KexpError:  # the trial meets the same error and records it in its run
+        return {}
+    return shared_data_env(sweep_dir, spec, data_dir, emit)
 
 
 class LocalBackend:

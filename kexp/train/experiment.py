@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import kexp
-from kexp.datasets.base import Dataset, class_balance, summarize
+from kexp.datasets.base import Dataset, RawData, class_balance, summarize
 from kexp.datasets.pipeline import Member, plan_members, prepare_dataset, read_data
+from kexp.datasets.shared import load_shared_data
 from kexp.errors import KexpError, ResumeRefused
 from kexp.events import Emit, RecordingEmit, discard
 from kexp.report.plots import BackgroundPlots
@@ -180,15 +181,25 @@ def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: Signa
 def prepare_data(spec: ExperimentSpec, data_dir: Path, start: Start, emit: Emit) -> Prepared:
     """Read the data, plan the members and prepare the first one's; every member's split is checked here:
     one that leaves a part or a class empty is a spec error, before any run directory exists."""
-    raw = read_data(spec, data_dir)
-    check_task(spec, len(raw.class_names), raw.task)
-    members = plan_members(raw, spec)
-    data = prepare_dataset(raw, members[0].rows)
+    raw, members, data = read_or_load_data(spec, data_dir, emit)
     start.check_data(data)
     loss = resolve_loss(spec.train.loss, data.num_classes, data.task)
     prepared = Prepared(raw, members, data, loss, count_outputs(loss, data.num_classes, data.task))
     emit("data", name=spec.data.name, description=describe_data(data) + protocol_note(spec, members))
     return prepared
+
+
+def read_or_load_data(spec: ExperimentSpec, data_dir: Path, emit: Emit) -> tuple[RawData, list[Member], Dataset]:
+    """The raw data, the members and the first one's dataset: from a sweep's shared cache (KEXP_SHARED_DATA) when it
+    holds this data spec's entry, else read, split, fitted and transformed here."""
+    shared = load_shared_data(spec, data_dir, emit)
+    if shared is not None:
+        check_task(spec, len(shared.raw.class_names), shared.raw.task)
+        return shared.raw, shared.members, shared.data
+    raw = read_data(spec, data_dir)
+    check_task(spec, len(raw.class_names), raw.task)
+    members = plan_members(raw, spec)
+    return raw, members, prepare_dataset(raw, members[0].rows)
 
 
 def start_runtime(spec: ExperimentSpec) -> Placement:
