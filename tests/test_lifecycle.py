@@ -409,3 +409,22 @@ def test_a_running_run_rewrites_its_heartbeat(tmp_path, monkeypatch):
     time.sleep(0.3)  # no heartbeat after the run ended
     assert status_of(run.path) == final and final["state"] == "completed"
 
+
+
+def test_a_killed_process_not_yet_reaped_is_not_alive():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kexp.run.lifecycle import process_alive, process_start_ticks, process_state
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = process_start_ticks(child.pid)
+    assert process_alive(child.pid, started)
+    child.send_signal(signal.SIGKILL)
+    deadline = time.time() + 10
+    while process_state(child.pid) != "Z" and time.time() < deadline:  # not waited for: a zombie
+        time.sleep(0.05)
+    assert process_state(child.pid) == "Z" and not process_alive(child.pid, started)
+    child.wait()

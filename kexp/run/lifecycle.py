@@ -286,8 +286,18 @@ def process_alive(pid: int, started_ticks: int | None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: alive
+    if process_state(pid) in ("Z", "X"):  # killed, not yet reaped (its parent died too): gone all the same
+        return False
     now_ticks = process_start_ticks(pid)
     return started_ticks is None or now_ticks is None or now_ticks == started_ticks
+
+
+def process_state(pid: int) -> str | None:
+    """The process's state letter in /proc (R, S, D, Z for a zombie ...); None where there is no /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def effective_state(status: Status, now: datetime | None = None) -> str | None:
