@@ -55,7 +55,7 @@ def tpe_plan(tmp_path: Path, params: list[str], **options):
     ("train.batch_size=8..8", 4, "sweep.params.train.batch_size: the range 8..8 is empty; tpe needs low < high"),
     ("train.optimizer.learning_rate=log:0..0.1", 4, "sweep.params.train.optimizer.learning_rate: a log range needs low > 0 (got 0)"),
     ("model.activation=relu", 4, "sweep.params.model.activation: one value (\"relu\") leaves tpe nothing to choose"),
-    ("train.batch_size=8..64", None, "sweep.samples: tpe needs the number of trials: --samples N"),
+    ("train.batch_size=8..64", None, "sweep.samples: tpe needs the number of trials: samples: N in the sweep section, or --samples N"),
 ])
 def test_a_space_tpe_cannot_sample_is_refused_before_any_trial_naming_the_parameter(tmp_path, param, samples, message):
     with pytest.raises(SpecError) as caught:
@@ -414,6 +414,9 @@ def test_the_command_line_refuses_a_space_tpe_cannot_sample_in_one_line_before_a
         "kexp: error: sweep.params.train.batch_size: the range 8..8 is empty; tpe needs low < high"]
     assert not (tmp_path / "runs").exists()
     assert cli("sweep", str(search_spec(tmp_path)), "--method", "bayes", "--param", "train.batch_size=8..9").exit_code == 2
+    both = cli("validate", str(search_spec(tmp_path, {"method": "tpe", "params": {"train.batch_size": {"low": 8, "high": 8}}})))
+    assert both.exit_code == 2 and [line.split(": ", 2)[-1].split(":")[0] for line in both.output.strip().splitlines()] == [
+        "sweep.samples", "sweep.params.train.batch_size"]  # every problem of the section at once
 
 
 def test_a_damaged_journal_stops_a_continued_sweep_with_the_file_named(tmp_path):
@@ -456,3 +459,18 @@ def test_sync_resumed_mid_batch_judges_the_batch_against_the_same_earlier_trials
     again = fresh_search(tmp_path / "s", plan)
     again.resume_batch(2)
     assert again.batch_start == search.batch_start == 2
+
+
+def test_the_summary_says_why_a_point_has_no_value_and_a_repeated_point_is_not_called_seeds():
+    from kexp.cli.results import describe_best, not_completed
+
+    trials = [{"id": "trial-000", "params": {"b": 39}, "seed": 7, "state": "completed"},
+              {"id": "trial-001", "params": {"b": 31}, "seed": 7, "state": "pruned"},
+              {"id": "trial-002", "params": {"b": 39}, "seed": 7, "state": "completed"}]
+    states = {t["id"]: t["state"] for t in trials}
+    assert not_completed({"trials": ["trial-001"]}, states) == "1 pruned" and not_completed({"trials": ["trial-000"]}, states) == ""
+    best = {"id": "trial-000", "params": {"b": 39}, "part": "train", "value": 0.5872, "std": 0.0, "n": 2, "command": "kexp train x"}
+    line = describe_best({"best": best, "trials": trials, "metric": "accuracy"})
+    assert "± 0.0000 over 2 trials of this point" in line
+    seeded = [{**t, "seed": i} for i, t in enumerate(trials)]
+    assert "over 2 seeds" in describe_best({"best": best, "trials": seeded, "metric": "accuracy"})

@@ -92,11 +92,13 @@ def describe_value(metrics: Metrics, split: str, name: str) -> str:
 def print_sweep_summary(result) -> None:
     summary = result.summary
     table = Table(title=f"sweep summary: {summary.get('metric')} per point (also in summary.json, summary.csv, summary.png)")
-    for column in (*summary.get("params", []), "n", "train", "validation", "test"):
+    states = {row["id"]: row.get("state") for row in summary.get("trials", [])}
+    for column in (*summary.get("params", []), "n", "train", "validation", "test", "not completed"):
         table.add_column(column, justify="right")
     for point in summary.get("points", []):
         cells = [json.dumps(point["params"][k]) for k in summary.get("params", [])]
-        table.add_row(*cells, str(point.get("n", 0)), *(describe_stats(point.get(part) or {}) for part in ("train", "validation", "test")))
+        table.add_row(*cells, str(point.get("n", 0)), *(describe_stats(point.get(part) or {}) for part in ("train", "validation", "test")),
+                      not_completed(point, states))
     console.print(table)
     counts = summary.get("counts", {})
     console.print("trials: " + ", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
@@ -108,12 +110,25 @@ def print_sweep_summary(result) -> None:
     console.print(f"sweep directory: {result.sweep_dir}", highlight=False)
 
 
+def not_completed(point: dict, states: dict) -> str:
+    """"2 pruned, 1 failed": why a point has fewer values than trials (a pruned trial has no final value)."""
+    counts: dict[str, int] = {}
+    for trial_id in point.get("trials") or []:
+        state = states.get(trial_id)
+        if state != "completed":
+            counts[state or "unknown"] = counts.get(state or "unknown", 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
 def describe_best(summary: dict) -> str | None:
     """The best trial, its value and params, and the command that trains its spec again."""
     best = summary.get("best")
     if not best or not best.get("id"):
         return None
-    value = f"{best['value']:.4f}" + (f" ± {best['std']:.4f} over {best['n']} seeds" if best.get("n", 1) > 1 else "")
+    seeds = {row.get("seed") for row in summary.get("trials", []) if row.get("params") == best["params"] and row.get("state") == "completed"}
+    # a grid point trained with --seeds N, or a point tpe proposed more than once (same seed: the same result again)
+    over = "seeds" if len(seeds) == best.get("n", 1) else "trials of this point"
+    value = f"{best['value']:.4f}" + (f" ± {best['std']:.4f} over {best['n']} {over}" if best.get("n", 1) > 1 else "")
     params = ", ".join(f"{k}={json.dumps(v)}" for k, v in best["params"].items())
     return f"best: {best['id']}, {best['part']} {summary.get('metric')} {value} ({params}); reproduce: {best['command']}"
 

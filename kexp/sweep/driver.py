@@ -62,6 +62,7 @@ class TrialLoop:
     running: dict[int, tuple[Any, int]] = field(default_factory=dict)  # trial index -> (handle, slot)
     pruning: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # trial index -> (epoch judged at, its value)
     seen: dict[int, int] = field(default_factory=dict)  # trial index -> history.json's mtime last read
+    warned: set = field(default_factory=set)
 
     @property
     def trials(self) -> list[Trial]:
@@ -84,6 +85,14 @@ class TrialLoop:
             if not self.running and (stopping or not (self.any_ready() or self.more_to_propose())):
                 return not stopping
             time.sleep(POLL_SECONDS)
+
+    def warn_once(self, kind: str, /, **fields: Any) -> None:
+        """The shared-data step's events, a warning that every launch would repeat (data not found) shown once."""
+        if kind == "warning":
+            if fields.get("message") in self.warned:
+                return
+            self.warned.add(fields.get("message"))
+        self.emit(kind, **fields)
 
     def save(self, i: int, trial: Trial) -> None:
         self.trials[i] = trial
@@ -143,7 +152,7 @@ class TrialLoop:
                 self.search.note(trial["number"], trial)
             slot = free.pop(0)
             command = trial_command(self.sweep_dir, trial, self.data_dir, self.allow_changed_code)
-            env = {**self.environments[slot], **trial_data_env(self.sweep_dir, trial, self.data_dir, self.emit),
+            env = {**self.environments[slot], **trial_data_env(self.sweep_dir, trial, self.data_dir, self.warn_once),
                    **({"KEXP_HISTORY_SECONDS": "0"} if self.search and self.search.prunes else {})}
             handle = self.backend.launch(command, env, SweepFiles(self.sweep_dir).trial_log(trial["id"]))
             self.running[i] = (handle, slot)

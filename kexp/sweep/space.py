@@ -179,22 +179,25 @@ def merge_space(space: SweepSpec, params: list[str], options: SearchOptions) -> 
 
 
 def check_search_space(space: SweepSpec) -> None:
-    """What Optuna's TPE cannot sample is refused before any trial, naming the parameter."""
+    """What Optuna's TPE cannot sample is refused before any trial, naming the parameter (every problem at once)."""
     if space.method != "tpe":
         if space.sync:
             raise SpecError(["--sync: batches of proposals are for --method tpe; grid and random points are fixed already"])
         return
+    problems = []
     if space.samples is None:
-        raise SpecError(["sweep.samples: tpe needs the number of trials: --samples N"])
+        problems.append("sweep.samples: tpe needs the number of trials: samples: N in the sweep section, or --samples N")
     if space.seeds > 1:
-        raise SpecError([f"--seeds {space.seeds}: tpe learns from one value per trial; repeat the best point afterwards "
-                         "(kexp train --repeats, or a grid over it with --seeds)"])
+        problems.append(f"--seeds {space.seeds}: tpe learns from one value per trial; repeat the best point afterwards "
+                        "(kexp train --repeats, or a grid over it with --seeds)")
     for key, values in space.params.items():
         if isinstance(values, RangeSpec) and values.low >= values.high:
-            raise SpecError([f"sweep.params.{key}: the range {values.low:g}..{values.high:g} is empty; tpe needs low < high"])
+            problems.append(f"sweep.params.{key}: the range {values.low:g}..{values.high:g} is empty; tpe needs low < high")
         if isinstance(values, list) and len(values) < 2:
-            raise SpecError([f"sweep.params.{key}: one value ({json.dumps(values[0], default=str)}) leaves tpe nothing to choose; "
-                             "set it with --set instead, or give two or more values"])
+            problems.append(f"sweep.params.{key}: one value ({json.dumps(values[0], default=str)}) leaves tpe nothing to choose; "
+                            "set it with --set instead, or give two or more values")
+    if problems:
+        raise SpecError(problems)
 
 
 def expand_points(space: SweepSpec, seed: int) -> list[dict[str, Any]]:

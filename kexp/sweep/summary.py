@@ -285,9 +285,10 @@ def draw_curves(ax, points: list[dict[str, Any]], params: list[str], metric: str
                             color=line.get_color(), alpha=0.2, linewidth=0)
     if xs and wants_log_scale(xs):
         ax.set_xscale("log")
-    if xs is None or ticks_fit(sorted(set(x)), ax.get_xscale() == "log"):  # else (a search's scattered values) the default ticks read better
+    valued = [(xi, i) for xi, i in zip(x, order) if any(points[i][part]["mean"] is not None for part in PARTS)]  # pruned: no tick
+    if xs is None or ticks_fit(sorted({xi for xi, _ in valued}), ax.get_xscale() == "log"):  # else the default ticks read better
         long = xs is None and max(map(len, labels), default=0) > 6
-        ax.set_xticks(x, [labels[i] for i in order], rotation=30 if long else 0, ha="right" if long else "center")
+        ax.set_xticks([xi for xi, _ in valued], [labels[i] for _, i in valued], rotation=30 if long else 0, ha="right" if long else "center")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis would also label 2×10¹, 3×10¹ … between ours
     ax.set_xlabel(params[0] if len(params) == 1 else ", ".join(param_names(params).values()))
     ax.set_ylabel(metric)

@@ -47,6 +47,9 @@ def draw_history(ax, summary: dict[str, Any]) -> None:
         # a pruned trial has no final value: marked at the foot of the panel, at its place in the search
         bottom = blended_transform_factory(ax.transData, ax.transAxes)
         ax.plot(pruned, [0.03] * len(pruned), "x", color="tab:gray", transform=bottom, label=f"pruned ({len(pruned)})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
     ax.set(xlabel="trial", ylabel=f"{part} {metric}".strip(), title="optimization history")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
