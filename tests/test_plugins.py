@@ -445,6 +445,7 @@ def test_a_plugin_importing_keras_keeps_tensorflows_start_up_lines_off_the_scree
     assert result.stderr == ""
 
 
+@pytest.mark.long  # 10 s: a pip install
 def test_a_run_of_an_installed_plugin_that_is_gone_says_to_install_it(tmp_path):
     site = fake_installed_example(tmp_path / "site")
     spec = write_spec(tmp_path / "spirals.yaml", {"name": "spirals", "data": {"name": "spirals", "samples": 100}, "model": {"name": "mlp"},

@@ -48,6 +48,7 @@ def test_sms_spam_file():
     assert len(texts) == 5574 and np.bincount(arrays["labels"]).tolist() == [4827, 747]
 
 
+@pytest.mark.long  # 19 s: the whole archive read (kept out of the 5-minute command)
 @pytest.mark.slow
 @needs("aclImdb_v1.tar.gz")
 def test_imdb_archive():

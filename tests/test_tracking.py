@@ -102,6 +102,7 @@ def check_mlflow_run(uri: str, run: Path, epochs: int) -> None:
     assert {"config.yaml", "metrics.json", "history.json", "events.jsonl", "model", "plots"} <= artifacts
 
 
+@pytest.mark.long  # 17 s of MLflow start-up
 @pytest.mark.slow
 @needs_mlflow
 def test_mlflow_store_gets_params_metrics_tags_and_files(tmp_path):
@@ -250,6 +251,7 @@ def test_an_unreachable_server_is_found_before_the_data_is_read(tmp_path):
     assert run is None
 
 
+@pytest.mark.long  # 11 s of MLflow start-up
 def test_a_sqlite_store_adds_no_mlflow_log_lines_without_verbose(tmp_path):
     done, run = train(tmp_path, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert done.returncode == 0, done.stderr
