@@ -20,6 +20,7 @@ from conftest import smoke_spec, write_spec
 from test_sweep import local_ray  # noqa: F401 - the fixture: a real local Ray head
 
 from kexp.errors import SpecError
+from kexp.sweep.insight import encode_choice
 from kexp.sweep.space import SearchOptions, plan_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -30,7 +31,6 @@ from kexp.sweep.search import (  # noqa: E402 - only with optuna installed
     StudyError,
     decode_params,
     distributions,
-    encode_choice,
     open_search,
     open_storage,
     redacted,

@@ -323,28 +323,38 @@ def write_sweep_spec(sweep_dir: Path, document: dict[str, Any]) -> None:
     write_text_atomic(SweepFiles(sweep_dir).spec, header + yaml.safe_dump(document, sort_keys=False))
 
 
+def read_sweep_yaml(sweep_dir: Path) -> dict[str, Any]:
+    """sweep.yaml as a mapping; RunDirError naming the file when it cannot be read or is not one."""
+    path = SweepFiles(sweep_dir).spec
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{path}: cannot read it ({' '.join(str(exc).split())})") from None
+    if not isinstance(document, dict):
+        raise RunDirError(f"{path}: not a sweep description (no mapping)")
+    return document
+
+
+def sweep_yaml_or_empty(sweep_dir: Path) -> dict[str, Any]:
+    """For readers that have a default: an unreadable sweep.yaml is an empty one."""
+    try:
+        return read_sweep_yaml(sweep_dir)
+    except RunDirError:
+        return {}
+
+
 def read_sweep_plugins(sweep_dir: Path) -> list[dict[str, Any]]:
     """The plugins the sweep's trials use (kexp.plugins.PluginRecord.to_json each), as sweep.yaml records them."""
-    try:
-        return list(yaml.safe_load(SweepFiles(sweep_dir).spec.read_text()).get("plugins") or [])
-    except (OSError, AttributeError, TypeError, yaml.YAMLError):
-        return []
+    plugins = sweep_yaml_or_empty(sweep_dir).get("plugins")
+    return list(plugins) if isinstance(plugins, list) else []
 
 
 def read_sweep_metric(sweep_dir: Path) -> str | None:
     """The metric the sweep's summary compares, as sweep.yaml records it (None: the task's main metric)."""
-    try:
-        return yaml.safe_load(SweepFiles(sweep_dir).spec.read_text())["space"].get("metric")
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
-
-
+    return (read_sweep_space(sweep_dir) or {}).get("metric")
 
 
 def read_sweep_space(sweep_dir: Path) -> dict[str, Any] | None:
     """The sweep's space as sweep.yaml records it (method, params, prune, monitor, ...), or None without a readable one."""
-    try:
-        space = yaml.safe_load(SweepFiles(sweep_dir).spec.read_text())["space"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return None
+    space = sweep_yaml_or_empty(sweep_dir).get("space")
     return space if isinstance(space, dict) else None

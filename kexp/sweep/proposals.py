@@ -7,13 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kexp.errors import ResumeRefused, SpecError
 from kexp.run.files import SweepFiles
 from kexp.run.io import now_iso, write_text_atomic
 from kexp.run.records import Manifest, Trial
-from kexp.sweep.space import FINAL, SweepBase, SweepSpec, describe_point, read_sweep_base, space_fingerprint_part, trial_id_width
+from kexp.sweep.space import FINAL, SweepBase, SweepSpec, describe_point, read_sweep_base, sweep_fingerprint, trial_id_width
 
 
 @dataclass(frozen=True)
@@ -54,11 +52,14 @@ def settings_for(plan, storage: str | None, parallel: int, new: bool = False) ->
 
 
 def read_sweep_document(sweep_dir: Path) -> dict[str, Any]:
+    """sweep.yaml, which a continued search cannot go on without (ResumeRefused naming it)."""
+    from kexp.errors import RunDirError
+    from kexp.run.records import read_sweep_yaml
+
     try:
-        document = yaml.safe_load(SweepFiles(sweep_dir).spec.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ResumeRefused(f"{SweepFiles(sweep_dir).spec}: cannot read it ({' '.join(str(exc).split())})") from None
-    return document if isinstance(document, dict) else {}
+        return read_sweep_yaml(sweep_dir)
+    except RunDirError as exc:
+        raise ResumeRefused(str(exc)) from None
 
 
 def recorded_search(sweep_dir: Path) -> tuple[SweepSpec, SearchSettings | None]:
@@ -100,18 +101,13 @@ def sweep_base(sweep_dir: Path, manifest: Manifest, plan) -> SweepBase:
     """What new trials' specs start from: the plan's, or (--resume DIR) the spec file again, refused if it changed."""
     if plan is not None:
         return plan.base
-    import hashlib
-    import json
-
     document = read_sweep_document(sweep_dir)
     config = Path(document.get("config", ""))
     try:
         base, _ = read_sweep_base(config, list(document.get("set") or []))
     except SpecError as exc:
         raise ResumeRefused(f"{sweep_dir}: cannot read the sweep's spec to propose its next trials: {'; '.join(exc.problems)}") from None
-    space = SweepSpec.model_validate(document.get("space") or {})
-    fingerprint = hashlib.sha256(json.dumps({"base": base.raw, "set": base.overrides, "space": space_fingerprint_part(space)},
-                                            sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = sweep_fingerprint(base, SweepSpec.model_validate(document.get("space") or {}))
     if fingerprint != manifest.get("fingerprint"):
         raise ResumeRefused(f"{config}: the spec changed since sweep {sweep_dir.name} started; restore it, or start a new sweep")
     return base

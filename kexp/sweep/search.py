@@ -20,7 +20,6 @@ Asynchronous proposal (the default) depends on which trial finishes first: not r
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import warnings
@@ -32,7 +31,6 @@ from kexp.errors import KexpError
 from kexp.run.files import SweepFiles
 
 JOURNAL = "study.journal"
-PRIMITIVE = (bool, int, float, str, type(None))
 
 
 class StudyError(KexpError):
@@ -79,30 +77,19 @@ def open_storage(sweep_dir: Path, url: str | None):
         raise StudyError(f"--storage {redacted(url)}: cannot open the study storage: {reason}") from None
 
 
-def encode_choice(value: Any) -> Any:
-    """Optuna's categorical choices are primitives: a list value ([64, 32] hidden units) travels as its JSON text."""
-    return value if isinstance(value, PRIMITIVE) else json.dumps(value)
-
-
 def distributions(space) -> dict[str, Any]:
-    """Optuna distributions of the space: lists are categorical, ranges int or float (log when asked)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
+    """Optuna distributions of the space: lists are categorical, ranges int or float (log when asked),
+    built as the summary's importance study builds them (kexp.sweep.insight.distribution)."""
+    from kexp.sweep.insight import distribution
     from kexp.sweep.space import RangeSpec
 
-    result: dict[str, Any] = {}
-    for key, values in space.params.items():
-        if isinstance(values, RangeSpec):
-            kind = IntDistribution if values.integer else FloatDistribution
-            low, high = (int(values.low), int(values.high)) if values.integer else (values.low, values.high)
-            result[key] = kind(low, high, log=values.log)
-        else:
-            result[key] = CategoricalDistribution([encode_choice(v) for v in values])
-    return result
+    return {key: distribution(values.model_dump() if isinstance(values, RangeSpec) else values, [])
+            for key, values in space.params.items()}
 
 
 def decode_params(space, params: dict[str, Any]) -> dict[str, Any]:
     """A study trial's params as spec values (the JSON text of a list choice back to the list), in the space's order."""
+    from kexp.sweep.insight import encode_choice
     from kexp.sweep.space import RangeSpec
 
     point = {}

@@ -77,6 +77,12 @@ def space_fingerprint_part(space: SweepSpec) -> dict[str, Any]:
     return {k: v for k, v in dumped.items() if not (k in SEARCH_FIELDS and v == SEARCH_FIELDS[k])}
 
 
+def sweep_fingerprint(base: SweepBase, space: SweepSpec) -> str:
+    """What identifies a sweep: the spec as read, the --set overrides and the space (the same command finds it again)."""
+    return hashlib.sha256(json.dumps({"base": base.raw, "set": base.overrides, "space": space_fingerprint_part(space)},
+                                     sort_keys=True, default=str).encode()).hexdigest()
+
+
 @dataclass
 class Plan:
     """A sweep before it runs: every trial's spec, already validated."""
@@ -313,8 +319,7 @@ def plan_sweep(config: Path, overrides: list[str], params: list[str], seeds: int
     if (space.method == "tpe" or space.prune != "none") and space.metric is None:
         space = space.model_copy(update={"metric": default_search_metric(first)})  # the study needs its direction now
     name = first.name
-    fingerprint = hashlib.sha256(json.dumps({"base": base.raw, "set": overrides, "space": space_fingerprint_part(space)},
-                                            sort_keys=True, default=str).encode()).hexdigest()
+    fingerprint = sweep_fingerprint(base, space)
     return Plan(name, Path(config), list(overrides), space, trials, specs, fingerprint, base=base)
 
 
