@@ -251,14 +251,18 @@ def run_sweep(plan: Plan | None, runs_dir: Path, data_dir: Path, parallel: int =
         check_no_live_trials(sweep_dir, manifest)
         check_sweep_plugins(sweep_dir, manifest, allow_changed_code, emit)
         manifest["trials"] = [reconcile(sweep_dir, t) for t in manifest["trials"]]
-        loop = trial_loop(sweep_dir, manifest, plan, storage, max_attempts, emit)
+        search, batch, make = open_search_of(sweep_dir, manifest, plan, storage, max_attempts, emit)
         write_manifest(sweep_dir, manifest)
-        emit("sweep_started", sweep_dir=str(sweep_dir), trials=max(len(manifest["trials"]), loop.search.space.samples if loop.search
-                                                                   and loop.search.proposes else 0),
+        emit("sweep_started", sweep_dir=str(sweep_dir), trials=max(len(manifest["trials"]), search.space.samples if search
+                                                                   and search.proposes else 0),
              done=sum(t["state"] in FINAL for t in manifest["trials"]))
-        stopped = run_with_backend(loop, backend, address, parallel, trials_per_gpu, cpus_per_trial, data_dir, allow_changed_code)
+        backend, environments = trial_backend(backend, address, parallel, trials_per_gpu, cpus_per_trial)
+        stopped: list[str] = []
+        loop = TrialLoop(sweep_dir, manifest, backend, environments, data_dir, max_attempts, emit, lambda: bool(stopped),
+                         allow_changed_code, search=search, new_trial=make, batch=batch)
+        run_until_stopped(loop, stopped)
         summary = write_summary(sweep_dir, manifest["trials"], read_sweep_metric(sweep_dir))
-        return SweepResult(sweep_dir, manifest, summary, stopped)
+        return SweepResult(sweep_dir, manifest, summary, stopped[0] if stopped else None)
     finally:
         if lock is not None:
             os.close(lock)
@@ -280,14 +284,14 @@ def open_or_create_sweep(plan: Plan | None, runs_dir: Path, resume_dir: Path | N
     return sweep_dir
 
 
-def trial_loop(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: str | None, max_attempts: int, emit: Emit):
-    """The driver's loop over this sweep's trials, with its study when it has one (trials it missed adopted)."""
+def open_search_of(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: str | None, max_attempts: int, emit: Emit):
+    """The sweep's study (None without one), its --sync batch, and how a proposed point becomes a trial;
+    trials the manifest missed when a driver died are adopted first."""
     from kexp.sweep.proposals import adopt_orphans, new_search_trial, open_sweep_search, settle_told, sweep_base
 
     search, batch = open_sweep_search(sweep_dir, storage)
-    loop = TrialLoop(sweep_dir, manifest, None, [], Path(), max_attempts, emit, lambda: False, search=search, batch=batch)
     if search is None:
-        return loop
+        return None, batch, None
     bases: list = []
 
     def make(number: int, point: dict[str, Any]) -> Trial:
@@ -295,29 +299,26 @@ def trial_loop(sweep_dir: Path, manifest: Manifest, plan: Plan | None, storage: 
             bases.append(sweep_base(sweep_dir, manifest, plan))
         return new_search_trial(sweep_dir, bases[0], number, point, search.space.samples or len(manifest["trials"]), max_attempts)
 
-    loop.new_trial = make
     settle_told(sweep_dir, manifest, search)
     for trial_id in adopt_orphans(manifest, search, make, shared=storage is not None):
         emit("warning", message=f"{trial_id}: asked of the study by a driver that died before recording it; it runs now under its own number")
     if search.sync:
         search.resume_batch(batch)
-    return loop
+    return search, batch, make
 
 
-def run_with_backend(loop, backend: str, address: str | None, parallel: int, trials_per_gpu: int, cpus_per_trial: float,
-                     data_dir: Path, allow_changed_code: bool) -> str | None:
-    """Run the loop's trials locally or on Ray, SIGINT/SIGTERM/SIGUSR1 stopping them; the signal's name, if one came."""
+def trial_backend(backend: str, address: str | None, parallel: int, trials_per_gpu: int, cpus_per_trial: float):
+    """Child processes (with an environment per slot: a GPU, or a share of the CPU threads) or Ray tasks."""
     if backend == "ray":
         from kexp.sweep.ray_backend import RayBackend
 
-        loop.backend = RayBackend(address, cpus_per_trial, gpus_per_trial=1.0 / trials_per_gpu if visible_gpus() else 0.0)
-        loop.environments = [{} for _ in range(parallel)]
-    else:
-        loop.backend = LocalBackend()
-        loop.environments = slot_environments(parallel, visible_gpus(), trials_per_gpu)
-    loop.data_dir, loop.allow_changed_code = data_dir, allow_changed_code
-    stopped: list[str] = []
-    loop.stop_requested = lambda: bool(stopped)
+        gpus = 1.0 / trials_per_gpu if visible_gpus() else 0.0
+        return RayBackend(address, cpus_per_trial, gpus_per_trial=gpus), [{} for _ in range(parallel)]
+    return LocalBackend(), slot_environments(parallel, visible_gpus(), trials_per_gpu)
+
+
+def run_until_stopped(loop: TrialLoop, stopped: list[str]) -> None:
+    """Run the loop's trials; SIGINT, SIGTERM and SIGUSR1 (their names appended to `stopped`) stop them."""
     previous = {s: signal.signal(s, lambda signum, frame: stopped.append(signal.Signals(signum).name))
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -326,4 +327,3 @@ def run_with_backend(loop, backend: str, address: str | None, parallel: int, tri
         for s, handler in previous.items():
             signal.signal(s, handler)
         loop.backend.close()
-    return stopped[0] if stopped else None

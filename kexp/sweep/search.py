@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,13 +69,24 @@ def open_storage(sweep_dir: Path, url: str | None):
     connect = {"connect_timeout": 5} if url.startswith("postgresql") else {}
     # SQLAlchemy 2.0 reads a bare postgresql:// as psycopg2, 2.1 as psycopg 3: kexp[optuna] installs psycopg 3
     engine_url = "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
-    try:
-        return optuna.storages.RDBStorage(engine_url, engine_kwargs={"connect_args": connect} if connect else None)
-    except ImportError as exc:
-        raise StudyError(f"--storage {redacted(url)}: {exc} (for PostgreSQL: pip install 'kexp[optuna]')") from None
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy's OperationalError and friends: one line naming the server
-        reason = " ".join(str(exc).split("\n")[0].split())[:300]
-        raise StudyError(f"--storage {redacted(url)}: cannot open the study storage: {reason}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(engine_url, engine_kwargs={"connect_args": connect} if connect else None)
+        except ImportError as exc:
+            raise StudyError(f"--storage {redacted(url)}: {exc} (for PostgreSQL: pip install 'kexp[optuna]')") from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's OperationalError and friends: one line naming the server
+            if creating_race(exc) and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))  # another driver is creating Optuna's tables in this new database: use them
+                continue
+            reason = " ".join(str(exc).split("\n")[0].split())[:300]
+            raise StudyError(f"--storage {redacted(url)}: cannot open the study storage: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def creating_race(exc: Exception) -> bool:
+    """Two drivers starting at once on a fresh database both create Optuna's tables; the loser's error."""
+    text = f"{type(exc).__name__} {exc}"
+    return any(word in text for word in ("UniqueViolation", "IntegrityError", "already exists"))
 
 
 def distributions(space) -> dict[str, Any]:
