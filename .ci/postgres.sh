@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real PostgreSQL for the tests of `kexp sweep --storage postgresql://` (tests/test_sweep_search.py):
 # Debian's package, its default cluster started, a role and a database for the tests. Prints the URL
-# on stdout, alone (what the tools print goes to stderr); prints why on stderr and exits non-zero when it cannot (the tests then skip, saying so).
+# on stdout, alone, since .ci/run captures it (what the tools print goes to stderr); prints why on
+# stderr and exits non-zero when it cannot (the tests then skip, saying so).
 set -uo pipefail
 if ! command -v pg_lsclusters >/dev/null; then
   (apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || { echo "postgres: apt-get install postgresql failed" >&2; exit 1; }
