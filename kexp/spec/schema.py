@@ -309,6 +309,10 @@ class ExperimentSpec(BaseModel):
     # as needed, so other jobs can share it); all = every visible GPU, one replica each
     # (MirroredStrategy), train.batch_size being the global batch split among them.
     device: str = "auto"
+    # The Keras backend: tensorflow, or jax (pip install 'kexp[jax]'; `kexp train --processes N`
+    # trains one run over N processes with it). The same data feeds serve both; under jax
+    # device: all is data parallelism over every local device (keras.distribution).
+    backend: Literal["tensorflow", "jax"] = "tensorflow"
     # The files this spec was read from (the spec, its bases), for env.json; where a spec came from
     # is no part of what it says, so it is neither saved in config.yaml nor compared by ==.
     _spec_files: tuple[SpecFile, ...] = PrivateAttr(default=())

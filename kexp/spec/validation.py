@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kexp.backends import prefer_backend
 from kexp.errors import SpecError
 from kexp.registry import DATASETS, MODELS, Options, Registry, load_components
 from kexp.spec.bases import Lines
@@ -147,10 +148,25 @@ def spec_train_problems(spec: ExperimentSpec) -> Problems:
     conflicts = loop_conflicts(train, mirrored) if train.loop == "xla" else []
     if conflicts:
         problems.append(("train.loop", f"xla does not work with {conflicts[0]}; use loop: keras or auto"))
+    if spec.backend == "jax":
+        return problems + jax_problems(spec)
     if mirrored and train.steps_per_execution not in ("auto", 1):
         problems.append(("train.steps_per_execution", f"{train.steps_per_execution} does not work with device: all (Keras 3 fails "
                          "with several batches per call under MirroredStrategy); use auto or 1"))
     return problems
+
+
+def jax_problems(spec: ExperimentSpec) -> Problems:
+    """Settings that only TensorFlow has, refused under backend: jax (one line each)."""
+    train, tensorboard = spec.train, spec.train.tensorboard
+    return [(key, f"{what} is TensorFlow-only and does not work with backend: jax; {fix}") for key, what, fix, present in (
+        ("train.loop", "xla (a whole epoch as one TensorFlow XLA call)", "use loop: keras or auto (JAX compiles each step itself)",
+         train.loop == "xla"),
+        ("train.threads", f"{train.threads} (TensorFlow's thread pools)", "leave it unset (XLA's CPU client takes the cores)",
+         train.threads is not None),
+        ("train.tensorboard.profile_batches", "profiling (TensorFlow's profiler)", "leave it unset",
+         tensorboard is not None and tensorboard.profile_batches is not None),
+    ) if present]
 
 
 def raw_component(section: str, value: Any) -> ComponentSpec | None:
@@ -206,6 +222,7 @@ def validate_spec(
     `overrides` maps each overridden key to where its value came from ("--set train.epochs=2")."""
     load_components()
     lines, overrides = lines or {}, overrides or {}
+    prefer_backend(raw.get("backend"))  # before a plugin imports Keras, which reads KERAS_BACKEND once
     import_spec_plugins(raw, source, lines)
     spec, problems = validate_top_level(raw)
     options, section_problems = section_options(raw, spec, problems)

@@ -73,7 +73,7 @@ def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: Placement,
     set_seed(seed)
     with device.scope():
         model = build_model(spec, data.input_shape, outputs, data.task)
-        plan = plan_loop(model, spec.train, steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None,
+        plan = plan_loop(model, spec.train, steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None and device.backend == "tensorflow",
                          input_bytes=data.train.held_bytes, on_cpu=device.on_cpu,
                          streamed=data.train.streamed)
         compile_model(model, spec.train, loss, outputs, plan)
@@ -123,8 +123,15 @@ def compile_model(model, train: TrainSpec, loss: str, num_outputs: int, plan: Lo
         loss=loss,
         metrics=make_metrics(train.metrics, num_outputs),
         steps_per_execution=plan.keras_steps_per_execution,
-        jit_compile=train.jit_compile,
+        jit_compile=compiles_steps(train),
     )
+
+
+def compiles_steps(train: TrainSpec) -> bool:
+    """Whether each training step is XLA-compiled: train.jit_compile, and always under jax (uncompiled, JAX runs op by op, 30x slower here)."""
+    from kexp.backends import active_backend
+
+    return train.jit_compile or active_backend() == "jax"
 
 
 def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:

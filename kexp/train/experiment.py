@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import kexp
+from kexp.backends import use_backend
 from kexp.datasets.base import Dataset, RawData, class_balance, summarize
 from kexp.datasets.pipeline import Member, plan_members, prepare_dataset, read_data
 from kexp.datasets.shared import load_shared_data
@@ -35,6 +36,7 @@ from kexp.tracking import check_installed, check_mlflow_reachable
 from kexp.train import record
 from kexp.train.checkpoint import Checkpoint, latest_checkpoint
 from kexp.train.compile import CompiledModel, new_model
+from kexp.train.distributed import SINGLE, ProcessGroup, jax_placement
 from kexp.train.feeds import steps
 from kexp.train.fit import fit_member
 from kexp.train.runtime import Placement, select_device, set_determinism, set_precision, start_tensorflow
@@ -202,12 +204,14 @@ def read_or_load_data(spec: ExperimentSpec, data_dir: Path, emit: Emit) -> tuple
     return raw, members, prepare_dataset(raw, members[0].rows)
 
 
-def start_runtime(spec: ExperimentSpec) -> Placement:
-    """TensorFlow started with the spec's threads, determinism and precision; the device to train on."""
-    start_tensorflow(spec.train.threads)
-    set_determinism(spec.train.deterministic)
+def start_runtime(spec: ExperimentSpec, group: ProcessGroup = SINGLE) -> Placement:
+    """The spec's backend, TensorFlow (the input pipeline, and under tensorflow the model) started with the spec's
+    threads, determinism and precision; the device to train on (under jax, with several processes, all of theirs)."""
+    use_backend(spec.backend)
+    start_tensorflow(spec.train.threads, spec.backend)
+    set_determinism(spec.train.deterministic, spec.backend)  # before JAX starts its devices (select_device)
     set_precision(spec.train.precision)
-    return select_device(spec.device)
+    return jax_placement(spec.device, group) if spec.backend == "jax" else select_device(spec.device)
 
 
 def announce_run(session: Session, first: CompiledModel) -> None:

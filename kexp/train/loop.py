@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kexp.backends import active_backend
 from kexp.errors import SpecError
 from kexp.spec import TrainSpec, loop_conflicts
 from kexp.train.feeds import COPY_UP_TO_BYTES, epoch_feed, feed, steps
@@ -82,7 +83,7 @@ def choose_loop(model, train: TrainSpec, steps_per_epoch: int, mirrored: bool, i
         conflicts.append(f"an epoch of a single batch (under {2 * train.batch_size} training rows)")
     if streamed:  # xla's epoch_feed stacks a whole epoch's inputs into one element, which streaming exists to avoid
         conflicts.append("inputs streamed from image files (an xla call takes a whole epoch's inputs at once)")
-    if train.loop == "keras":
+    if train.loop == "keras" or active_backend() != "tensorflow":  # under jax, JAX compiles each step itself
         return "keras"
     if train.loop == "xla":
         if conflicts:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kexp
+from kexp.backends import backend_versions
 from kexp.datasets.base import Dataset, summarize
 from kexp.plugins import plugins_of_run
 from kexp.preprocessing import to_document
@@ -22,6 +23,7 @@ from kexp.run.io import replace_durably
 from kexp.run.lifecycle import Run, pause_for_tests
 from kexp.run.records import has_history, mark_env_ended, read_metrics, write_config, write_env, write_metrics, write_plugin_copies, write_preprocessing
 from kexp.spec import ExperimentSpec
+from kexp.train.compile import compiles_steps
 from kexp.train.loop import LoopPlan
 from kexp.train.runtime import Placement, thread_settings
 from kexp.train.session import FitOutcome, MemberJob, MemberResult, Session
@@ -104,6 +106,8 @@ def environment(device: Placement, seed: int, data_dir: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "backend": device.backend,  # Keras' backend; its own versions beside it (jax, jaxlib)
+        **backend_versions(device.backend),
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "host": socket.gethostname(),
@@ -130,7 +134,7 @@ def write_run_start(run: Run, spec: ExperimentSpec, data: Dataset, device: Place
     write_config(run_dir, header + spec.to_yaml())
     # the data's fingerprint and the spec go in at the start: an interrupted run can be checked and resumed
     speed = {"steps_per_execution": plan.steps_per_execution, "loop": plan.loop,
-             "xla_flags": plan.xla_flags, "jit_compile": spec.train.jit_compile,
+             "xla_flags": plan.xla_flags, "jit_compile": compiles_steps(spec.train),
              "precision": spec.train.precision}
     plugins = plugins_of_run(spec.plugins, DATASETS.module_of(spec.data.name), MODELS.module_of(spec.model.name))
     write_plugin_copies(run_dir, {p.copy: Path(p.file) for p in plugins if p.copy})

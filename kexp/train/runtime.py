@@ -84,7 +84,7 @@ def hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
-def start_tensorflow(threads: int | None = None) -> None:
+def start_tensorflow(threads: int | None = None, backend: str = "tensorflow") -> None:
     """Import TensorFlow, set its CPU threads and GPU memory growth, without its start-up chatter
     (unless TF_CPP_MIN_LOG_LEVEL=0). Settings apply before TensorFlow's runtime starts; in a
     process where it already has (tests, notebooks), the ones it cannot change stay as they were."""
@@ -94,6 +94,10 @@ def start_tensorflow(threads: int | None = None) -> None:
             import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
+        if backend != "tensorflow":  # TensorFlow is only the input pipeline then: the GPUs are the backend's
+            with contextlib.suppress(RuntimeError, ValueError):
+                tf.config.set_visible_devices([], "GPU")
+            gpus = []
         with contextlib.suppress(RuntimeError, ValueError):
             for gpu in gpus:  # take GPU memory as needed, so several jobs can share one GPU
                 tf.config.experimental.set_memory_growth(gpu, True)
@@ -113,14 +117,17 @@ def thread_settings() -> dict[str, int]:
 
 @dataclass
 class Placement:
-    """Where a run's model lives: one device, or a MirroredStrategy's replicas (device: all)."""
+    """Where a run's model lives: one device, or replicas: TensorFlow's MirroredStrategy (device: all), or under
+    jax Keras' DataParallel over the local devices (device: all) or every process's (kexp.train.distributed)."""
 
     devices: list[str]
-    strategy: Any = None
+    strategy: Any = None  # tf.distribute.MirroredStrategy, or a keras.distribution.Distribution under jax
+    backend: str = "tensorflow"
+    processes: int = 1
 
     @property
     def on_cpu(self) -> bool:
-        return self.devices[0].upper().startswith("/CPU")
+        return self.devices[0].upper().lstrip("/").startswith("CPU")
 
     @property
     def name(self) -> str:
@@ -129,14 +136,23 @@ class Placement:
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """Build, compile and train inside this; Keras places each replica's share of a batch."""
-        import tensorflow as tf
+        if self.strategy is not None:
+            with self.strategy.scope():
+                yield
+        elif self.backend == "jax":
+            import keras
 
-        with self.strategy.scope() if self.strategy is not None else tf.device(self.devices[0]):
-            yield
+            with keras.device(self.devices[0]):
+                yield
+        else:
+            import tensorflow as tf
+
+            with tf.device(self.devices[0]):
+                yield
 
 
 def select_device(device: str) -> Placement:
-    """The placement for `auto|cpu|gpu|gpu:N|all`; error when a requested GPU is not there.
+    """The placement for `auto|cpu|gpu|gpu:N|all` under tensorflow (under jax: distributed.jax_placement); error when a requested GPU is not there.
 
     `all` mirrors the model on every GPU; on a machine without one, on every logical CPU device
     (one, unless configured otherwise; the tests configure two, so the multi-device path runs in CI).
@@ -163,9 +179,16 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def set_determinism(enabled: bool) -> None:
-    """train.deterministic: TensorFlow picks deterministic kernels (slower on GPU; identical runs on one machine)."""
+# Under jax, XLA's GPU kernels are made deterministic by this flag, read when JAX starts its GPU client.
+JAX_DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def set_determinism(enabled: bool, backend: str = "tensorflow") -> None:
+    """train.deterministic: TensorFlow picks deterministic kernels (slower on GPU; identical runs on one machine);
+    under jax also XLA's GPU kernels (JAX on the CPU is deterministic already). tf.data feeds both."""
     if enabled:
+        if backend == "jax" and JAX_DETERMINISM_FLAG not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {JAX_DETERMINISM_FLAG}".strip()
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()

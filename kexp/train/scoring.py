@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from kexp.backends import as_model_input
 from kexp.spec import ExperimentSpec
 from kexp.train.feeds import feed
 
@@ -48,7 +49,7 @@ def predict_outputs(model, part, batch_size: int, check: Callable[[], None] = la
             # the short last batch padded to full size: one traced predict step per model serves
             # every part (a shape of its own retraced it for each part and each k-fold member)
             x = tf.pad(x, [[0, batch_size - rows]] + [[0, 0]] * (len(x.shape) - 1))
-        outputs.append(np.asarray(model.predict_on_batch(x))[:rows])
+        outputs.append(np.asarray(model.predict_on_batch(as_model_input(x)))[:rows])
         check()
     return np.concatenate(outputs).reshape(len(part), -1)
 
