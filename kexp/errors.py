@@ -4,6 +4,8 @@ Library code raises these for problems a user can fix (bad spec, missing data,
 no GPU); anything else is a bug and keeps its traceback.
 """
 
+import re
+
 
 class KexpError(Exception):
     """A problem the user can fix; the message says what and where."""
@@ -76,6 +78,15 @@ class Interrupted(KexpError):
 
     def __str__(self) -> str:
         return f"interrupted by {self.signal_name}{self.detail}"
+
+
+class PeerLost(TrainingError):
+    """Another process of a multi-process run stopped answering (killed, or its machine gone)."""
+
+
+def repeats_once(text: str) -> str:
+    """XLA's nested errors repeat their prefix ("Error dispatching computation: " a hundred times): once is enough."""
+    return re.sub(r"([^:]+: )\1+", r"\1", text)
 
 
 def describe_os_error(exc: OSError) -> str:

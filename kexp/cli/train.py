@@ -22,6 +22,7 @@ from kexp.cli.common import (
     usage_error,
 )
 from kexp.cli.completion import complete_runs
+from kexp.cli.processes import CoordinatorOption, NumProcessesOption, ProcessesOption, ProcessIdOption, check_group, child_options, launch_training, launched_run, process_group
 
 
 def train(
@@ -38,6 +39,10 @@ def train(
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write TensorBoard logs into <run>/tensorboard/ (sets train.tensorboard)")] = False,
     mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the run to MLflow: $MLFLOW_TRACKING_URI, else a SQLite store beside the runs (<runs-dir>/mlflow.db) (sets tracking.mlflow)")] = False,
     mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="Log to the MLflow tracking server or store at this URI (implies --mlflow)")] = None,
+    processes: ProcessesOption = None,
+    coordinator: CoordinatorOption = None,
+    process_id: ProcessIdOption = None,
+    num_processes: NumProcessesOption = None,
 ) -> None:
     """Train the experiment in CONFIG and write a new run directory.
 
@@ -56,11 +61,19 @@ def train(
     quiet_unless(verbose)
     with exit_on_error():
         spec = train_spec(config, set_, repeat=repeat, tensorboard=tensorboard, mlflow=mlflow, mlflow_uri=mlflow_uri)
+        group = process_group(coordinator, process_id, num_processes, spec.backend)
+        if processes is not None and processes > 1 and not group.multi:
+            flags = ["--tensorboard"] * tensorboard + ["--mlflow"] * mlflow + (["--mlflow-uri", mlflow_uri] if mlflow_uri else [])
+            launch_training(config, spec, processes, coordinator, run_dir, runs_dir, child_options(set_, data_dir, log_format, log_every, verbose) + flags)
+        if group.multi:
+            check_group(spec, group)
         from kexp.cli.display import display
-        from kexp.train.experiment import run_experiment
+        from kexp.train.experiment import run_experiment, run_worker
 
+        if not group.leader:
+            return run_worker(spec=spec, data_dir=resolve_data_dir(data_dir), group=group)
         with display(log_format, console, log_every) as (chosen, emit):
-            result = run_experiment(spec=spec, data_dir=resolve_data_dir(data_dir), runs_dir=runs_dir, emit=emit, run_dir=run_dir)
+            result = run_experiment(spec=spec, data_dir=resolve_data_dir(data_dir), runs_dir=runs_dir, emit=emit, run_dir=run_dir, group=group)
     show_run_result(result, chosen)
 
 
@@ -103,11 +116,15 @@ def resume(
     log_every: LogEveryOption = None,
     verbose: VerboseOption = False,
     allow_changed_code: AllowChangedCodeOption = False,
+    coordinator: CoordinatorOption = None,
+    process_id: ProcessIdOption = None,
+    num_processes: NumProcessesOption = None,
 ) -> None:
     """Continue a stopped run in the same directory from its last checkpoint (a completed run is left unchanged).
 
     Refused when config.yaml was edited or the data changed since the run started, when
     another process holds the run, or when it diverged. Exit codes as for `kexp train`.
+    A run trained over N processes resumes over N processes.
     """
     from kexp.datasets.base import resolve_data_dir
 
@@ -115,10 +132,23 @@ def resume(
     quiet_unless(verbose)
     with exit_on_error():
         from kexp.cli.display import display
-        from kexp.train.experiment import resume_experiment
+        from kexp.train.experiment import recorded_processes, resume_experiment, run_worker
 
+        recorded, spec = recorded_processes(run_dir)
+        group = process_group(coordinator, process_id, num_processes, spec.backend if spec is not None else "tensorflow")
+        if recorded > 1 and not group.multi:
+            from kexp.train.launch import check_processes
+
+            check_processes(spec, recorded, coordinator)
+            command = ["resume", str(run_dir), *child_options([], data_dir, log_format, log_every, verbose)]
+            launched_run(command + ["--allow-changed-code"] * allow_changed_code, recorded, spec, coordinator, Path(run_dir))
+        if group.multi:
+            check_group(spec, group)
+        if not group.leader:
+            return run_worker(spec=spec, data_dir=resolve_data_dir(data_dir), group=group, resume_from=Path(run_dir))
         with display(log_format, console, log_every) as (chosen, emit):
-            result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit, allow_changed_code=allow_changed_code)
+            result = resume_experiment(run_dir=run_dir, data_dir=resolve_data_dir(data_dir), emit=emit, allow_changed_code=allow_changed_code,
+                                       group=group)
     show_run_result(result, chosen)
 
 

@@ -97,6 +97,16 @@ def aggregate_members(members: Sequence[Mapping[str, Any]], parts: Sequence[str]
     return result
 
 
+# Keys added to the spec since a run was written, at the value that run had (its config.yaml lacks
+# them): a run from before `backend` existed trained with TensorFlow, and groups with new ones.
+KEYS_OF_OLDER_RUNS = {"backend": "tensorflow"}
+
+
+def spec_as_now(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's saved spec with the keys an older kexp did not write, so runs of either age compare key by key."""
+    return {**spec, **{key: value for key, value in KEYS_OF_OLDER_RUNS.items() if key not in spec}}
+
+
 def flatten_spec(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model.hidden_units": [64], "train.optimizer.name": "adam", ...}; lists stay whole values."""
     flat: dict[str, Any] = {}
@@ -112,10 +122,11 @@ def group_runs_by_spec(runs: Iterable[tuple[str, Mapping[str, Any]]], ignore: Se
     """Run ids grouped by resolved spec, ignoring the seed keys; groups and members in first-seen order.
 
     `runs` is (run id, spec dict from config.yaml) pairs. Two runs share a group when their
-    specs are equal once `seed`, `seeds` and `data.split_seed` are left out.
+    specs are equal once `seed`, `seeds` and `data.split_seed` are left out: runs of different
+    backends (tensorflow, jax) are never repeats of one another.
     """
     groups: dict[str, list[str]] = {}
     for run_id, spec in runs:
-        flat = {k: v for k, v in flatten_spec(spec).items() if k not in ignore}
+        flat = {k: v for k, v in flatten_spec(spec_as_now(spec)).items() if k not in ignore}
         groups.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(run_id)
     return list(groups.values())

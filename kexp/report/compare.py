@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kexp.errors import RunDirError
-from kexp.report.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, summarize_values
+from kexp.report.aggregate import SEED_KEYS, flatten_spec, group_runs_by_spec, spec_as_now, summarize_values
 from kexp.report.runs import SPLITS, format_number, looks_like_run, render_csv, render_markdown, run_protocol, task_metrics
 from kexp.run.files import CONFIG, SWEEPS, RunFiles
 from kexp.run.io import write_json
@@ -99,7 +99,7 @@ def mean_or_none(values: list[float | None]) -> float | None:
 
 def differing_keys(specs: list[dict[str, Any]]) -> list[str]:
     """Dotted spec keys whose value is not the same in every spec (a key some lack counts), in spec order."""
-    flats = [flatten_spec(s) for s in specs]
+    flats = [flatten_spec(spec_as_now(s)) for s in specs]
     keys = list(dict.fromkeys(k for flat in flats for k in flat))
     return [k for k in keys if len({json.dumps(f[k], sort_keys=True, default=str) if k in f else "<unset>" for f in flats}) > 1]
 
@@ -156,7 +156,7 @@ def compare_runs(paths: list[Path]) -> dict[str, Any]:
     keys = differing_keys([r["spec"] for r in runs])
     names = short_names(keys)
     columns = metric_columns(runs)
-    flats = [flatten_spec(r["spec"]) for r in runs]
+    flats = [flatten_spec(spec_as_now(r["spec"])) for r in runs]
     labels = [run_label({k: flat[k] for k in keys if k in flat}, names) or r["id"] for r, flat in zip(runs, flats)]
     repeated = {label for label, count in Counter(labels).items() if count > 1}
     labels = [f"{label} [{r['id']}]" if label in repeated else label for label, r in zip(labels, runs)]

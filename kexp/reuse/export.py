@@ -39,6 +39,9 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None, 
     A plugin changed since the run is refused unless `allow_changed_code` (then a warning)."""
     if fmt not in FORMATS:
         raise RunDirError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    from kexp.backends import prefer_backend
+
+    prefer_backend("tensorflow")  # before a plugin of the run imports Keras
     record = open_run(Path(run_dir), allow_changed_code)
     # absolute, so the JSON still says where things are when read from another folder
     target = (Path(output) if output is not None else record.files.export / DEFAULT_NAMES[fmt]).absolute()
@@ -47,9 +50,11 @@ def export_run(run_dir: Path | str, fmt: str, output: Path | str | None = None, 
         if path.exists() or path.is_symlink():
             raise RunDirError(f"{path}: already exists; kexp export never overwrites (remove it, or choose a new path with --output)")
 
+    from kexp.backends import use_backend
     from kexp.models.saving import load_model
     from kexp.train.runtime import start_tensorflow
 
+    use_backend("tensorflow")  # SavedModel and TFLite are TensorFlow's: a model trained under jax exports through it
     start_tensorflow()  # without its start-up chatter, as `kexp train` does
     model = load_model(record.model_path)
     x = sample_inputs(model, record.preprocessing)

@@ -34,6 +34,16 @@ def create_run_dir(runs_dir: Path, name: str, utc: bool = False) -> Path:
     raise RunDirError(f"could not create a new run directory under {runs_dir}")
 
 
+def new_run_path(runs_dir: Path, name: str) -> Path:
+    """Where a new run would go (<runs_dir>/<time>-<name>-<xxxx>), not yet created: for a launcher that hands
+    its processes the directory process 0 then creates (kexp train --processes)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = Path(runs_dir) / f"{stamp}-{name}-{''.join(secrets.choice(_SUFFIX_CHARS) for _ in range(4))}"
+        if not path.exists():
+            return path
+
+
 def create_named_run_dir(path: Path) -> Path:
     """Exactly this (new or empty) directory, for a caller that chose the path (a sweep's trial)."""
     path = Path(path)

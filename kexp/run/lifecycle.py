@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError, describe_os_error
+from kexp.errors import Diverged, Interrupted, ResumeRefused, RunDirError, describe_os_error, repeats_once
 from kexp.run.dirs import create_named_run_dir, create_run_dir
 from kexp.run.files import RunFiles
 from kexp.run.io import now_iso, parse_time
@@ -322,6 +322,25 @@ def mark_pruned(run_dir: Path, epoch: int, metric: str, value: float | None) -> 
     fields = {k: v for k, v in status.document.items() if k not in ("state", "updated", "error", "signal")}
     write_status(run_dir, "pruned", **fields, pruned_at=epoch, pruned_by=f"the sweep's pruner: {metric} {value:.4g} at epoch {epoch}"
                  if value is not None else "the sweep's pruner")
+
+
+def mark_failed_by_peer(run_dir: Path, error: str) -> bool:
+    """A multi-process run one of whose other processes died (kexp.train.launch): `failed`, naming that process,
+    whether process 0 recorded nothing (JAX's runtime or the launcher stopped it) or only the broken collective
+    it saw as a failure of its own. True if it was recorded here."""
+    try:
+        status = read_status(run_dir)
+    except RunDirError:
+        return False  # it never wrote a status: nothing was started
+    if status.state not in ("running", "failed"):
+        return False  # process 0 recorded the end itself (interrupted, completed)
+    seen = f" (process 0 then stopped: {repeats_once(status.error)[:300]})" if status.state == "failed" and status.error else ""
+    fields = {k: v for k, v in status.document.items() if k not in ("state", "updated", "error", "signal", "ended", "exit_code")}
+    error = f"{error}{seen}; continue with: kexp resume {run_dir}"
+    write_status(run_dir, "failed", **fields, ended=now_iso(), exit_code=1, error=error)
+    with contextlib.suppress(OSError), open(RunFiles(run_dir).log, "a", encoding="utf-8") as f:
+        f.write(f"{now_iso()} failed: {error}\n")
+    return True
 
 
 def check_resumable(run_dir: Path, status: Status, allow_changed_code: bool = False) -> tuple[Any, list[str]]:

@@ -126,6 +126,7 @@ class Env(Record):
     kexp: str | None = None
     host: str | None = None
     device: str | None = None
+    processes: int | None = None  # one run over several processes (backend jax); absent before kexp recorded it
     seed: int | None = None
     data_dir: str | None = None
     data_files: list[dict[str, Any]] | None = None

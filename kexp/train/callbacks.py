@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 
-from kexp.errors import Diverged
+from kexp.errors import Diverged, Interrupted
 from kexp.run.records import has_history, write_history
 from kexp.train.checkpoint import AUTO_SECONDS, Checkpoint, capture, restore, write_checkpoint
 from kexp.train.scoring import plain
@@ -156,20 +156,38 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class StopOnSignal(keras.callbacks.Callback):
-    """Raises a pending signal (kexp.train.signals.SignalGuard) at the next batch boundary."""
+    """Raises a pending signal (kexp.train.signals.SignalGuard) at the next batch boundary; not in a fit over
+    several processes (per_batch False), where one process stopping alone would leave the others waiting: AgreedStop."""
 
-    def __init__(self, guard):
+    def __init__(self, guard, per_batch: bool = True):
         super().__init__()
-        self.guard = guard
+        self.guard, self.per_batch = guard, per_batch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.guard.raise_if_pending()
+        if self.per_batch:
+            self.guard.raise_if_pending()
 
     def on_test_batch_end(self, batch, logs=None):
-        self.guard.raise_if_pending()
+        if self.per_batch:
+            self.guard.raise_if_pending()
 
     def on_predict_batch_end(self, batch, logs=None):
         self.guard.raise_if_pending()
+
+
+class AgreedStop(keras.callbacks.Callback):
+    """Several processes: a signal any of them received stops all of them at the end of the same epoch
+    (`agree(pending)` is one all-gather per epoch, kexp.train.distributed.agreed_signal). Runs last, after
+    the Checkpointer has captured that epoch, so the checkpoint process 0 writes on the stop includes it."""
+
+    def __init__(self, guard, agree: Callable):
+        super().__init__()
+        self.guard, self.agree = guard, agree
+
+    def on_epoch_end(self, epoch, logs=None):
+        received = self.agree(self.guard.pending)
+        if received is not None:
+            raise Interrupted(received.name, 128 + received)
 
 
 class MlflowEpochs(keras.callbacks.Callback):
@@ -228,8 +246,9 @@ class FitCallbacks:
     status: EpochStatus
     early_stopping: Any = None
     tracking: list = field(default_factory=list)  # TensorBoard's and MLflow's, as the spec asks
+    agreed_stop: AgreedStop | None = None  # several processes only
 
     def in_order(self) -> list:
         early = [self.early_stopping] if self.early_stopping is not None else []
         return [self.first_batch, self.stop_on_signal, *self.tracking, self.history, self.nan_guard, self.progress, *early,
-                self.checkpointer, self.status]
+                self.checkpointer, self.status, *([self.agreed_stop] if self.agreed_stop is not None else [])]

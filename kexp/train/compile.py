@@ -73,7 +73,8 @@ def new_model(spec: ExperimentSpec, data: Dataset, seed: int, device: Placement,
     set_seed(seed)
     with device.scope():
         model = build_model(spec, data.input_shape, outputs, data.task)
-        plan = plan_loop(model, spec.train, steps(len(data.train), spec.train.batch_size), mirrored=device.strategy is not None and device.backend == "tensorflow",
+        plan = plan_loop(model, spec.train, steps(len(data.train), spec.train.batch_size, device.processes > 1),
+                         mirrored=device.strategy is not None and device.backend == "tensorflow",
                          input_bytes=data.train.held_bytes, on_cpu=device.on_cpu,
                          streamed=data.train.streamed)
         compile_model(model, spec.train, loss, outputs, plan)

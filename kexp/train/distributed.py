@@ -15,13 +15,16 @@ batch from the same tf.data feed (rebatch, then shard), so each process reads al
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from kexp.errors import DeviceError
+from kexp.errors import DeviceError, PeerLost, repeats_once
 
 # A process that stops sending heartbeats (killed, or its machine gone) makes JAX's runtime stop
 # the others after this long, instead of its default 100 s; kexp.train.launch then records the run.
@@ -49,12 +52,23 @@ class ProcessGroup:
 SINGLE = ProcessGroup()
 
 
+_joined: list[ProcessGroup] = []  # JAX's runtime is one per process: the group this process joined, if any
+
+
+def joined() -> bool:
+    return bool(_joined)
+
+
 def join(group: ProcessGroup) -> None:
     """Start JAX's distributed runtime for this process (every process of the group calls it; it waits for all)."""
     import jax
 
-    jax.distributed.initialize(coordinator_address=group.coordinator, num_processes=group.count, process_id=group.index,
-                               heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    from kexp.train.runtime import quiet_native_stderr
+
+    with quiet_native_stderr():  # Gloo's "Rank 0 is connected to 1 peer ranks"
+        jax.distributed.initialize(coordinator_address=group.coordinator, num_processes=group.count, process_id=group.index,
+                                   heartbeat_timeout_seconds=HEARTBEAT_SECONDS)
+    _joined.append(group)
 
 
 def device_name(device) -> str:
@@ -81,8 +95,14 @@ def jax_placement(device: str, group: ProcessGroup):
 
     if device == "all" or group.multi:
         devices = jax_devices("cpu" if device == "cpu" else None)
-        return Placement([device_name(d) for d in devices], keras.distribution.DataParallel(devices=devices), backend="jax",
-                         processes=group.count)
+        placement = Placement([device_name(d) for d in devices], keras.distribution.DataParallel(devices=devices), backend="jax",
+                              processes=group.count, process_index=group.index)
+        if group.multi:
+            from kexp.train.runtime import quiet_native_stderr
+
+            with quiet_native_stderr():  # the first collective: Gloo's "Rank 0 is connected to 1 peer ranks"
+                placement.hosts = process_facts()
+        return placement
     if device == "cpu" or (device == "auto" and not jax_devices("gpu")):
         return Placement([device_name(jax_devices("cpu")[0])], backend="jax")
     gpus = jax_devices("gpu")
@@ -103,7 +123,7 @@ def agreed_signal(pending: signal.Signals | None) -> signal.Signals | None:
     return signal.Signals(received[0]) if received else None
 
 
-def process_facts(placement) -> list[dict]:
+def process_facts() -> list[dict]:
     """Each process's host and devices, gathered from all (each knows only its own host name)."""
     import jax
     from jax.experimental import multihost_utils
@@ -114,6 +134,23 @@ def process_facts(placement) -> list[dict]:
     hosts = np.asarray(multihost_utils.process_allgather(name)).reshape(-1, 64)
     return [{"process": i, "host": bytes(row).rstrip(b"\0").decode(errors="replace"),
              "devices": [device_name(d) for d in jax.devices() if d.process_index == i]} for i, row in enumerate(hosts)]
+
+
+def write_weights_digest(model, index: int) -> None:
+    """For tests (KEXP_PROCESS_DIGESTS=<folder>): each process writes the SHA-256 of its final weights to
+    <folder>/process-<i>.sha256, so a test can see that every process ends with the same model."""
+    folder = os.environ.get("KEXP_PROCESS_DIGESTS")
+    if folder:
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())).hexdigest()
+        (Path(folder) / f"process-{index}.sha256").write_text(digest)
+
+
+def lost_peer(exc: Exception) -> PeerLost | None:
+    """A collective that failed because another process is gone (JAX's XlaRuntimeError), as one line; None for anything else."""
+    if type(exc).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+        return None
+    cause = repeats_once(" ".join(str(exc).split()))[:240]
+    return PeerLost(f"another process of the run stopped answering ({cause})")
 
 
 def localize(model) -> None:

@@ -36,7 +36,7 @@ from kexp.tracking import check_installed, check_mlflow_reachable
 from kexp.train import record
 from kexp.train.checkpoint import Checkpoint, latest_checkpoint
 from kexp.train.compile import CompiledModel, new_model
-from kexp.train.distributed import SINGLE, ProcessGroup, jax_placement
+from kexp.train.distributed import SINGLE, ProcessGroup, jax_placement, join
 from kexp.train.feeds import steps
 from kexp.train.fit import fit_member
 from kexp.train.runtime import Placement, select_device, set_determinism, set_precision, start_tensorflow
@@ -120,17 +120,44 @@ class Resumption:
 Start = FreshStart | Resumption
 
 
-def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: Emit = discard, run_dir: Path | None = None) -> RunResult:
+def run_experiment(spec: ExperimentSpec, data_dir: Path, runs_dir: Path, emit: Emit = discard, run_dir: Path | None = None,
+                   group: ProcessGroup = SINGLE) -> RunResult:
     """Train one experiment and leave a complete run directory (at `run_dir` if given); errors before training leave none.
 
-    Progress goes to `emit` as events (kexp.events), and into the run's events.jsonl.
+    Progress goes to `emit` as events (kexp.events), and into the run's events.jsonl. With several
+    processes (`group`, backend jax) this is process 0's part; the others call run_worker.
     """
     with stop_on_signals() as guard, BackgroundPlots() as plots:
-        result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, FreshStart(runs_dir, run_dir))
+        result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, FreshStart(runs_dir, run_dir), group)
     return noted_late_signal(result, guard)
 
 
-def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard, allow_changed_code: bool = False) -> RunResult:
+@dataclass(frozen=True)
+class WorkerStart(FreshStart):
+    """A process other than 0 of a multi-process run: it trains its share in a scratch run directory of its own
+    (the run's directory is process 0's alone) and, resuming, starts from the checkpoint process 0 starts from."""
+
+    resume_from: Path | None = None
+
+    def checkpoint(self, folder: Path) -> Checkpoint | None:
+        return latest_checkpoint(self.resume_from) if self.resume_from is not None else None
+
+
+def run_worker(spec: ExperimentSpec, data_dir: Path, group: ProcessGroup, resume_from: Path | None = None) -> None:
+    """Process `group.index` (> 0) of a run: the same data, model and fit as process 0, writing nothing in the run's
+    directory; no tracking of its own. Its scratch directory is removed when it ends."""
+    import tempfile
+
+    from kexp.spec import TrackingSpec
+
+    train = spec.train.model_copy(update={"tensorboard": None, "checkpoint_every": 0})
+    quiet = spec.model_copy(update={"tracking": TrackingSpec(), "train": train})
+    with tempfile.TemporaryDirectory(prefix="kexp-process-") as scratch, stop_on_signals() as guard, BackgroundPlots() as plots:
+        _run(quiet, data_dir, RecordingEmit(discard), guard, plots, WorkerStart(Path(scratch), resume_from=resume_from), group)
+
+
+def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard, allow_changed_code: bool = False,
+                      group: ProcessGroup = SINGLE) -> RunResult:
     """Continue a stopped run in its own directory, from its last checkpoint; a completed run is left as it is.
     A plugin changed since the run is refused unless `allow_changed_code` (then a warning, in the run's log too)."""
     from kexp.run.lifecycle import read_completed
@@ -148,10 +175,25 @@ def resume_experiment(run_dir: Path, data_dir: Path, emit: Emit = discard, allow
             for warning in warnings:
                 run.log(f"warning: {warning}")
                 emit("warning", message=warning)
-            result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, Resumption(run))
+            result = _run(spec, data_dir, RecordingEmit(emit), guard, plots, Resumption(run), group)
         finally:
             run.release()
     return noted_late_signal(result, guard)
+
+
+def recorded_processes(run_dir: Path) -> tuple[int, ExperimentSpec | None]:
+    """How many processes a run was trained over (env.json) and its spec (config.yaml); (1, None) where either cannot be read
+    (resume_experiment then says why) or the run completed (nothing to start)."""
+    from kexp.run.lifecycle import read_completed
+    from kexp.run.records import read_env
+    from kexp.spec import load_spec
+
+    try:
+        if read_completed(Path(run_dir)) is not None:
+            return 1, None
+        return read_env(Path(run_dir)).processes or 1, load_spec(RunFiles(Path(run_dir)).config)
+    except KexpError:
+        return 1, None
 
 
 def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
@@ -160,12 +202,17 @@ def noted_late_signal(result: RunResult, guard: SignalGuard) -> RunResult:
     return result
 
 
-def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: SignalGuard, plots: BackgroundPlots, start: Start) -> RunResult:
+def _run(spec: ExperimentSpec, data_dir: Path, emit: RecordingEmit, guard: SignalGuard, plots: BackgroundPlots, start: Start,
+         group: ProcessGroup = SINGLE) -> RunResult:
     clock = time.perf_counter()
     check_installed(tensorboard=spec.train.tensorboard is not None, mlflow=spec.tracking.mlflow is not None)
     start.check(spec)
+    if group.multi:  # JAX's runtime starts before any JAX array exists; it waits for every process
+        use_backend(spec.backend)
+        join(group)
+        guard.reinstall()  # JAX's runtime installs a SIGTERM handler of its own (its preemption notifier): kexp's comes back
     prepared = prepare_data(spec, data_dir, start, emit)
-    device = start_runtime(spec)
+    device = start_runtime(spec, group)
     first = new_model(spec, prepared.data, prepared.members[0].seed, device, prepared.loss, prepared.outputs)
     session = Session(spec, data_dir, emit, guard, plots, start.open(spec, guard), device, prepared)
     announce_run(session, first)

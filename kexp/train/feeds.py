@@ -13,7 +13,7 @@ import numpy as np
 from kexp.train.batching import as_tensor, epoch_order, untuned
 
 
-def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int | None = None):
+def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int | None = None, whole_batches: bool = False):
     """A tf.data pipeline of (inputs, targets) batches of `part` (a Split whose y holds the
     targets in the loss's form), all of it in TensorFlow's graph.
 
@@ -29,6 +29,9 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoc
     an epoch), and a resumed run sees the batches an uninterrupted one would have. Keras'
     last call of an epoch runs its full steps_per_execution, so that must divide the epoch
     (see steps_per_call).
+
+    `whole_batches` leaves out each pass's short last batch: over several processes every global
+    batch is split evenly among them, and each must take the same number of steps.
     """
     import tensorflow as tf
 
@@ -38,9 +41,9 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoc
         return image_feed(part, batch_size, shuffle, seed, first_epoch)
     take_rows, targets, divisor = row_gatherer(part.x), as_tensor(part.y), part.divisor
     if first_epoch is None:
-        batches = tf.data.Dataset.range(len(part.y)).batch(batch_size)
+        batches = tf.data.Dataset.range(len(part.y)).batch(batch_size, drop_remainder=whole_batches)
     else:
-        batches = epoch_batches(len(part.y), batch_size, shuffle, seed, first_epoch)
+        batches = epoch_batches(len(part.y), batch_size, shuffle, seed, first_epoch, whole_batches)
     compact = np.issubdtype(part.x.dtype, np.integer) or part.x.dtype == np.bool_
 
     def gather(index):
@@ -55,12 +58,12 @@ def feed(part, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoc
     return untuned(batches.map(gather, num_parallel_calls=2).prefetch(2))
 
 
-def epoch_batches(rows: int, batch_size: int, shuffle: bool, seed: int, first_epoch: int):
+def epoch_batches(rows: int, batch_size: int, shuffle: bool, seed: int, first_epoch: int, whole_batches: bool = False):
     """Row-index batches of epoch first_epoch, first_epoch + 1, ...; an epoch's order depends on (seed, epoch) only."""
     import tensorflow as tf
 
     def one_epoch(epoch):
-        return tf.data.Dataset.from_tensor_slices(epoch_order(rows, shuffle, seed, epoch)).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(epoch_order(rows, shuffle, seed, epoch)).batch(batch_size, drop_remainder=whole_batches)
 
     return tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_epoch)
 
@@ -111,6 +114,6 @@ def row_gatherer(x: np.ndarray):
     return take_rows
 
 
-def steps(rows: int, batch_size: int) -> int:
-    """Batches per epoch, the last one possibly short."""
-    return -(-rows // batch_size)
+def steps(rows: int, batch_size: int, whole_batches: bool = False) -> int:
+    """Batches per epoch, the last one possibly short (or left out: whole_batches)."""
+    return rows // batch_size if whole_batches else -(-rows // batch_size)

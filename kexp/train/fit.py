@@ -19,6 +19,7 @@ from kexp.run.lifecycle import process_age_seconds
 from kexp.spec import ExperimentSpec
 from kexp.train.checkpoint import Checkpoint, restore
 from kexp.train.compile import class_weights, make_targets
+from kexp.train.distributed import agreed_signal, localize, lost_peer, write_weights_digest
 from kexp.train.feeds import feed, steps
 from kexp.train.image_feeds import named_decode_errors
 from kexp.train.loop import training_feed
@@ -39,10 +40,13 @@ class Scores:
 def fit_member(session: Session, job: MemberJob) -> FitOutcome:
     """model.fit with kexp's callbacks (from job.resume on), then the final metrics of every part and a per-class report."""
     splits = prepare_splits(job.data, session.prepared.loss)
-    callbacks = fit_callbacks(session, job, steps(len(splits["train"]), session.spec.train.batch_size))
+    callbacks = fit_callbacks(session, job, steps(len(splits["train"]), session.spec.train.batch_size, session.device.processes > 1))
     try:
         with named_decode_errors(splits):
-            run_fit(session, job, splits, callbacks)
+            run_fit_together(session, job, splits, callbacks)
+            if session.device.processes > 1:  # scored by each process on its own, whole, with no more collectives
+                localize(job.compiled.model)
+                write_weights_digest(job.compiled.model, session.device.process_index)
             session.plots.draw(job.folder)  # history.json is final: the curves are drawn while the model is scored
             session.guard.raise_if_pending()
             clock = time.perf_counter()
@@ -80,7 +84,8 @@ def fit_callbacks(session: Session, job: MemberJob, steps_per_epoch: int):
 
     return cb.FitCallbacks(
         first_batch=cb.FirstBatchClock(process_age_seconds),
-        stop_on_signal=cb.StopOnSignal(session.guard),
+        stop_on_signal=cb.StopOnSignal(session.guard, per_batch=session.device.processes == 1),
+        agreed_stop=cb.AgreedStop(session.guard, agreed_signal) if session.device.processes > 1 else None,
         tracking=tracking_callbacks(session.spec, job.folder, session.tracker, member),
         history=history,
         nan_guard=cb.NanGuard(),
@@ -100,6 +105,17 @@ def tracking_callbacks(spec: ExperimentSpec, folder: Path, tracker, member: str 
     return callbacks + ([MlflowEpochs(tracker, member)] if tracker is not None else [])
 
 
+def run_fit_together(session: Session, job: MemberJob, splits: dict[str, Any], callbacks) -> None:
+    """run_fit; over several processes, a collective broken by a process that died is PeerLost (one line), not JAX's traceback."""
+    try:
+        run_fit(session, job, splits, callbacks)
+    except Exception as exc:
+        lost = lost_peer(exc) if session.device.processes > 1 else None
+        if lost is None:
+            raise
+        raise lost from None
+
+
 def run_fit(session: Session, job: MemberJob, splits: dict[str, Any], callbacks) -> None:
     """model.fit from the resume point to train.epochs; a fit an earlier attempt finished only has its state put back."""
     model, train, resume = job.compiled.model, session.spec.train, job.resume
@@ -107,12 +123,13 @@ def run_fit(session: Session, job: MemberJob, splits: dict[str, Any], callbacks)
         restore(model, resume)  # fit had finished: only the evaluation is left
         return
     first_epoch = resume.epoch if resume is not None else 0
-    batches, steps_per_epoch = training_feed(model, splits["train"], job.compiled.plan, train, job.member.seed, first_epoch)
+    whole = session.device.processes > 1  # each process takes the same steps: short last batches are left out
+    batches, steps_per_epoch = training_feed(model, splits["train"], job.compiled.plan, train, job.member.seed, first_epoch, whole)
     validation = splits["validation"]
     model.fit(
         batches,
         steps_per_epoch=steps_per_epoch,
-        validation_data=None if validation is None else feed(validation, evaluation_batch_size(train.batch_size)),
+        validation_data=None if validation is None else feed(validation, evaluation_batch_size(train.batch_size), whole_batches=whole),
         epochs=train.epochs,
         initial_epoch=first_epoch,
         shuffle=False,  # the feed shuffles, seeded, each epoch

@@ -206,11 +206,12 @@ def compiled_epoch_step(model, part):
     return epoch_step
 
 
-def training_feed(model, part, plan: LoopPlan, train: TrainSpec, seed: int, first_epoch: int):
+def training_feed(model, part, plan: LoopPlan, train: TrainSpec, seed: int, first_epoch: int, whole_batches: bool = False):
     """What model.fit trains on for the plan's loop: (dataset, steps_per_epoch). With xla the
-    step is made a whole compiled epoch (use_xla_epochs) and each element is an epoch."""
+    step is made a whole compiled epoch (use_xla_epochs) and each element is an epoch;
+    whole_batches (several processes) leaves out each epoch's short last batch."""
     batch_size, shuffle = train.batch_size, train.shuffle
     if plan.loop == "xla":
         use_xla_epochs(model, part, plan.xla_flags)
         return epoch_feed(part, batch_size, shuffle, seed, first_epoch), 1
-    return feed(part, batch_size, shuffle, seed, first_epoch), steps(len(part.y), batch_size)
+    return feed(part, batch_size, shuffle, seed, first_epoch, whole_batches), steps(len(part.y), batch_size, whole_batches)

@@ -114,6 +114,8 @@ def environment(device: Placement, seed: int, data_dir: Path) -> dict[str, Any]:
         "user": current_user(),
         "device": device.name,
         "devices": device.devices,  # the devices the model ran on (replicas under device: all)
+        "processes": device.processes,  # one run over several (kexp train --processes N, backend jax)
+        **({"process_hosts": device.hosts} if device.hosts else {}),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "cpu_count": os.cpu_count(),
         "threads": thread_settings(),

@@ -26,6 +26,7 @@ STARTUP_NOISE = re.compile(
     r"oneDNN custom operations|cudart_stub|cpu_feature_guard|To enable the following instructions"
     r"|All log messages before absl::InitializeLog|failed call to cuInit|Unable to register cu\w+ factory"
     r"|computation placer already registered|TF-TRT Warning|Created TensorFlow Lite XNNPACK delegate"
+    r"|\[Gloo\] Rank \d+ is connected to"
 )
 
 
@@ -124,6 +125,8 @@ class Placement:
     strategy: Any = None  # tf.distribute.MirroredStrategy, or a keras.distribution.Distribution under jax
     backend: str = "tensorflow"
     processes: int = 1
+    process_index: int = 0  # this process's number among them
+    hosts: list[dict] | None = None  # several processes: each one's host and devices (kexp.train.distributed.process_facts)
 
     @property
     def on_cpu(self) -> bool:

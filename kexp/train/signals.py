@@ -52,6 +52,12 @@ class SignalGuard:
             say(f"{received.name}: quitting at once; the last checkpoint on disk is kept")
             os._exit(128 + self.pending)
 
+    def reinstall(self) -> None:
+        """Handle the signals again (in the main thread) after a library replaced the handlers with its own."""
+        if threading.current_thread() is threading.main_thread():
+            for s in HANDLED:
+                signal.signal(s, self.handle)
+
     def raise_if_pending(self) -> None:
         if self.pending is not None:
             raise Interrupted(self.pending.name, 128 + self.pending)
