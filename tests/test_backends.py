@@ -128,3 +128,20 @@ def test_env_json_of_a_tensorflow_run_records_backend_and_one_process(tmp_path, 
     assert result.exit_code == 0, result.output
     env = json.loads(next(Path(tmp_path / "runs").glob("*/env.json")).read_text())
     assert env["backend"] == "tensorflow" and env["processes"] == 1 and "jax" not in env and "process_hosts" not in env
+
+
+def test_once_process_0_has_ended_the_others_are_stopped_soon(monkeypatch):
+    """A leader that refused to start (a held run, changed data) leaves the others waiting at JAX's start: killed after a moment."""
+    import subprocess
+    import sys
+    import time
+
+    from kexp.train import launch
+
+    monkeypatch.setattr(launch, "LEADER_GONE_SECONDS", 1.0)
+    leader = subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])
+    waiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = time.monotonic()
+    first = launch.supervise([leader, waiting])
+    assert time.monotonic() - started < 10
+    assert first == launch.ProcessExit(0, 2) and waiting.returncode == -9

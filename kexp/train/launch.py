@@ -13,6 +13,7 @@ On a cluster the same run is `srun -n N kexp train SPEC` (JAX reads Slurm's vari
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -32,6 +33,9 @@ from kexp.train.signals import HANDLED
 # After one process ended badly, how long the others get to stop on their own (JAX's runtime stops
 # a process whose peer is gone after distributed.HEARTBEAT_SECONDS) before they are killed.
 STOP_SECONDS = 30.0
+# Once process 0 has ended (completed, or refused to start: a held run, changed data), how long the others
+# get before they are killed; they write nothing, and one waiting for process 0 would wait minutes.
+LEADER_GONE_SECONDS = 5.0
 
 
 class LaunchError(KexpError):
@@ -194,13 +198,17 @@ def forwarded_signals(processes: list[subprocess.Popen]):
 
 
 def supervise(processes: list[subprocess.Popen]) -> ProcessExit | None:
-    """Wait for every process; after the first that ends badly, the rest get STOP_SECONDS, then SIGKILL. The first bad end, or None."""
-    first, deadline = None, None
+    """Wait for every process; after the first that ends badly the rest get STOP_SECONDS, after process 0 ends
+    LEADER_GONE_SECONDS, then SIGKILL. The first bad end, or None."""
+    first, deadline, leader_gone = None, None, None
     while any(process.poll() is None for process in processes):
         for i, process in enumerate(processes):
             code = process.poll()
             if first is None and code is not None and code != 0:
                 first, deadline = ProcessExit(i, code), time.monotonic() + STOP_SECONDS
+        if processes[0].poll() is not None and leader_gone is None:  # the others have nothing to save: a few seconds to finish
+            leader_gone = time.monotonic()
+            deadline = min(deadline or math.inf, leader_gone + LEADER_GONE_SECONDS)
         if deadline is not None and time.monotonic() > deadline:
             for process in processes:
                 with contextlib.suppress(ProcessLookupError):
