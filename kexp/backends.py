@@ -33,10 +33,10 @@ def prefer_backend(name: Any) -> None:
 def use_backend(name: str) -> None:
     """Keras computes with `name` in this process: set before its import, or refused in one line."""
     check_installed(name)
-    prefer_backend(name)
-    import keras
-
-    running = keras.backend.backend()
+    if "keras" not in sys.modules:  # Keras reads it at its import (kexp.train.runtime imports it quietly, without its extras)
+        os.environ["KERAS_BACKEND"] = name
+        return
+    running = sys.modules["keras"].backend.backend()
     if running != name:
         raise BackendError(f"backend: {name}: Keras was already imported with backend {running} in this process "
                            f"(KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'unset')}); run kexp in a fresh process")

@@ -78,8 +78,10 @@ def wait_for_epoch(run_dirs: Path, proc: subprocess.Popen, epoch: int, timeout: 
     raise AssertionError(f"no epoch {epoch} in {timeout} s")
 
 
-def process_pid(index: int) -> int:
-    found = subprocess.run(["pgrep", "-f", "--", f"--process-id {index} --num-processes 2"], capture_output=True, text=True).stdout.split()
+def process_pid(tmp_path: Path, index: int) -> int:
+    """Process `index` of this test's run (its command names the test's runs directory)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"{tmp_path}/runs .*--process-id {index} --num-processes 2"], capture_output=True,
+                           text=True).stdout.split()
     assert found, f"no process {index}"
     return int(found[0])
 
@@ -93,7 +95,7 @@ def start_two(tmp_path: Path, spec: dict) -> subprocess.Popen:
 def test_sigterm_to_one_process_stops_both_with_a_checkpoint_and_resume_finishes_over_two(tmp_path):
     proc = start_two(tmp_path, jax_spec(samples=6000, epochs=4))
     run = wait_for_epoch(tmp_path / "runs", proc, 1)
-    os.kill(process_pid(1), signal.SIGTERM)  # not process 0: the one that owns the run hears of it from the other
+    os.kill(process_pid(tmp_path, 1), signal.SIGTERM)  # not process 0: the one that owns the run hears of it from the other
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     status = json.loads((run / "status.json").read_text())
@@ -111,7 +113,7 @@ def test_sigterm_to_one_process_stops_both_with_a_checkpoint_and_resume_finishes
 def test_a_process_that_dies_stops_the_other_soon_and_the_run_says_which(tmp_path):
     proc = start_two(tmp_path, jax_spec(samples=6000, epochs=20))
     run = wait_for_epoch(tmp_path / "runs", proc, 1)
-    os.kill(process_pid(1), signal.SIGKILL)
+    os.kill(process_pid(tmp_path, 1), signal.SIGKILL)
     killed = time.monotonic()
     out, err = proc.communicate(timeout=120)
     assert time.monotonic() - killed < 45  # JAX's heartbeat timeout (10 s) or the launcher's 30 s, never a hang
