@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import socket
 from dataclasses import dataclass
@@ -147,7 +148,8 @@ def write_weights_digest(model, index: int) -> None:
 
 def lost_peer(exc: Exception) -> PeerLost | None:
     """A collective that failed because another process is gone (JAX's XlaRuntimeError), as one line; None for anything else."""
-    if type(exc).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+    runtime = type(exc).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+    if not runtime and not re.search(r"Gloo|Connection (reset|closed)|heartbeat|UNAVAILABLE|coordination service", str(exc)):
         return None
     cause = repeats_once(" ".join(str(exc).split()))[:240]
     return PeerLost(f"another process of the run stopped answering ({cause})")
