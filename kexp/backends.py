@@ -34,7 +34,7 @@ def use_backend(name: str) -> None:
     """Keras computes with `name` in this process: set before its import, or refused in one line."""
     check_installed(name)
     if "keras" not in sys.modules:  # Keras reads it at its import (kexp.train.runtime imports it quietly, without its extras)
-        os.environ["KERAS_BACKEND"] = name
+        prefer_backend(name)
         return
     running = sys.modules["keras"].backend.backend()
     if running != name:
